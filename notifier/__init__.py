@@ -1,0 +1,1 @@
+"""Incident notification delivery engine, event-sourced on Apache Kafka."""

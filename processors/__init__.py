@@ -1,0 +1,1 @@
+"""The Faust app and its agents: dispatcher, channel agents, retries, projection."""

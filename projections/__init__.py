@@ -1,0 +1,1 @@
+"""PostgreSQL read models built from the topics: the NotificationLog, its migrations, replay."""
