@@ -1,0 +1,5 @@
+"""Topic contracts: Avro schemas in schemas/, their Python records, and the wire codec."""
+
+from notifier.contracts.errors import ContractError
+
+__all__ = ["ContractError"]
