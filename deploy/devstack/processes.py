@@ -1,0 +1,101 @@
+"""Background processes of the stack: pid files, liveness, ports, stopping, log tails."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from devstack.config import StackError
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid in `pid_file`, or None when there is no such file or it is garbage."""
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def running(pid: int | None, marker: str) -> bool:
+    """True when `pid` is alive and its command line mentions `marker` (not a reused pid)."""
+    if pid is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return any(marker in part for part in proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:`port`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def port_owner(port: int) -> str:
+    """Who listens on `port`, as 'pid N (name)' when it can be told."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            addr = conn.laddr
+            listening = conn.status == psutil.CONN_LISTEN
+            if listening and isinstance(addr, tuple) and addr and addr[1] == port and conn.pid:
+                return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except (psutil.Error, OSError):
+        pass
+    return "another process"
+
+
+def stop_many(
+    targets: list[tuple[int, str]], sig: int = signal.SIGTERM, grace_s: float = 30.0
+) -> None:
+    """Send `sig` to every (pid, marker), wait up to `grace_s` for all to exit, kill the rest."""
+    live = [(pid, marker) for pid, marker in targets if running(pid, marker)]
+    for pid, _ in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    wait_until(lambda: not any(running(p, m) for p, m in live), grace_s)
+    for pid, marker in live:
+        if running(pid, marker):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not any(running(p, m) for p, m in live), 10.0)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, every_s: float = 0.2) -> bool:
+    """Poll `condition` until it holds or `timeout_s` passes; returns whether it held."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(every_s)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    """The last `lines` lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+def require_free(port: int, what: str) -> None:
+    """StackError naming the owner when `port` is taken."""
+    if not port_free(port):
+        raise StackError(
+            f"port {port} ({what}) is in use by {port_owner(port)}; stop it or pick "
+            "other ports with NOTIFIER_STACK_KAFKA_PORT"
+        )
