@@ -1,0 +1,447 @@
+"""`notifier`: the command line of the notification engine. Every command has --help."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from notifier.contracts.errors import ContractError
+from notifier.contracts.records import (
+    Channel,
+    ChannelPreference,
+    IncidentAcknowledged,
+    IncidentEscalated,
+    IncidentOpened,
+    IncidentResolved,
+    Priority,
+    Record,
+    SlackConnection,
+    TeamsConnection,
+    UserProfile,
+    WebhookAuth,
+    WebhookEndpoint,
+)
+from notifier.settings import Settings, get_settings
+
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
+)
+topics_app = typer.Typer(help="Create and list the notifier's Kafka topics.", no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL read model.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+IncidentEvent = IncidentOpened | IncidentEscalated | IncidentAcknowledged | IncidentResolved
+ALERT_TYPES: dict[str, type[IncidentOpened | IncidentEscalated]] = {
+    "opened": IncidentOpened,
+    "escalated": IncidentEscalated,
+}
+NOTICE_TYPES: dict[str, type[IncidentAcknowledged | IncidentResolved]] = {
+    "acknowledged": IncidentAcknowledged,
+    "resolved": IncidentResolved,
+}
+INCIDENT_TYPES: dict[str, type[IncidentEvent]] = {**ALERT_TYPES, **NOTICE_TYPES}
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `message` as an error and return the Exit to raise."""
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json_default(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except ValueError as exc:  # pydantic's ValidationError names the bad variable
+        raise fail(f"invalid settings: {exc}") from exc
+
+
+def _codec(settings: Settings) -> Any:
+    from notifier.contracts.factory import build_codec
+
+    try:
+        return build_codec(settings)
+    except Exception as exc:
+        where = settings.schema_registry_url or "schemas/"
+        raise fail(f"cannot build the Avro codec from {where}: {exc}") from exc
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise fail(f"cannot read {path}: {exc}") from exc
+
+
+def _publish(settings: Settings, topic: str, items: list[tuple[str, Record]]) -> None:
+    from notifier.kafka_io import Publisher, PublishError
+
+    publisher = Publisher(settings, _codec(settings))
+    try:
+        for key, record in items:
+            publisher.publish(topic, key, record)
+        publisher.flush()
+    except (PublishError, ContractError) as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command()
+def config() -> None:
+    """Print the resolved settings, secrets masked."""
+    for key, value in _settings().masked().items():
+        out.print(f"{key} = {value}", highlight=False)
+
+
+@app.command("publish-incident")
+def publish_incident(
+    file: Annotated[
+        Path | None,
+        typer.Option(help="JSON file: one incident event or a list; each may name its 'type'."),
+    ] = None,
+    type_: Annotated[
+        str, typer.Option("--type", help="opened, escalated, acknowledged or resolved.")
+    ] = "opened",
+    incident_id: Annotated[
+        str | None, typer.Option(help="Incident id (default: new UUID; overrides the file's).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="One-line summary.")] = None,
+    priority: Annotated[Priority, typer.Option(help="Incident priority.")] = Priority.HIGH,
+    user: Annotated[list[str] | None, typer.Option(help="User to notify (repeat).")] = None,
+    level: Annotated[int, typer.Option(help="Escalation level.")] = 1,
+    description: Annotated[str | None, typer.Option(help="Longer text.")] = None,
+    service: Annotated[str | None, typer.Option(help="Affected service.")] = None,
+    url: Annotated[str | None, typer.Option(help="Link to the incident.")] = None,
+    channel: Annotated[
+        list[Channel] | None, typer.Option(help="Only these channels (repeat).")
+    ] = None,
+    skip_tiers: Annotated[bool, typer.Option(help="Send every tier at once.")] = False,
+    by: Annotated[str | None, typer.Option(help="Who acknowledged or resolved.")] = None,
+) -> None:
+    """Publish incident events to the incidents topic, Avro-encoded."""
+    from notifier.contracts.convert import from_json
+
+    settings = _settings()
+    events: list[IncidentEvent] = []
+    if file is not None:
+        data = _load_json(file)
+        for item in data if isinstance(data, list) else [data]:
+            kind = str(item.pop("type", type_)) if isinstance(item, dict) else type_
+            cls = INCIDENT_TYPES.get(kind)
+            if cls is None:
+                raise fail(f"unknown incident type {kind!r}: one of {', '.join(INCIDENT_TYPES)}")
+            if incident_id is not None:
+                item["incident_id"] = incident_id
+            item.setdefault("event_id", str(uuid.uuid4()))
+            item.setdefault("occurred_at", _now().isoformat())
+            try:
+                events.append(from_json(cls, item))
+            except ContractError as exc:
+                raise fail(f"{file}: {exc.reason}") from exc
+    else:
+        if type_ not in INCIDENT_TYPES:
+            raise fail(f"unknown incident type {type_!r}: one of {', '.join(INCIDENT_TYPES)}")
+        common: dict[str, Any] = {
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": _now(),
+            "incident_id": incident_id or str(uuid.uuid4()),
+        }
+        if type_ in ALERT_TYPES:
+            if not title or not user:
+                raise fail("--title and at least one --user are needed (or --file)")
+            events.append(
+                ALERT_TYPES[type_](
+                    **common,
+                    title=title,
+                    priority=priority,
+                    escalation_level=level,
+                    user_ids=list(user),
+                    description=description,
+                    service=service,
+                    url=url,
+                    channels=list(channel) if channel else None,
+                    skip_tiers=skip_tiers,
+                )
+            )
+        else:
+            if incident_id is None:
+                raise fail("--incident-id is needed to acknowledge or resolve")
+            events.append(NOTICE_TYPES[type_](**common, by_user_id=by, via="cli"))
+    _publish(settings, "incidents", [(e.incident_id, e) for e in events])
+    for event in events:
+        out.print(f"published {type(event).__name__} {event.incident_id}", highlight=False)
+
+
+@app.command("upsert-user")
+def upsert_user(
+    file: Annotated[
+        Path | None, typer.Option(help="JSON file: one user profile or a list.")
+    ] = None,
+    user_id: Annotated[str | None, typer.Option(help="User id.")] = None,
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    email: Annotated[str | None, typer.Option(help="Email address.")] = None,
+    phone: Annotated[str | None, typer.Option(help="Phone in E.164, e.g. +14155550100.")] = None,
+    push_token: Annotated[list[str] | None, typer.Option(help="FCM token (repeat).")] = None,
+    slack_user: Annotated[str | None, typer.Option(help="Slack member id.")] = None,
+    teams_webhook: Annotated[str | None, typer.Option(help="Teams incoming webhook URL.")] = None,
+    webhook_url: Annotated[str | None, typer.Option(help="Generic webhook URL.")] = None,
+    channels: Annotated[
+        str, typer.Option(help="Enabled channels in order, comma separated.")
+    ] = "EMAIL,SLACK,PUSH,TEAMS,WEBHOOK,SMS,VOICE",
+) -> None:
+    """Write user profiles (contacts and channel preferences) to the compacted users topic."""
+    from notifier.contracts.convert import from_json
+
+    settings = _settings()
+    profiles: list[UserProfile] = []
+    if file is not None:
+        data = _load_json(file)
+        for item in data if isinstance(data, list) else [data]:
+            if isinstance(item, dict):
+                item.setdefault("updated_at", _now().isoformat())
+            try:
+                profiles.append(from_json(UserProfile, item))
+            except ContractError as exc:
+                raise fail(f"{file}: {exc.reason}") from exc
+    else:
+        if not user_id or not name:
+            raise fail("--user-id and --name are needed (or --file)")
+        try:
+            order = [Channel(c.strip().upper()) for c in channels.split(",") if c.strip()]
+        except ValueError as exc:
+            raise fail(f"--channels: {exc}") from exc
+        profiles.append(
+            UserProfile(
+                user_id=user_id,
+                name=name,
+                updated_at=_now(),
+                email=email,
+                phone=phone,
+                push_tokens=list(push_token or []),
+                slack=SlackConnection(slack_user_id=slack_user, active=True)
+                if slack_user
+                else None,
+                teams=TeamsConnection(webhook_url=teams_webhook, active=True)
+                if teams_webhook
+                else None,
+                webhook=WebhookEndpoint(url=webhook_url, auth=WebhookAuth.NONE)
+                if webhook_url
+                else None,
+                preferences=[
+                    ChannelPreference(channel=c, enabled=True, order=i)
+                    for i, c in enumerate(order, start=1)
+                ],
+            )
+        )
+    _publish(settings, "users", [(p.user_id, p) for p in profiles])
+    for profile in profiles:
+        out.print(f"upserted user {profile.user_id}", highlight=False)
+
+
+@app.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="Logical topic name, e.g. incidents.")],
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest message.")] = False,
+    key: Annotated[str | None, typer.Option(help="Only messages with this key.")] = None,
+    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    timeout: Annotated[float, typer.Option(help="Stop after this many idle seconds.")] = 10.0,
+) -> None:
+    """Print a topic's messages, decoded, as JSON lines."""
+    from notifier.kafka_io import PublishError, read_topic
+
+    settings = _settings()
+    codec = _codec(settings)
+    shown = 0
+    try:
+        for k, value, partition, offset in read_topic(
+            settings, topic, from_beginning=from_beginning, timeout_s=timeout
+        ):
+            if key is not None and (k or b"").decode(errors="replace") != key:
+                continue
+            try:
+                name, body = codec.decode_dict(value)
+                line = {
+                    "partition": partition,
+                    "offset": offset,
+                    "type": name.split(".")[-1],
+                    "value": body,
+                }
+            except ContractError as exc:
+                line = {"partition": partition, "offset": offset, "error": exc.reason}
+            out.print_json(json.dumps(line, default=_json_default))
+            shown += 1
+            if count is not None and shown >= count:
+                break
+    except (PublishError, KeyError) as exc:
+        raise fail(f"cannot read topic {topic}: {exc}") from exc
+    if count is not None and shown < count:
+        raise fail(f"saw {shown} of {count} message(s) within {timeout:.0f} idle seconds")
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every declared topic and set its configs; safe to run again."""
+    from confluent_kafka import KafkaException
+
+    from notifier.topics import ensure_topics
+
+    settings = _settings()
+    try:
+        actions = ensure_topics(settings.kafka_bootstrap, settings)
+    except KafkaException as exc:
+        raise fail(f"Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    for action in actions:
+        out.print(f"{action.action:<9} {action.topic}  {action.detail}", highlight=False)
+    created = sum(a.action == "created" for a in actions)
+    out.print(f"{len(actions)} topics: {created} created", highlight=False)
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Show every declared topic with its partitions, replication and configs."""
+    from confluent_kafka import KafkaException
+
+    from notifier.topics import declared_topics, describe_topics, full_name
+
+    settings = _settings()
+    specs = declared_topics(settings)
+    try:
+        described = describe_topics(
+            settings.kafka_bootstrap, [full_name(settings, s.name) for s in specs]
+        )
+    except KafkaException as exc:
+        raise fail(f"Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+    table = Table("topic", "key", "records", "partitions", "replicas", "cleanup", "retention.ms")
+    for spec in specs:
+        info = described.get(full_name(settings, spec.name))
+        table.add_row(
+            full_name(settings, spec.name),
+            spec.key,
+            ", ".join(r.__name__ for r in spec.records),
+            info["partitions"] if info else "[red]missing[/red]",
+            info["replication"] if info else "-",
+            info.get("cleanup.policy", "delete") if info else "-",
+            info.get("retention.ms", "default") if info else "-",
+        )
+    out.print(table)
+
+
+@db_app.command("migrate")
+def db_migrate() -> None:
+    """Apply pending SQL migrations of the read model; safe to run again."""
+    from projections.database import DatabaseNotConfiguredError, database_url
+    from projections.migrate import migrate
+
+    settings = _settings()
+    try:
+        result = migrate(database_url(settings))
+    except DatabaseNotConfiguredError as exc:
+        raise fail(str(exc)) from exc
+    except Exception as exc:
+        raise fail(f"migration failed: {exc}") from exc
+    for mid in result.applied:
+        out.print(f"applied {mid}", highlight=False)
+    out.print(
+        f"{len(result.applied)} applied, {len(result.already)} already applied", highlight=False
+    )
+
+
+@app.command("log")
+def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")]) -> None:
+    """Show the NotificationLog rows of an incident: who was told what, when, and did it arrive."""
+    import psycopg
+
+    from projections.database import DatabaseNotConfiguredError, database_url
+
+    settings = _settings()
+    try:
+        with psycopg.connect(database_url(settings)) as conn:
+            rows = conn.execute(
+                """SELECT user_id, channel, tier, escalation_level, status, attempt_count,
+                          provider, queued_at, sent_at, delivered_at, failed_at, error
+                     FROM notification_log WHERE incident_id = %s
+                 ORDER BY escalation_level, user_id, queued_at, channel""",
+                (incident_id,),
+            ).fetchall()
+    except DatabaseNotConfiguredError as exc:
+        raise fail(str(exc)) from exc
+    except psycopg.Error as exc:
+        raise fail(f"PostgreSQL: {exc}") from exc
+    table = Table(
+        "user",
+        "channel",
+        "tier",
+        "level",
+        "status",
+        "attempts",
+        "provider",
+        "queued",
+        "sent",
+        "delivered",
+        "failed",
+        "error",
+        title=f"NotificationLog of incident {incident_id}",
+    )
+
+    def when(value: datetime | None) -> str:
+        return value.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3] if value else ""
+
+    for row in rows:
+        (
+            user_id,
+            ch,
+            tier,
+            lvl,
+            status,
+            attempts,
+            provider,
+            queued,
+            sent,
+            delivered,
+            failed,
+            error,
+        ) = row
+        table.add_row(
+            user_id,
+            ch,
+            tier or "",
+            str(lvl or ""),
+            status,
+            str(attempts),
+            provider or "",
+            when(queued),
+            when(sent),
+            when(delivered),
+            when(failed),
+            error or "",
+        )
+    out.print(table)
+    if not rows:
+        out.print(f"no notifications recorded for incident {incident_id}", highlight=False)
+
+
+def main() -> None:
+    """Console entry point."""
+    from notifier.logs import configure
+
+    # read directly: a bad setting must reach the command's own clear error, not crash here
+    configure(os.environ.get("NOTIFIER_LOG_LEVEL", "INFO"))
+    app()
