@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +40,8 @@ db_app = typer.Typer(help="The PostgreSQL read model.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 
-out = Console()
+# piped output (CI logs, `| less`) gets wide tables instead of rich's 80-column default
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 IncidentEvent = IncidentOpened | IncidentEscalated | IncidentAcknowledged | IncidentResolved
@@ -297,7 +299,9 @@ def tail(
 
 
 @topics_app.command("create")
-def topics_create() -> None:
+def topics_create(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for Kafka.")] = 30.0,
+) -> None:
     """Create every declared topic and set its configs; safe to run again."""
     from confluent_kafka import KafkaException
 
@@ -305,7 +309,7 @@ def topics_create() -> None:
 
     settings = _settings()
     try:
-        actions = ensure_topics(settings.kafka_bootstrap, settings)
+        actions = ensure_topics(settings.kafka_bootstrap, settings, timeout_s=timeout)
     except KafkaException as exc:
         raise fail(f"Kafka at {settings.kafka_bootstrap}: {exc}") from exc
     for action in actions:

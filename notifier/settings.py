@@ -19,7 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class Settings(BaseSettings):
     """Every setting of the notifier; see the README's settings table."""
 
-    model_config = SettingsConfigDict(env_prefix="NOTIFIER_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="NOTIFIER_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     kafka_bootstrap: str = Field(
         "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."

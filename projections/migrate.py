@@ -30,9 +30,12 @@ def migrate(url: str) -> MigrationResult:
 
     backend = get_backend(_backend_url(url))
     migrations = read_migrations(str(MIGRATIONS_DIR))
-    with backend.lock():
-        pending = backend.to_apply(migrations)
-        pending_ids = [m.id for m in pending]
-        already = [m.id for m in migrations if m.id not in pending_ids]
-        backend.apply_migrations(pending)
+    try:
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            pending_ids = [m.id for m in pending]
+            already = [m.id for m in migrations if m.id not in pending_ids]
+            backend.apply_migrations(pending)
+    finally:
+        backend.connection.close()
     return MigrationResult(applied=pending_ids, already=already)

@@ -20,6 +20,10 @@ from devstack.processes import read_pid, require_free, running, stop_many, tail,
 HERE = Path(__file__).resolve().parent
 MAIN_CLASS = "kafka.Kafka"
 
+# Brokers outlive the process that started them; holding their Popen objects keeps Python
+# from warning that a child is "still running" when the object is garbage-collected.
+_LAUNCHED: list[subprocess.Popen[bytes]] = []
+
 
 def say(message: str) -> None:
     """Progress for people watching `make up`."""
@@ -225,6 +229,7 @@ def start(config: StackConfig) -> None:
                 start_new_session=True,
                 cwd=home,
             )
+        _LAUNCHED.append(proc)
         (home / "pid").write_text(str(proc.pid))
         say(f"kafka node {node} starting on 127.0.0.1:{config.broker_port(node)} (pid {proc.pid})")
     wait_ready(config)

@@ -1,0 +1,86 @@
+"""Shared fixtures: one real test stack per session (Kafka + PostgreSQL), isolated by a
+topic prefix and a fresh database so sessions never see each other's data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from devstack import stack as devstack
+from devstack.config import StackConfig
+from notifier.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> dict[str, str]:
+    """Start the test stack unless `make test` already did (up is idempotent)."""
+    return devstack.up(StackConfig.from_env("test"))
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def database_url(stack_env: dict[str, str]) -> Iterator[str]:
+    """A database of its own for this session, dropped at the end."""
+    import psycopg
+
+    base = stack_env["DATABASE_URL"]
+    name = f"notifier_test_{os.getpid()}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    yield _with_database(base, name)
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def settings(stack_env: dict[str, str], database_url: str) -> Iterator[Settings]:
+    """Settings pointing at the test stack, with topics under a prefix of this session."""
+    prefix = f"t{os.getpid()}."
+    yield Settings(
+        kafka_bootstrap=stack_env["NOTIFIER_KAFKA_BOOTSTRAP"],
+        topic_prefix=prefix,
+        database_url=database_url,
+        stack="test",
+        retry_delays_s=(1, 2),
+    )
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": stack_env["NOTIFIER_KAFKA_BOOTSTRAP"]})
+    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+    if ours:
+        for fut in admin.delete_topics(ours, operation_timeout=30).values():
+            fut.result()
+
+
+@pytest.fixture(scope="session")
+def cli_env(settings: Settings) -> dict[str, str]:
+    """Environment for running `notifier` as a user would, against the test stack."""
+    assert settings.database_url is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
+    env.update(
+        {
+            "NOTIFIER_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+            "NOTIFIER_TOPIC_PREFIX": settings.topic_prefix,
+            "NOTIFIER_RETRY_DELAYS_S": ",".join(str(d) for d in settings.retry_delays_s),
+            "NOTIFIER_STACK": "test",
+            "DATABASE_URL": settings.database_url.get_secret_value(),
+        }
+    )
+    env.pop("SCHEMA_REGISTRY_URL", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def notifier_bin() -> Path:
+    """The installed `notifier` console script."""
+    return Path(sys.executable).parent / "notifier"

@@ -1,0 +1,178 @@
+"""The `notifier` command as a user drives it, against the real test stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = [
+    [],
+    ["config"],
+    ["publish-incident"],
+    ["upsert-user"],
+    ["tail"],
+    ["topics"],
+    ["topics", "create"],
+    ["topics", "list"],
+    ["db"],
+    ["db", "migrate"],
+    ["log"],
+]
+
+
+def run(
+    notifier_bin: Path, env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(notifier_bin), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "notifier")
+def test_every_command_has_help(notifier_bin: Path, command: list[str]) -> None:
+    result = subprocess.run(
+        [str(notifier_bin), *command, "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_publish_an_incident_and_read_it_back(notifier_bin: Path, cli_env: dict[str, str]) -> None:
+    assert run(notifier_bin, cli_env, "topics", "create").returncode == 0
+    users = run(
+        notifier_bin, cli_env, "upsert-user", "--file", str(REPO / "deploy/sample/users.json")
+    )
+    assert users.returncode == 0, users.stderr
+    assert "upserted user alice" in users.stdout
+
+    incident_id = f"e2e-{uuid.uuid4()}"
+    published = run(
+        notifier_bin,
+        cli_env,
+        "publish-incident",
+        "--file",
+        str(REPO / "deploy/sample/incident.json"),
+        "--incident-id",
+        incident_id,
+    )
+    assert published.returncode == 0, published.stderr
+    assert f"published IncidentOpened {incident_id}" in published.stdout
+
+    tailed = run(
+        notifier_bin,
+        cli_env,
+        "tail",
+        "incidents",
+        "--from-beginning",
+        "--key",
+        incident_id,
+        "--count",
+        "1",
+        "--timeout",
+        "15",
+    )
+    assert tailed.returncode == 0, tailed.stderr
+    shown = json.loads(tailed.stdout)
+    assert shown["type"] == "IncidentOpened"
+    assert shown["value"]["incident_id"] == incident_id
+    assert shown["value"]["user_ids"] == ["alice", "bob"]
+    assert shown["value"]["priority"] == "CRITICAL"
+
+
+def test_flags_publish_an_acknowledgement(notifier_bin: Path, cli_env: dict[str, str]) -> None:
+    assert run(notifier_bin, cli_env, "topics", "create").returncode == 0
+    incident_id = f"e2e-ack-{uuid.uuid4()}"
+    ack = run(
+        notifier_bin,
+        cli_env,
+        "publish-incident",
+        "--type",
+        "acknowledged",
+        "--incident-id",
+        incident_id,
+        "--by",
+        "alice",
+    )
+    assert ack.returncode == 0, ack.stderr
+    tailed = run(
+        notifier_bin,
+        cli_env,
+        "tail",
+        "incidents",
+        "--from-beginning",
+        "--key",
+        incident_id,
+        "--count",
+        "1",
+        "--timeout",
+        "15",
+    )
+    shown = json.loads(tailed.stdout)
+    assert shown["type"] == "IncidentAcknowledged"
+    assert shown["value"]["by_user_id"] == "alice" and shown["value"]["via"] == "cli"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"type": "opened", "title": "t"}', "missing required field"),
+        ('{"type": "exploded"}', "unknown incident type 'exploded'"),
+        ("{not json", "cannot read"),
+        (
+            '{"type": "opened", "incident_id": "i", "title": "t", "priority": "URGENT", '
+            '"escalation_level": 1, "user_ids": []}',
+            "'URGENT' is not one of",
+        ),
+    ],
+    ids=["missing-field", "unknown-type", "bad-json", "bad-enum"],
+)
+def test_bad_input_files_get_a_clear_error(
+    notifier_bin: Path, cli_env: dict[str, str], tmp_path: Path, content: str, message: str
+) -> None:
+    bad = tmp_path / "incident.json"
+    bad.write_text(content)
+    result = run(notifier_bin, cli_env, "publish-incident", "--file", str(bad))
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_and_show_an_empty_log(notifier_bin: Path, cli_env: dict[str, str]) -> None:
+    first = run(notifier_bin, cli_env, "db", "migrate")
+    assert first.returncode == 0, first.stderr
+    again = run(notifier_bin, cli_env, "db", "migrate")
+    assert "0 applied, 2 already applied" in again.stdout
+    log = run(notifier_bin, cli_env, "log", "no-such-incident")
+    assert log.returncode == 0, log.stderr
+    assert "no notifications recorded for incident no-such-incident" in log.stdout
+
+
+def test_topics_list_and_config(notifier_bin: Path, cli_env: dict[str, str]) -> None:
+    assert run(notifier_bin, cli_env, "topics", "create").returncode == 0
+    listed = run(notifier_bin, cli_env, "topics", "list")
+    assert listed.returncode == 0, listed.stderr
+    prefix = cli_env["NOTIFIER_TOPIC_PREFIX"]
+    for name in ("incidents", "users", "notify.email", "delivery.events", "deadletter"):
+        assert f"{prefix}{name}" in listed.stdout
+    assert "missing" not in listed.stdout
+    shown = run(notifier_bin, {**cli_env, "DATABASE_URL": "postgresql://u:hunter2@db/x"}, "config")
+    assert "postgresql://u:***@db/x" in shown.stdout and "hunter2" not in shown.stdout
+
+
+def test_unreachable_kafka_is_a_clear_error(notifier_bin: Path, cli_env: dict[str, str]) -> None:
+    env = {**cli_env, "NOTIFIER_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    result = run(notifier_bin, env, "topics", "create", "--timeout", "3")
+    assert result.returncode == 1
+    assert "127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,73 @@
+"""`make up` / `make down` semantics on a separate stack: idempotent up, nothing left after down,
+and a clear error when a port is taken."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PORT = 29092
+
+
+def _devstack(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    env["NOTIFIER_STATE_DIR"] = str(state)
+    return subprocess.run(
+        [sys.executable, "-m", "devstack", *args, "--stack", "drill", "--kafka-port", str(PORT)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def _processes_under(state: Path) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(state) in cmdline:
+            found.append(f"{proc.info['pid']}: {cmdline}")
+    return found
+
+
+def test_up_twice_is_a_no_op_and_down_leaves_nothing(tmp_path: Path) -> None:
+    state = tmp_path / "stack"
+    try:
+        first = _devstack(state, "up")
+        assert first.returncode == 0, first.stderr
+        pids = sorted(p for p in _processes_under(state))
+        assert any("kafka.Kafka" in p for p in pids) and any("postgres" in p for p in pids)
+
+        second = _devstack(state, "up")
+        assert second.returncode == 0, second.stderr
+        assert "starting" not in second.stderr  # nothing new was started
+        assert sorted(_processes_under(state)) == pids
+
+        status = _devstack(state, "status")
+        assert "kafka node 1  running" in status.stdout and "running" in status.stdout
+    finally:
+        down = _devstack(state, "down")
+    assert down.returncode == 0, down.stderr
+    assert "kafka node 1" in down.stdout and "postgres" in down.stdout
+    assert _processes_under(state) == []
+    status = _devstack(state, "status")
+    assert status.stdout.count("stopped") == 2
+
+
+def test_a_taken_port_is_named(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", PORT))
+        squatter.listen()
+        result = _devstack(tmp_path / "stack", "up")
+    assert result.returncode == 1
+    assert f"port {PORT}" in result.stderr and "in use by pid" in result.stderr
+    assert _processes_under(tmp_path / "stack") == []
