@@ -57,5 +57,6 @@ class StackConfig:
             kafka_port=kafka_port
             or int(os.environ.get("NOTIFIER_STACK_KAFKA_PORT", str(default_port))),
             state_root=Path(os.environ.get("NOTIFIER_STATE_DIR", str(REPO_ROOT / ".stack"))),
+            cache_dir=Path(os.environ.get("NOTIFIER_CACHE_DIR", str(REPO_ROOT / ".cache"))),
             database_url=os.environ.get("DATABASE_URL") or None,
         )

@@ -4,6 +4,7 @@ and a clear error when a port is taken."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,9 +18,10 @@ pytestmark = pytest.mark.integration
 PORT = 29092
 
 
-def _devstack(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _devstack(state: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
     env["NOTIFIER_STATE_DIR"] = str(state)
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "devstack", *args, "--stack", "drill", "--kafka-port", str(PORT)],
         capture_output=True,
@@ -71,3 +73,22 @@ def test_a_taken_port_is_named(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port {PORT}" in result.stderr and "in use by pid" in result.stderr
     assert _processes_under(tmp_path / "stack") == []
+
+
+@pytest.mark.parametrize(
+    ("tool", "message"),
+    [("java", "no java on PATH"), ("mvn", "no mvn on PATH")],
+)
+def test_a_missing_tool_is_named(tmp_path: Path, tool: str, message: str) -> None:
+    """Only `tool` is hidden; an empty jar cache makes `mvn` needed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for other in {"java", "mvn"} - {tool}:
+        found = shutil.which(other)
+        assert found is not None, f"{other} is needed on this machine"
+        (bin_dir / other).symlink_to(found)
+    result = _devstack(
+        tmp_path / "stack", "up", PATH=str(bin_dir), NOTIFIER_CACHE_DIR=str(tmp_path / "cache")
+    )
+    assert result.returncode == 1
+    assert message in result.stderr
