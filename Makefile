@@ -30,10 +30,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install the notifier with its dev tools
 
-up: venv ## Start Kafka and PostgreSQL (STACK=dev, BROKERS=1|3), create topics, migrate
+up: venv ## Start Kafka, the schema registry, PostgreSQL (BROKERS=1|3); topics, schemas, migrations
 	$(DEVSTACK) up --stack $(STACK) --brokers $(BROKERS)
 	@set -a; source .stack/$(STACK)/stack.env; set +a; \
-		$(BIN)/notifier topics create && $(BIN)/notifier db migrate
+		$(BIN)/notifier topics create && $(BIN)/notifier schemas register && \
+		$(BIN)/notifier db migrate
 
 down: venv ## Stop everything the stack started (no process is left behind)
 	$(DEVSTACK) down --stack $(STACK)

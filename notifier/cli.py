@@ -37,8 +37,10 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Create and list the notifier's Kafka topics.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL read model.", no_args_is_help=True)
+schemas_app = typer.Typer(help="The Avro schemas in the Schema Registry.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
+app.add_typer(schemas_app, name="schemas")
 
 # piped output (CI logs, `| less`) gets wide tables instead of rich's 80-column default
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -78,13 +80,13 @@ def _settings() -> Settings:
 
 
 def _codec(settings: Settings) -> Any:
-    from notifier.contracts.factory import build_codec
+    from notifier.contracts.factory import RegistryNotConfiguredError, build_codec
+    from notifier.contracts.registry import RegistryUnavailableError
 
     try:
         return build_codec(settings)
-    except Exception as exc:
-        where = settings.schema_registry_url or "schemas/"
-        raise fail(f"cannot build the Avro codec from {where}: {exc}") from exc
+    except (RegistryNotConfiguredError, RegistryUnavailableError) as exc:
+        raise fail(str(exc)) from exc
 
 
 def _load_json(path: Path) -> Any:
@@ -346,6 +348,41 @@ def topics_list() -> None:
             info.get("retention.ms", "default") if info else "-",
         )
     out.print(table)
+
+
+@schemas_app.command("register")
+def schemas_register() -> None:
+    """Register every schema under its topic's subjects with BACKWARD compatibility; safe to
+    run again."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from notifier.contracts.factory import RegistryNotConfiguredError, registry_url
+    from notifier.contracts.registry import register_subjects
+    from notifier.topics import subjects
+
+    settings = _settings()
+    try:
+        url = registry_url(settings)
+        done = register_subjects(url, subjects(settings))
+    except RegistryNotConfiguredError as exc:
+        raise fail(str(exc)) from exc
+    except SchemaRegistryError as exc:
+        raise fail(
+            f"schema registry refused: {exc.error_message} (HTTP {exc.http_status_code})"
+        ) from exc
+    except Exception as exc:  # unreachable registry: connection errors of many kinds
+        raise fail(f"schema registry {settings.schema_registry_url or ''}: {exc}") from exc
+    for reg in done:
+        if reg.new:
+            out.print(
+                f"registered {reg.subject} (id {reg.schema_id}, version {reg.version})",
+                highlight=False,
+            )
+    out.print(
+        f"{len(done)} subjects: {sum(r.new for r in done)} registered, "
+        f"{sum(not r.new for r in done)} unchanged",
+        highlight=False,
+    )
 
 
 @db_app.command("migrate")

@@ -50,6 +50,7 @@ def settings(stack_env: dict[str, str], database_url: str) -> Iterator[Settings]
         kafka_bootstrap=stack_env["NOTIFIER_KAFKA_BOOTSTRAP"],
         topic_prefix=prefix,
         database_url=database_url,
+        schema_registry_url=stack_env["SCHEMA_REGISTRY_URL"],
         stack="test",
         retry_delays_s=(1, 2),
     )
@@ -63,9 +64,22 @@ def settings(stack_env: dict[str, str], database_url: str) -> Iterator[Settings]
 
 
 @pytest.fixture(scope="session")
-def cli_env(settings: Settings) -> dict[str, str]:
+def registered(settings: Settings) -> Settings:
+    """Settings whose topics exist and whose subjects are registered."""
+    from notifier.contracts.registry import register_subjects
+    from notifier.topics import ensure_topics, subjects
+
+    assert settings.schema_registry_url is not None
+    ensure_topics(settings.kafka_bootstrap, settings)
+    register_subjects(settings.schema_registry_url, subjects(settings))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def cli_env(registered: Settings) -> dict[str, str]:
     """Environment for running `notifier` as a user would, against the test stack."""
-    assert settings.database_url is not None
+    settings = registered
+    assert settings.database_url is not None and settings.schema_registry_url is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFIER_")}
     env.update(
         {
@@ -76,7 +90,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
             "DATABASE_URL": settings.database_url.get_secret_value(),
         }
     )
-    env.pop("SCHEMA_REGISTRY_URL", None)
+    env["SCHEMA_REGISTRY_URL"] = settings.schema_registry_url
     return env
 
 

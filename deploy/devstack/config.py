@@ -24,6 +24,7 @@ class StackConfig:
     state_root: Path = REPO_ROOT / ".stack"
     cache_dir: Path = REPO_ROOT / ".cache"
     database_url: str | None = None
+    schema_registry_url: str | None = None
     heap: str = "512m"
 
     @property
@@ -38,6 +39,11 @@ class StackConfig:
     def controller_port(self, node: int) -> int:
         """KRaft controller listener of node 1..brokers (10 above the client ports)."""
         return self.kafka_port + 10 + node - 1
+
+    @property
+    def registry_port(self) -> int:
+        """Schema Registry port: 8081 beside the dev stack's 9092, kept in step with it."""
+        return self.kafka_port - 9092 + 8081
 
     @property
     def bootstrap(self) -> str:
@@ -59,4 +65,5 @@ class StackConfig:
             state_root=Path(os.environ.get("NOTIFIER_STATE_DIR", str(REPO_ROOT / ".stack"))),
             cache_dir=Path(os.environ.get("NOTIFIER_CACHE_DIR", str(REPO_ROOT / ".cache"))),
             database_url=os.environ.get("DATABASE_URL") or None,
+            schema_registry_url=os.environ.get("SCHEMA_REGISTRY_URL") or None,
         )

@@ -15,14 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from devstack.config import KAFKA_VERSION, StackConfig, StackError
-from devstack.processes import read_pid, require_free, running, stop_many, tail, wait_until
+from devstack.processes import (
+    read_pid,
+    require_free,
+    running,
+    spawn_detached,
+    stop_many,
+    tail,
+    wait_until,
+)
 
 HERE = Path(__file__).resolve().parent
 MAIN_CLASS = "kafka.Kafka"
-
-# Brokers outlive the process that started them; holding their Popen objects keeps Python
-# from warning that a child is "still running" when the object is garbage-collected.
-_LAUNCHED: list[subprocess.Popen[bytes]] = []
 
 
 def say(message: str) -> None:
@@ -208,30 +212,24 @@ def start(config: StackConfig) -> None:
                 raise StackError(
                     f"formatting storage of node {node} failed:\n{fmt.stdout}{fmt.stderr}"
                 )
-        log = home / "broker.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [
-                    java,
-                    f"-Xms{config.heap}",
-                    f"-Xmx{config.heap}",
-                    "-XX:+UseG1GC",
-                    "-Djava.awt.headless=true",
-                    f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
-                    "-cp",
-                    f"{libs}/*",
-                    MAIN_CLASS,
-                    str(props),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=home,
-            )
-        _LAUNCHED.append(proc)
-        (home / "pid").write_text(str(proc.pid))
-        say(f"kafka node {node} starting on 127.0.0.1:{config.broker_port(node)} (pid {proc.pid})")
+        pid = spawn_detached(
+            [
+                java,
+                f"-Xms{config.heap}",
+                f"-Xmx{config.heap}",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
+                "-cp",
+                f"{libs}/*",
+                MAIN_CLASS,
+                str(props),
+            ],
+            log=home / "broker.log",
+            cwd=home,
+        )
+        (home / "pid").write_text(str(pid))
+        say(f"kafka node {node} starting on 127.0.0.1:{config.broker_port(node)} (pid {pid})")
     wait_ready(config)
 
 

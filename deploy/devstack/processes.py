@@ -23,6 +23,32 @@ def read_pid(pid_file: Path) -> int | None:
         return None
 
 
+def spawn_detached(argv: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Start a service in its own session, output appended to `log`; returns its pid.
+
+    posix_spawn instead of Popen: the service outlives us, and a Popen object would warn
+    at garbage collection that its child is still running.
+    """
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    # coreutils' env -C sets the working directory, which posix_spawn cannot
+    return os.posix_spawn(
+        "/usr/bin/env",
+        ["env", "-C", str(cwd), *argv],
+        dict(os.environ) if env is None else env,
+        file_actions=actions,
+        setsid=True,
+    )
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def running(pid: int | None, marker: str) -> bool:
     """True when `pid` is alive and its command line mentions `marker` (not a reused pid)."""
     if pid is None:
@@ -30,6 +56,7 @@ def running(pid: int | None, marker: str) -> bool:
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(pid)  # our own exited child: collect it
             return False
         return any(marker in part for part in proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied):

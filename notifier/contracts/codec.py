@@ -34,6 +34,10 @@ class AvroCodec:
         # schema id -> (record name, writer schema, reader schema or None when they match)
         self._readers: dict[int, tuple[str, Any, Any]] = {}
 
+    def close(self) -> None:
+        """Release the registry's connections."""
+        self.registry.close()
+
     def encode(self, record: Record) -> bytes:
         """Frame and encode `record` with the id of its schema."""
         return self.encode_dict(record.AVRO_NAME, to_avro(record))

@@ -1,35 +1,51 @@
-"""Backward compatibility of a schema change: can the new schema read the old one's data?
+"""Backward compatibility of schema changes: can each new schema read its old data?
 
-The check writes records generated from the old (writer) schema and reads them with the new
-(reader) schema, so it exercises Avro's own resolution rules rather than a copy of them.
+The verdict is the Schema Registry's (BACKWARD rule); git tells which version came before.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-
-from fastavro import schemaless_reader, schemaless_writer
-from fastavro.utils import generate_many
+from typing import Any
 
 from notifier.contracts.schemas import AvroSchema, parse_schema_text
 
 
-def backward_problems(reader: AvroSchema, writer: AvroSchema, samples: int = 50) -> list[str]:
-    """Why `reader` cannot read data written with `writer`; empty when it can."""
-    problems: list[str] = []
-    for record in generate_many(writer.parsed, samples):
-        buf = io.BytesIO()
-        schemaless_writer(buf, writer.parsed, record)
-        buf.seek(0)
+def backward_problems(registry_url: str, previous: AvroSchema, current: AvroSchema) -> str | None:
+    """The registry's reason `current` cannot read data written with `previous`, or None.
+
+    Both versions go to a scratch subject with BACKWARD compatibility, so the verdict and
+    its wording are the registry's own; the subject is deleted afterwards.
+    """
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    subject = f"compatibility-check-{uuid.uuid4().hex}-{current.name}"
+    with SchemaRegistryClient({"url": registry_url}) as client:
+        return _judge(client, subject, previous, current)
+
+
+def _judge(client: Any, subject: str, previous: AvroSchema, current: AvroSchema) -> str | None:
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    try:
+        client.set_compatibility(subject, "BACKWARD")
+        client.register_schema(subject, Schema(previous.text, "AVRO"))
+        if client.test_compatibility(subject, Schema(current.text, "AVRO")):
+            return None
         try:
-            schemaless_reader(buf, writer.parsed, reader.parsed)
-        except Exception as exc:  # any resolution failure is the answer we are after
-            problems.append(f"{type(exc).__name__}: {exc}")
-            break
-    return problems
+            client.register_schema(subject, Schema(current.text, "AVRO"))
+        except SchemaRegistryError as exc:
+            return f"{exc.error_message} (HTTP {exc.http_status_code})"
+        return "the registry reports it incompatible"
+    finally:
+        with contextlib.suppress(SchemaRegistryError):
+            client.delete_subject(subject)
+            client.delete_subject(subject, permanent=True)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from notifier.contracts.errors import ContractError
 from notifier.contracts.schemas import AvroSchema, load_schemas, parse_schema_text
@@ -23,6 +24,10 @@ class SchemaRegistry(Protocol):
 
     def schema_of(self, schema_id: int) -> AvroSchema:
         """The writer schema behind `schema_id`; ContractError when nobody knows it."""
+        ...
+
+    def close(self) -> None:
+        """Release connections to the registry, if any."""
         ...
 
 
@@ -66,17 +71,31 @@ class LocalSchemaRegistry:
         except KeyError:
             raise ContractError(f"unknown schema id {schema_id}", schema_id=schema_id) from None
 
+    def close(self) -> None:
+        """Nothing to release: local ids need no connection."""
+
 
 def topic_record_subject(topic: str, record_name: str) -> str:
-    """TopicRecordNameStrategy: one subject per (topic, record type)."""
+    """TopicRecordNameStrategy: one subject per (topic, record type), e.g.
+    `incidents-notifier.IncidentOpened`; several record types share a topic."""
     return f"{topic}-{record_name}"
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The Schema Registry cannot be reached or lacks a subject this process needs."""
+
+
+def _client(url: str) -> Any:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient({"url": url, "timeout": 10})
 
 
 class ConfluentSchemaRegistry:
     """Ids from a Confluent-compatible Schema Registry, through confluent-kafka's client.
 
-    Subjects follow TopicRecordNameStrategy because several record types share a topic.
-    Every (topic, record) subject is registered or looked up once, at construction.
+    Every (topic, record) subject is looked up once, at construction: the hot path never
+    calls the registry. An id seen for the first time (a newer writer) is fetched once.
     """
 
     def __init__(
@@ -85,26 +104,45 @@ class ConfluentSchemaRegistry:
         subjects: Iterable[tuple[str, str]],
         schemas: Mapping[str, AvroSchema] | None = None,
     ) -> None:
-        from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-
         self.url = url
-        self._client = SchemaRegistryClient({"url": url})
+        self._client = _client(url)
         self._schemas = dict(schemas or load_schemas())
         self._by_name: dict[str, int] = {}
         self._by_id: dict[int, AvroSchema] = {}
+        try:
+            self._look_up(subjects)
+        except BaseException:
+            self._client.close()
+            raise
+
+    def _look_up(self, subjects: Iterable[tuple[str, str]]) -> None:
+        from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        url = self.url
         for topic, name in subjects:
             schema = self._schemas[name]
-            schema_id = self._client.register_schema(
-                topic_record_subject(topic, name), Schema(schema.text, "AVRO")
-            )
-            self._by_name[name] = schema_id
-            self._by_id[schema_id] = schema
+            subject = topic_record_subject(topic, name)
+            try:
+                found = self._client.lookup_schema(subject, Schema(schema.text, "AVRO"))
+            except SchemaRegistryError as exc:
+                raise RegistryUnavailableError(
+                    f"schema registry {url} has no {subject} matching schemas/"
+                    f"{schema.path.name if schema.path else name} ({exc.error_message}): "
+                    "run `notifier schemas register`"
+                ) from None
+            except Exception as exc:  # connection refused, DNS, timeout: all mean unreachable
+                raise RegistryUnavailableError(
+                    f"schema registry {url} is not reachable: {exc}"
+                ) from None
+            self._by_name[name] = found.schema_id
+            self._by_id[found.schema_id] = schema
 
     def id_of(self, name: str) -> int:
         try:
             return self._by_name[name]
         except KeyError:
-            raise ContractError(f"no subject registered for record {name}") from None
+            raise ContractError(f"no subject looked up for record {name}") from None
 
     def schema_of(self, schema_id: int) -> AvroSchema:
         known = self._by_id.get(schema_id)
@@ -116,8 +154,69 @@ class ConfluentSchemaRegistry:
             fetched = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
             raise ContractError(
-                f"unknown schema id {schema_id} (registry {self.url}: {exc})", schema_id=schema_id
+                f"unknown schema id {schema_id} (registry {self.url}: {exc.error_message})",
+                schema_id=schema_id,
             ) from None
         schema = parse_schema_text(str(fetched.schema_str))
         self._by_id[schema_id] = schema
         return schema
+
+    def close(self) -> None:
+        """Close the HTTP connections of the registry client."""
+        self._client.close()
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `register_subjects` did for one subject."""
+
+    subject: str
+    schema_id: int
+    version: int
+    new: bool
+
+
+def register_subjects(
+    url: str,
+    subjects: Iterable[tuple[str, str]],
+    schemas: Mapping[str, AvroSchema] | None = None,
+    compatibility: str = "BACKWARD",
+) -> list[Registration]:
+    """Register every (topic, record) subject and set its compatibility; re-running adds
+    nothing. An incompatible change fails with the registry's own message."""
+
+    known = dict(schemas or load_schemas())
+    done: list[Registration] = []
+    with _client(url) as client:
+        _register_each(client, subjects, known, compatibility, done)
+    return done
+
+
+def _register_each(
+    client: Any,
+    subjects: Iterable[tuple[str, str]],
+    known: Mapping[str, AvroSchema],
+    compatibility: str,
+    done: list[Registration],
+) -> None:
+    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    for topic, name in subjects:
+        subject = topic_record_subject(topic, name)
+        schema = Schema(known[name].text, "AVRO")
+        try:
+            found = client.lookup_schema(subject, schema)
+            done.append(Registration(subject, found.schema_id, found.version, new=False))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code != 404:
+                raise
+            try:
+                current = client.get_compatibility(subject)
+            except SchemaRegistryError:
+                current = None
+            if current != compatibility:
+                client.set_compatibility(subject, compatibility)
+            client.register_schema(subject, schema)
+            found = client.lookup_schema(subject, schema)
+            done.append(Registration(subject, found.schema_id, found.version, new=True))

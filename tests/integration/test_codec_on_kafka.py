@@ -6,8 +6,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Producer
 
-from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
+from notifier.contracts.factory import build_codec
 from notifier.contracts.records import (
     IncidentAcknowledged,
     IncidentEscalated,
@@ -15,18 +15,17 @@ from notifier.contracts.records import (
     IncidentResolved,
     Record,
 )
-from notifier.contracts.registry import LocalSchemaRegistry
 from notifier.settings import Settings
-from notifier.topics import ensure_topics, full_name
+from notifier.topics import full_name
 from tests.samples import sample
 
 pytestmark = pytest.mark.integration
 
 
-async def test_records_survive_a_real_topic(settings: Settings) -> None:
-    ensure_topics(settings.kafka_bootstrap, settings)
+async def test_records_survive_a_real_topic(registered: Settings) -> None:
+    settings = registered
     topic = full_name(settings, "incidents")
-    codec = AvroCodec(LocalSchemaRegistry())
+    codec = build_codec(settings)
     sent: list[Record] = [
         sample(IncidentOpened, incident_id="inc-codec"),
         sample(IncidentEscalated, incident_id="inc-codec", escalation_level=2),
@@ -63,5 +62,6 @@ async def test_records_survive_a_real_topic(settings: Settings) -> None:
                         errors.append(exc.reason)
     finally:
         await consumer.stop()
+        codec.close()
     assert received == sent
     assert len(errors) == 1 and "magic byte" in errors[0]

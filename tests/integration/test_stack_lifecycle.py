@@ -4,6 +4,7 @@ and a clear error when a port is taken."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -47,7 +48,8 @@ def test_up_twice_is_a_no_op_and_down_leaves_nothing(tmp_path: Path) -> None:
         first = _devstack(state, "up")
         assert first.returncode == 0, first.stderr
         pids = sorted(p for p in _processes_under(state))
-        assert any("kafka.Kafka" in p for p in pids) and any("postgres" in p for p in pids)
+        for part in ("kafka.Kafka", "apicurio-registry", "postgres"):
+            assert any(part in p for p in pids), part
 
         second = _devstack(state, "up")
         assert second.returncode == 0, second.stderr
@@ -55,14 +57,16 @@ def test_up_twice_is_a_no_op_and_down_leaves_nothing(tmp_path: Path) -> None:
         assert sorted(_processes_under(state)) == pids
 
         status = _devstack(state, "status")
-        assert "kafka node 1  running" in status.stdout and "running" in status.stdout
+        assert re.search(r"kafka node 1 +running", status.stdout), status.stdout
+        assert re.search(r"schema registry +running", status.stdout), status.stdout
     finally:
         down = _devstack(state, "down")
     assert down.returncode == 0, down.stderr
-    assert "kafka node 1" in down.stdout and "postgres" in down.stdout
+    for part in ("schema registry", "kafka node 1", "postgres"):
+        assert part in down.stdout
     assert _processes_under(state) == []
     status = _devstack(state, "status")
-    assert status.stdout.count("stopped") == 2
+    assert status.stdout.count("stopped") == 3
 
 
 def test_a_taken_port_is_named(tmp_path: Path) -> None:
