@@ -51,12 +51,67 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
 
+    # --- delivery -------------------------------------------------------------------
+    channel_concurrency: int = Field(10, ge=1, description="Sends in flight per channel.")
+    batch_size: int = Field(200, ge=1, description="Most commands a channel agent takes at once.")
+    send_timeout_s: float = Field(10.0, gt=0, description="Timeout of one provider request.")
+    rate_limit_per_min: int = Field(100, ge=1, description="Default sends per minute per provider.")
+    rate_limits: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict, description="Per-provider sends per minute, e.g. twilio=60,fcm=6000."
+    )
+    breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open a circuit.")
+    breaker_cooldown_s: int = Field(30, ge=1, description="Seconds a circuit stays open.")
+    email_provider: str = Field("smtp", description="Email adapter: smtp or sendgrid.")
+    email_from: str = Field("notifier@example.com", description="Sender address of emails.")
+    callback_base_url: str = Field(
+        "", description="Public URL of the webhook bridge, put in provider status callbacks."
+    )
+
+    # --- providers (base URLs point at the real services; the sandbox overrides them) --
+    smtp_host: str = Field("127.0.0.1", description="SMTP server.")
+    smtp_port: int = Field(25, description="SMTP port.")
+    smtp_username: str = Field("", description="SMTP user; empty skips AUTH.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS.")
+    sendgrid_base_url: str = Field("https://api.sendgrid.com", description="SendGrid API.")
+    sendgrid_api_key: SecretStr | None = Field(None, description="SendGrid API key.")
+    twilio_base_url: str = Field("https://api.twilio.com", description="Twilio REST API.")
+    twilio_account_sid: str = Field("", description="Twilio Account SID (AC...).")
+    twilio_auth_token: SecretStr | None = Field(None, description="Twilio auth token.")
+    twilio_from: str = Field("", description="Twilio sender number, E.164.")
+    fcm_base_url: str = Field("https://fcm.googleapis.com", description="FCM HTTP v1 API.")
+    fcm_project_id: str = Field("", description="Firebase project id.")
+    fcm_access_token: SecretStr | None = Field(None, description="OAuth2 bearer token for FCM.")
+    slack_base_url: str = Field("https://slack.com/api", description="Slack Web API.")
+    slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-...).")
+    webhook_signing_secret: SecretStr | None = Field(
+        None, description="Default HMAC-SHA256 secret for generic webhooks."
+    )
+
     @field_validator("retry_delays_s", mode="before")
     @classmethod
     def _split_delays(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(int(v) for v in value.replace(" ", "").split(",") if v)
         return value
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _split_limits(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = (item.split("=", 1) for item in value.replace(" ", "").split(",") if item)
+            return {name: int(rate) for name, rate in pairs}
+        return value
+
+    def rate_limit(self, provider: str) -> int:
+        """Sends per minute allowed to `provider`."""
+        return self.rate_limits.get(provider, self.rate_limit_per_min)
+
+    def secret(self, ref: str) -> str | None:
+        """The secret a user profile names by reference: env var NOTIFIER_SECRET_<REF>."""
+        import os
+
+        return os.environ.get(f"NOTIFIER_SECRET_{ref.upper()}")
 
     @field_validator("retry_delays_s")
     @classmethod
@@ -76,9 +131,12 @@ class Settings(BaseSettings):
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
-                text = mask_url(value.get_secret_value())
+                secret = value.get_secret_value()
+                text = mask_url(secret) if "://" in secret else "***"
             elif isinstance(value, tuple):
                 text = ",".join(str(v) for v in value)
+            elif isinstance(value, dict):
+                text = ",".join(f"{k}={v}" for k, v in value.items())
             else:
                 text = "" if value is None else str(value)
             shown[name] = text

@@ -3,9 +3,10 @@ topic prefix and a fresh database so sessions never see each other's data."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -98,3 +99,44 @@ def cli_env(registered: Settings) -> dict[str, str]:
 def notifier_bin() -> Path:
     """The installed `notifier` console script."""
     return Path(sys.executable).parent / "notifier"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+async def sandbox() -> AsyncIterator[dict[str, str]]:
+    """The provider sandbox, serving HTTP and SMTP on free loopback ports for the session.
+
+    Yields the notifier settings (env names) that point every adapter at it, plus
+    SANDBOX_URL for its control API.
+    """
+    import asyncio
+
+    from adapters.sandbox.server import sandbox_env, serve
+
+    port, smtp_port = _free_port(), _free_port()
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        serve(
+            "127.0.0.1",
+            port,
+            smtp_port,
+            ready=ready,
+            webhook_signing_secret="sandbox-webhook-secret",
+            seed=7,
+        )
+    )
+    await asyncio.wait_for(ready.wait(), 10)
+    env = sandbox_env("127.0.0.1", port, smtp_port)
+    env["NOTIFIER_WEBHOOK_SIGNING_SECRET"] = "sandbox-webhook-secret"
+    env["SANDBOX_URL"] = f"http://127.0.0.1:{port}"
+    yield env
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,61 @@
+"""Firebase Cloud Messaging HTTP v1: messages:send with a bearer token."""
+
+from __future__ import annotations
+
+import httpx
+
+from adapters.base import HttpCall, HttpProvider, missing
+from notifier.contracts.records import Channel, Priority, SendCommand
+from notifier.settings import Settings
+
+
+class FcmPush(HttpProvider):
+    """A push notification to the user's first registered device token."""
+
+    name = "fcm"
+    channel = Channel.PUSH
+
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        super().__init__(client)
+        self.settings = settings
+
+    def build(self, command: SendCommand) -> HttpCall:
+        if not self.settings.fcm_project_id:
+            raise missing("NOTIFIER_FCM_PROJECT_ID")
+        if self.settings.fcm_access_token is None:
+            raise missing("NOTIFIER_FCM_ACCESS_TOKEN")
+        urgent = command.priority in (Priority.CRITICAL, Priority.HIGH)
+        message = {
+            "token": command.address,
+            "notification": {"title": command.title, "body": command.body},
+            "data": {
+                "incident_id": command.incident_id,
+                "notification_id": command.notification_id,
+                "url": command.url or "",
+            },
+            "android": {"priority": "high" if urgent else "normal"},
+            "apns": {"headers": {"apns-priority": "10" if urgent else "5"}},
+        }
+        base = self.settings.fcm_base_url.rstrip("/")
+        token = self.settings.fcm_access_token.get_secret_value()
+        return HttpCall(
+            "POST",
+            f"{base}/v1/projects/{self.settings.fcm_project_id}/messages:send",
+            json={"message": message},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+        if response.status_code == 200:
+            return str(response.json()["name"])
+        code, detail = None, response.text
+        try:
+            error = response.json()["error"]
+            detail = str(error.get("message", ""))
+            code = str(error.get("status", "")) or None
+            for item in error.get("details", []):
+                if "errorCode" in item:
+                    code = str(item["errorCode"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise self.http_error(response, code, detail)

@@ -1,0 +1,1 @@
+"""A local stand-in for every provider: real wire formats, validation, recording, faults."""

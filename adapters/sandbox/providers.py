@@ -1,0 +1,339 @@
+"""The provider endpoints the sandbox emulates, each with the provider's own validation and
+response shape. Every handler returns (status, body, headers, recorded fields)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qs
+
+from notifier.domain.tiers import is_e164
+
+Reply = tuple[int, Any, dict[str, str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class SandboxCredentials:
+    """What the sandbox accepts as each provider's credentials."""
+
+    twilio_account_sid: str = "ACsandbox00000000000000000000000000"
+    twilio_auth_token: str = "sandbox-twilio-token"
+    sendgrid_api_key: str = "SG.sandbox-key"
+    fcm_access_token: str = "sandbox-fcm-token"
+    slack_bot_token: str = "xoxb-sandbox-token"
+
+
+def _twilio_error(status: int, code: int, message: str) -> Reply:
+    return (
+        status,
+        {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        },
+        {},
+        {},
+    )
+
+
+def _basic(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.startswith("Basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+def _bearer(header: str | None) -> str | None:
+    return header[7:] if header and header.startswith("Bearer ") else None
+
+
+def twilio(
+    creds: SandboxCredentials, account: str, resource: str, auth: str | None, body: bytes
+) -> Reply:
+    """POST /2010-04-01/Accounts/{sid}/Messages.json and Calls.json."""
+    if (
+        _basic(auth) != (creds.twilio_account_sid, creds.twilio_auth_token)
+        or account != creds.twilio_account_sid
+    ):
+        return _twilio_error(401, 20003, "Authenticate")
+    form = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+    to, sender = form.get("To", ""), form.get("From", "")
+    if not to:
+        return _twilio_error(400, 21604, "A 'To' phone number is required.")
+    if not is_e164(to):
+        return _twilio_error(
+            400, 21211, f"The 'To' number {to[:4]}... is not a valid phone number."
+        )
+    if not is_e164(sender):
+        return _twilio_error(400, 21212, "The 'From' number is not a valid phone number.")
+    if resource == "Messages":
+        text = form.get("Body", "")
+        if not text:
+            return _twilio_error(400, 21602, "Message body is required.")
+        if len(text) > 1600:
+            return _twilio_error(
+                400, 21617, "The concatenated message body exceeds the 1600 character limit."
+            )
+        sid = "SM" + secrets.token_hex(16)
+        extra: dict[str, Any] = {"body": text, "num_segments": str(-(-len(text) // 160))}
+    else:
+        twiml = form.get("Twiml")
+        if not twiml and not form.get("Url"):
+            return _twilio_error(400, 21205, "Url or Twiml parameter is required.")
+        if twiml:
+            try:
+                if ET.fromstring(twiml).tag != "Response":
+                    raise ET.ParseError("root is not <Response>")
+            except ET.ParseError as exc:
+                return _twilio_error(400, 12100, f"Document parse failure: {exc}")
+        sid = "CA" + secrets.token_hex(16)
+        extra = {"twiml": twiml}
+    reply = {
+        "sid": sid,
+        "account_sid": account,
+        "to": to,
+        "from": sender,
+        "status": "queued",
+        "date_created": formatdate(usegmt=True),
+        "api_version": "2010-04-01",
+        "uri": f"/2010-04-01/Accounts/{account}/{resource}/{sid}.json",
+    }
+    reply.update({k: v for k, v in extra.items() if k != "twiml"})
+    return (
+        201,
+        reply,
+        {},
+        {"to": to, "message_id": sid, "status_callback": form.get("StatusCallback"), **extra},
+    )
+
+
+def _sg_error(status: int, message: str, field: str | None = None) -> Reply:
+    return status, {"errors": [{"message": message, "field": field, "help": None}]}, {}, {}
+
+
+def sendgrid(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply:
+    """POST /v3/mail/send."""
+    if _bearer(auth) != creds.sendgrid_api_key:
+        return _sg_error(401, "The provided authorization grant is invalid, expired, or revoked")
+    if not isinstance(payload, dict):
+        return _sg_error(400, "Bad Request", None)
+    people = payload.get("personalizations")
+    if not isinstance(people, list) or not people:
+        return _sg_error(
+            400,
+            "The personalizations field is required and must have at least one personalization.",
+            "personalizations",
+        )
+    to = [t.get("email", "") for p in people for t in p.get("to", [])]
+    if not to or any("@" not in t for t in to):
+        return _sg_error(400, "Does not contain a valid address.", "personalizations.0.to")
+    if "@" not in str(payload.get("from", {}).get("email", "")):
+        return _sg_error(400, "The from email does not contain a valid address.", "from.email")
+    if not payload.get("subject"):
+        return _sg_error(400, "The subject is required.", "subject")
+    content = payload.get("content")
+    if (
+        not isinstance(content, list)
+        or not content
+        or any(not c.get("type") or c.get("value") is None for c in content)
+    ):
+        return _sg_error(400, "Content must have a type and a value.", "content")
+    message_id = secrets.token_urlsafe(16)[:22]
+    args = payload.get("custom_args") or {}
+    return (
+        202,
+        b"",
+        {"X-Message-Id": message_id},
+        {
+            "to": to[0],
+            "message_id": message_id,
+            "subject": payload["subject"],
+            "notification_id": args.get("notification_id"),
+            "incident_id": args.get("incident_id"),
+            "content_types": [c["type"] for c in content],
+        },
+    )
+
+
+def _fcm_error(status: int, state: str, message: str, code: str | None = None) -> Reply:
+    details = (
+        [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": code}]
+        if code
+        else []
+    )
+    return (
+        status,
+        {"error": {"code": status, "message": message, "status": state, "details": details}},
+        {},
+        {},
+    )
+
+
+def fcm(creds: SandboxCredentials, project: str, auth: str | None, payload: Any) -> Reply:
+    """POST /v1/projects/{project}/messages:send. Tokens starting 'stale-' are unregistered."""
+    if _bearer(auth) != creds.fcm_access_token:
+        return _fcm_error(
+            401,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+            "THIRD_PARTY_AUTH_ERROR",
+        )
+    message = payload.get("message") if isinstance(payload, dict) else None
+    if not isinstance(message, dict):
+        return _fcm_error(
+            400, "INVALID_ARGUMENT", "Request contains an invalid argument.", "INVALID_ARGUMENT"
+        )
+    targets = [k for k in ("token", "topic", "condition") if message.get(k)]
+    if len(targets) != 1:
+        return _fcm_error(
+            400,
+            "INVALID_ARGUMENT",
+            "Exactly one of token, topic or condition must be given.",
+            "INVALID_ARGUMENT",
+        )
+    token = str(message.get("token", ""))
+    if token.startswith("stale-"):
+        return _fcm_error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")
+    note = message.get("notification") or {}
+    if not isinstance(note.get("title", ""), str) or not isinstance(note.get("body", ""), str):
+        return _fcm_error(400, "INVALID_ARGUMENT", "Invalid notification.", "INVALID_ARGUMENT")
+    data = message.get("data") or {}
+    if any(not isinstance(v, str) for v in data.values()):
+        return _fcm_error(
+            400,
+            "INVALID_ARGUMENT",
+            "Invalid value at 'message.data' (map values must be strings).",
+            "INVALID_ARGUMENT",
+        )
+    name = f"projects/{project}/messages/0:{int(time.time() * 1000)}%{secrets.token_hex(8)}"
+    return (
+        200,
+        {"name": name},
+        {},
+        {
+            "to": token,
+            "message_id": name,
+            "notification_id": data.get("notification_id"),
+            "incident_id": data.get("incident_id"),
+            "title": note.get("title"),
+        },
+    )
+
+
+def slack(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply:
+    """POST /api/chat.postMessage; errors come as 200 {ok: false}, as Slack does."""
+
+    def err(code: str) -> Reply:
+        return 200, {"ok": False, "error": code}, {}, {}
+
+    if _bearer(auth) is None:
+        return err("not_authed")
+    if _bearer(auth) != creds.slack_bot_token:
+        return err("invalid_auth")
+    if not isinstance(payload, dict):
+        return err("invalid_arguments")
+    channel = str(payload.get("channel", ""))
+    if not channel or channel[0] not in "UCDGW" or channel.startswith("UNKNOWN"):
+        return err("channel_not_found")
+    blocks = payload.get("blocks") or []
+    if not payload.get("text") and not blocks:
+        return err("no_text")
+    if len(blocks) > 50 or any(not isinstance(b, dict) or "type" not in b for b in blocks):
+        return err("invalid_blocks")
+    ts = f"{time.time():.6f}"
+    dm = "D" + channel[1:]
+    buttons = [
+        e.get("action_id")
+        for b in blocks
+        if b.get("type") == "actions"
+        for e in b.get("elements", [])
+    ]
+    value = next(
+        (
+            e.get("value")
+            for b in blocks
+            if b.get("type") == "actions"
+            for e in b.get("elements", [])
+        ),
+        None,
+    )
+    ids = str(value).split("|") if value else [None, None]
+    return (
+        200,
+        {
+            "ok": True,
+            "channel": dm,
+            "ts": ts,
+            "message": {"type": "message", "text": payload.get("text"), "ts": ts},
+        },
+        {},
+        {
+            "to": channel,
+            "message_id": f"{dm}:{ts}",
+            "buttons": buttons,
+            "incident_id": ids[0],
+            "notification_id": ids[1] if len(ids) > 1 else None,
+        },
+    )
+
+
+def teams(payload: Any) -> Reply:
+    """POST to an incoming webhook: a message with one Adaptive Card attachment."""
+    bad: Reply = (400, "Bad payload received by generic incoming webhook.", {}, {})
+    if not isinstance(payload, dict) or payload.get("type") != "message":
+        return bad
+    attachments = payload.get("attachments")
+    if not isinstance(attachments, list) or not attachments:
+        return bad
+    card = attachments[0]
+    if (
+        card.get("contentType") != "application/vnd.microsoft.card.adaptive"
+        or card.get("content", {}).get("type") != "AdaptiveCard"
+    ):
+        return bad
+    texts = [b.get("text") for b in card["content"].get("body", [])]
+    return 200, "1", {}, {"title": texts[0] if texts else None}
+
+
+def webhook(headers: dict[str, str], body: bytes, signing_secret: str | None) -> Reply:
+    """A generic receiver: checks our signature when it knows the secret, records the rest."""
+    from adapters.webhook import SIGNATURE_HEADER, sign
+
+    signature = headers.get(SIGNATURE_HEADER)
+    if signing_secret:
+        try:
+            parts = dict(p.split("=", 1) for p in (signature or "").split(","))
+            expected = sign(signing_secret, int(parts["t"]), body)
+        except (KeyError, ValueError):
+            return 401, {"error": "missing or malformed signature"}, {}, {}
+        if not secrets.compare_digest(expected, signature or ""):
+            return 401, {"error": "bad signature"}, {}, {}
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return 400, {"error": "body is not JSON"}, {}, {}
+    request_id = "req-" + secrets.token_hex(8)
+    return (
+        200,
+        {"received": True},
+        {"X-Request-Id": request_id},
+        {
+            "message_id": request_id,
+            "notification_id": payload.get("notification_id"),
+            "incident_id": payload.get("incident_id"),
+            "signed": bool(signature),
+            "authorization": "bearer"
+            if headers.get("Authorization", "").startswith("Bearer ")
+            else ("api-key" if any(k.lower() == "x-api-key" for k in headers) else "none"),
+        },
+    )

@@ -1,0 +1,388 @@
+"""The sandbox servers: one aiohttp app for every HTTP provider and the control API, and an
+SMTP server (aiosmtpd), on one event loop.
+
+Routes (base URLs the adapters are pointed at):
+  /twilio/2010-04-01/Accounts/{sid}/Messages.json|Calls.json  Twilio
+  /sendgrid/v3/mail/send                                       SendGrid
+  /fcm/v1/projects/{project}/messages:send                     FCM HTTP v1
+  /slack/api/chat.postMessage                                  Slack Web API
+  /teams/webhook/{id}                                          Teams incoming webhook
+  /hooks/{id}                                                  generic webhook receiver
+  /_sandbox/requests, /_sandbox/faults/{provider}, /_sandbox/callbacks   control API
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+from email import message_from_bytes
+from typing import Any
+
+import httpx
+from aiohttp import web
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from adapters.sandbox import providers
+from adapters.sandbox.providers import Reply, SandboxCredentials
+from adapters.sandbox.state import Fault, SandboxState
+
+STATE: web.AppKey[SandboxState] = web.AppKey("state", SandboxState)
+CREDS: web.AppKey[SandboxCredentials] = web.AppKey("creds", SandboxCredentials)
+SIGNING: web.AppKey[str] = web.AppKey("signing", str)
+HANG_S = 3600.0
+
+
+def _fault_reply(provider: str, fault: Fault) -> Reply:
+    code = fault.code
+    if provider == "twilio":
+        return (
+            fault.status,
+            {"code": int(code or 20500), "message": "Injected failure", "status": fault.status},
+            {},
+            {},
+        )
+    if provider == "slack" and code:
+        return 200, {"ok": False, "error": code}, {}, {}
+    if provider == "fcm":
+        return (
+            fault.status,
+            {
+                "error": {
+                    "code": fault.status,
+                    "message": "Injected failure",
+                    "status": "UNAVAILABLE",
+                    "details": [{"errorCode": code or "UNAVAILABLE"}],
+                }
+            },
+            {},
+            {},
+        )
+    headers = {"Retry-After": "1"} if fault.status == 429 else {}
+    return fault.status, {"errors": [{"message": "Injected failure"}]}, headers, {}
+
+
+async def _serve(request: web.Request, provider: str, handle: Any) -> web.StreamResponse:
+    state = request.app[STATE]
+    rec = state.start(provider, request.path)
+    fault = state.fault(provider)
+    if fault.latency_ms:
+        await asyncio.sleep(fault.latency_ms / 1000)
+    if fault.hang:
+        rec.fault = "hang"
+        await state.hang(HANG_S)
+        rec.finished_at = time.time()
+        return web.Response(status=503, text="released from hang")
+    if fault.drop:
+        rec.fault = "drop"
+        if request.transport is not None:
+            request.transport.close()
+        rec.finished_at = time.time()
+        return web.Response(status=500)
+    body = await request.read()
+    if fault.should_fail(state.rng):
+        rec.fault = "injected"
+        status, payload, headers, fields = _fault_reply(provider, fault)
+    else:
+        status, payload, headers, fields = handle(body)
+    rec.status = status
+    rec.summary = {
+        k: v
+        for k, v in fields.items()
+        if k not in ("to", "message_id", "notification_id", "incident_id")
+    }
+    rec.to = fields.get("to")
+    rec.message_id = fields.get("message_id")
+    rec.notification_id = fields.get("notification_id") or request.query.get("n")
+    rec.incident_id = fields.get("incident_id")
+    rec.finished_at = time.time()
+    if isinstance(payload, bytes):
+        return web.Response(status=status, body=payload, headers=headers)
+    if isinstance(payload, str):
+        return web.Response(status=status, text=payload, headers=headers)
+    return web.json_response(payload, status=status, headers=headers)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+async def twilio(request: web.Request) -> web.StreamResponse:
+    """Twilio Messages and Calls."""
+    creds = request.app[CREDS]
+    account, resource = request.match_info["sid"], request.match_info["resource"]
+
+    def handle(body: bytes) -> Reply:
+        status, payload, headers, fields = providers.twilio(
+            creds, account, resource, request.headers.get("Authorization"), body
+        )
+        form = {k: v for k, v in request.query.items()}
+        fields.setdefault("notification_id", form.get("n"))
+        callback = fields.get("status_callback")
+        if callback:
+            query = httpx.URL(callback).params
+            fields["notification_id"] = query.get("n")
+            fields["incident_id"] = query.get("i")
+        return status, payload, headers, fields
+
+    return await _serve(request, "twilio", handle)
+
+
+async def sendgrid(request: web.Request) -> web.StreamResponse:
+    """SendGrid v3 mail send."""
+    creds = request.app[CREDS]
+    return await _serve(
+        request,
+        "sendgrid",
+        lambda body: providers.sendgrid(creds, request.headers.get("Authorization"), _json(body)),
+    )
+
+
+async def fcm(request: web.Request) -> web.StreamResponse:
+    """FCM HTTP v1 send."""
+    creds = request.app[CREDS]
+    project = request.match_info["project"]
+    return await _serve(
+        request,
+        "fcm",
+        lambda body: providers.fcm(
+            creds, project, request.headers.get("Authorization"), _json(body)
+        ),
+    )
+
+
+async def slack(request: web.Request) -> web.StreamResponse:
+    """Slack chat.postMessage."""
+    creds = request.app[CREDS]
+    return await _serve(
+        request,
+        "slack",
+        lambda body: providers.slack(creds, request.headers.get("Authorization"), _json(body)),
+    )
+
+
+async def teams(request: web.Request) -> web.StreamResponse:
+    """Teams incoming webhook."""
+    return await _serve(request, "teams", lambda body: providers.teams(_json(body)))
+
+
+async def hooks(request: web.Request) -> web.StreamResponse:
+    """Generic webhook receiver."""
+    secret = request.app[SIGNING] or None
+    return await _serve(
+        request, "webhook", lambda body: providers.webhook(dict(request.headers), body, secret)
+    )
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """GET /_sandbox/requests[?provider=&notification_id=]"""
+    return web.json_response(
+        request.app[STATE].as_json(
+            request.query.get("provider"), request.query.get("notification_id")
+        )
+    )
+
+
+async def reset(request: web.Request) -> web.Response:
+    """DELETE /_sandbox/requests: forget requests and faults."""
+    request.app[STATE].reset()
+    return web.json_response({"reset": True})
+
+
+async def set_fault(request: web.Request) -> web.Response:
+    """PUT /_sandbox/faults/{provider} with Fault fields; DELETE clears it."""
+    state = request.app[STATE]
+    provider = request.match_info["provider"]
+    if request.method == "DELETE":
+        state.faults.pop(provider, None)
+        return web.json_response({"cleared": provider})
+    try:
+        fault = Fault(**(await request.json()))
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=f"bad fault: {exc}") from exc
+    state.faults[provider] = fault
+    return web.json_response({"provider": provider, "fault": fault.__dict__})
+
+
+def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    """X-Twilio-Signature: base64 HMAC-SHA1 of the URL followed by sorted key+value pairs."""
+    data = url + "".join(f"{k}{params[k]}" for k in sorted(params))
+    return base64.b64encode(
+        hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    ).decode()
+
+
+async def send_callback(request: web.Request) -> web.Response:
+    """POST /_sandbox/callbacks {"message_id", "status", "url"?}: post the provider's status
+    callback for a message it sent, signed as the provider signs it."""
+    state, creds = request.app[STATE], request.app[CREDS]
+    ask = await request.json()
+    sent = next((r for r in state.requests if r.message_id == ask.get("message_id")), None)
+    if sent is None:
+        raise web.HTTPNotFound(text="no such message")
+    async with httpx.AsyncClient(timeout=10) as client:
+        if sent.provider == "twilio":
+            url = ask.get("url") or sent.summary.get("status_callback")
+            if not url:
+                raise web.HTTPBadRequest(text="message had no StatusCallback and no url given")
+            is_call = str(sent.message_id).startswith("CA")
+            params = {
+                "AccountSid": creds.twilio_account_sid,
+                "To": sent.to or "",
+                "MessageStatus" if not is_call else "CallStatus": ask["status"],
+                "MessageSid" if not is_call else "CallSid": str(sent.message_id),
+            }
+            if ask.get("error_code"):
+                params["ErrorCode"] = str(ask["error_code"])
+            response = await client.post(
+                url,
+                data=params,
+                headers={
+                    "X-Twilio-Signature": twilio_signature(creds.twilio_auth_token, url, params)
+                },
+            )
+        elif sent.provider == "sendgrid":
+            url = ask.get("url")
+            if not url:
+                raise web.HTTPBadRequest(text="url is needed for SendGrid events")
+            event = {
+                "email": sent.to,
+                "timestamp": int(time.time()),
+                "event": ask["status"],
+                "sg_message_id": f"{sent.message_id}.filter0001.1.0",
+                "notification_id": sent.notification_id,
+                "incident_id": sent.incident_id,
+            }
+            response = await client.post(url, json=[event])
+        else:
+            raise web.HTTPBadRequest(text=f"{sent.provider} sends no status callbacks")
+    return web.json_response({"posted_to": str(response.url), "status": response.status_code})
+
+
+def build_app(
+    state: SandboxState, creds: SandboxCredentials | None = None, webhook_signing_secret: str = ""
+) -> web.Application:
+    """The sandbox's HTTP application."""
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app[STATE] = state
+    app[CREDS] = creds or SandboxCredentials()
+    app[SIGNING] = webhook_signing_secret
+    app.router.add_post(r"/twilio/2010-04-01/Accounts/{sid}/{resource:Messages|Calls}.json", twilio)
+    app.router.add_post("/sendgrid/v3/mail/send", sendgrid)
+    app.router.add_post("/fcm/v1/projects/{project}/messages:send", fcm)
+    app.router.add_post("/slack/api/chat.postMessage", slack)
+    app.router.add_post("/teams/webhook/{id}", teams)
+    app.router.add_route("*", "/hooks/{id}", hooks)
+    app.router.add_get("/_sandbox/requests", list_requests)
+    app.router.add_delete("/_sandbox/requests", reset)
+    app.router.add_route("PUT", "/_sandbox/faults/{provider}", set_fault)
+    app.router.add_route("DELETE", "/_sandbox/faults/{provider}", set_fault)
+    app.router.add_post("/_sandbox/callbacks", send_callback)
+    return app
+
+
+class SmtpRecorder:
+    """aiosmtpd handler: records each message; faults of provider 'smtp' apply."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+
+    async def handle_RCPT(  # noqa: N802
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        local, at, domain = address.rpartition("@")
+        if not at or not local or "." not in domain:
+            return "550 5.1.1 Recipient address rejected: not a valid mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+        rec = self.state.start("smtp", "DATA")
+        fault = self.state.fault("smtp")
+        if fault.latency_ms:
+            await asyncio.sleep(fault.latency_ms / 1000)
+        if fault.hang:
+            rec.fault = "hang"
+            await self.state.hang(HANG_S)
+        if fault.should_fail(self.state.rng) or fault.drop:
+            rec.fault = "injected"
+            rec.status = fault.status if 400 <= fault.status < 600 else 451
+            rec.finished_at = time.time()
+            return f"{rec.status} 4.3.0 Injected failure"
+        raw = envelope.original_content or envelope.content or b""
+        msg = message_from_bytes(raw if isinstance(raw, bytes) else raw.encode())
+        rec.to = envelope.rcpt_tos[0] if envelope.rcpt_tos else None
+        rec.message_id = msg.get("Message-ID")
+        rec.notification_id = msg.get("X-Notifier-Notification-Id")
+        rec.incident_id = msg.get("X-Notifier-Incident-Id")
+        rec.summary = {
+            "subject": msg.get("Subject"),
+            "parts": [p.get_content_type() for p in msg.walk()],
+        }
+        rec.status = 250
+        rec.finished_at = time.time()
+        return "250 2.0.0 OK: queued"
+
+
+async def serve(
+    host: str,
+    port: int,
+    smtp_port: int,
+    *,
+    webhook_signing_secret: str = "",
+    ready: asyncio.Event | None = None,
+    seed: int | None = None,
+) -> None:
+    """Run the HTTP and SMTP servers until cancelled."""
+    state = SandboxState(seed)
+    runner = web.AppRunner(
+        build_app(state, webhook_signing_secret=webhook_signing_secret), access_log=None
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    loop = asyncio.get_running_loop()
+    handler = SmtpRecorder(state)
+    smtp = await loop.create_server(lambda: SMTP(handler, hostname="sandbox"), host, smtp_port)
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        state.release_hangs()
+        smtp.close()
+        await runner.cleanup()
+
+
+def sandbox_env(
+    host: str, port: int, smtp_port: int, creds: SandboxCredentials | None = None
+) -> dict[str, str]:
+    """The notifier settings that point every adapter at this sandbox."""
+    creds = creds or SandboxCredentials()
+    base = f"http://{host}:{port}"
+    return {
+        "NOTIFIER_SMTP_HOST": host,
+        "NOTIFIER_SMTP_PORT": str(smtp_port),
+        "NOTIFIER_SENDGRID_BASE_URL": f"{base}/sendgrid",
+        "NOTIFIER_SENDGRID_API_KEY": creds.sendgrid_api_key,
+        "NOTIFIER_TWILIO_BASE_URL": f"{base}/twilio",
+        "NOTIFIER_TWILIO_ACCOUNT_SID": creds.twilio_account_sid,
+        "NOTIFIER_TWILIO_AUTH_TOKEN": creds.twilio_auth_token,
+        "NOTIFIER_TWILIO_FROM": "+14155550000",
+        "NOTIFIER_FCM_BASE_URL": f"{base}/fcm",
+        "NOTIFIER_FCM_PROJECT_ID": "sandbox-project",
+        "NOTIFIER_FCM_ACCESS_TOKEN": creds.fcm_access_token,
+        "NOTIFIER_SLACK_BASE_URL": f"{base}/slack/api",
+        "NOTIFIER_SLACK_BOT_TOKEN": creds.slack_bot_token,
+    }

@@ -1,0 +1,59 @@
+"""SendGrid v3 Mail Send: JSON with personalizations, bearer auth, 202 + X-Message-Id."""
+
+from __future__ import annotations
+
+import html
+
+import httpx
+
+from adapters.base import HttpCall, HttpProvider, missing
+from notifier.contracts.records import Channel, SendCommand
+from notifier.settings import Settings
+
+
+class SendGridEmail(HttpProvider):
+    """Email through SendGrid; our ids travel as custom_args, echoed in event webhooks."""
+
+    name = "sendgrid"
+    channel = Channel.EMAIL
+
+    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+        super().__init__(client)
+        self.settings = settings
+
+    def build(self, command: SendCommand) -> HttpCall:
+        if self.settings.sendgrid_api_key is None:
+            raise missing("NOTIFIER_SENDGRID_API_KEY")
+        body_html = "<br>".join(html.escape(line) for line in command.body.splitlines())
+        if command.url:
+            body_html += f'<p><a href="{html.escape(command.url)}">Open the incident</a></p>'
+        payload = {
+            "personalizations": [{"to": [{"email": command.address}]}],
+            "from": {"email": self.settings.email_from},
+            "subject": command.title,
+            "content": [
+                {"type": "text/plain", "value": command.body},
+                {"type": "text/html", "value": body_html},
+            ],
+            "custom_args": {
+                "notification_id": command.notification_id,
+                "incident_id": command.incident_id,
+            },
+        }
+        token = self.settings.sendgrid_api_key.get_secret_value()
+        return HttpCall(
+            "POST",
+            f"{self.settings.sendgrid_base_url.rstrip('/')}/v3/mail/send",
+            json=payload,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+        if response.status_code == 202:
+            return response.headers.get("x-message-id") or command.notification_id
+        try:
+            errors = response.json().get("errors", [])
+            detail = "; ".join(str(e.get("message", "")) for e in errors)
+        except ValueError:
+            detail = response.text
+        raise self.http_error(response, None, detail)

@@ -1,0 +1,61 @@
+"""Microsoft Teams incoming webhook with an Adaptive Card."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+
+from adapters.base import HttpCall, HttpProvider
+from notifier.contracts.records import Channel, SendCommand
+
+
+class TeamsCard(HttpProvider):
+    """An Adaptive Card posted to the user's Teams webhook."""
+
+    name = "teams"
+    channel = Channel.TEAMS
+
+    @staticmethod
+    def card(command: SendCommand) -> dict[str, Any]:
+        """The message envelope Teams webhooks take, holding one Adaptive Card 1.4."""
+        body: list[dict[str, Any]] = [
+            {
+                "type": "TextBlock",
+                "text": command.title,
+                "weight": "Bolder",
+                "size": "Medium",
+                "wrap": True,
+            },
+            {"type": "TextBlock", "text": command.body, "wrap": True},
+        ]
+        actions = (
+            [{"type": "Action.OpenUrl", "title": "Open incident", "url": command.url}]
+            if command.url
+            else []
+        )
+        return {
+            "type": "message",
+            "attachments": [
+                {
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "content": {
+                        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                        "type": "AdaptiveCard",
+                        "version": "1.4",
+                        "body": body,
+                        "actions": actions,
+                    },
+                }
+            ],
+        }
+
+    def build(self, command: SendCommand) -> HttpCall:
+        return HttpCall("POST", command.address, json=self.card(command))
+
+    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+        if response.status_code in (200, 202):
+            # Teams webhooks return no id: derive a stable one from ours
+            return "teams-" + hashlib.sha256(command.notification_id.encode()).hexdigest()[:20]
+        raise self.http_error(response, None, response.text)

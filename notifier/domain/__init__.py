@@ -1,0 +1,1 @@
+"""Pure decision logic: tiers, ids, templates, error classification. No I/O here."""

@@ -1,0 +1,212 @@
+"""Every adapter sends real bytes over a socket to the sandbox, which validates them the way
+the provider does; every failure mode maps to its category."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.base import Provider, ProviderError
+from adapters.providers import build_providers
+from notifier.contracts.records import Channel, FailureCategory, NotificationKind, SendCommand
+from notifier.settings import Settings
+from tests.samples import sample
+
+pytestmark = pytest.mark.integration
+T, P, C = FailureCategory.TRANSIENT, FailureCategory.PERMANENT, FailureCategory.CONFIGURATION
+
+ADDRESSES = {
+    Channel.EMAIL: "alice@example.com",
+    Channel.SMS: "+14155550101",
+    Channel.VOICE: "+14155550101",
+    Channel.PUSH: "fcm-token-1",
+    Channel.SLACK: "U0ALICE",
+    Channel.WEBHOOK: "{sandbox}/hooks/alice",
+    Channel.TEAMS: "{sandbox}/teams/webhook/alice",
+}
+PROVIDER_OF = {
+    Channel.EMAIL: "smtp",
+    Channel.SMS: "twilio",
+    Channel.VOICE: "twilio",
+    Channel.PUSH: "fcm",
+    Channel.SLACK: "slack",
+    Channel.TEAMS: "teams",
+    Channel.WEBHOOK: "webhook",
+}
+
+
+def settings_for(sandbox: dict[str, str], **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        k.removeprefix("NOTIFIER_").lower(): v
+        for k, v in sandbox.items()
+        if k.startswith("NOTIFIER_")
+    }
+    values.update(send_timeout_s=2.0, callback_base_url="http://127.0.0.1:9/bridge")
+    values.update(extra)
+    return Settings.model_validate(values)
+
+
+def command(channel: Channel, sandbox: dict[str, str], **overrides: Any) -> SendCommand:
+    address = ADDRESSES[channel].format(sandbox=sandbox["SANDBOX_URL"])
+    base = {
+        "channel": channel,
+        "address": address,
+        "kind": NotificationKind.ALERT,
+        "title": "[CRITICAL] db down",
+        "body": "Primary database unreachable.",
+        "address_params": {"method": "POST", "auth": "NONE"},
+        "provider": None,
+        "url": "https://inc.example.com/1",
+    }
+    base.update(overrides)
+    return sample(SendCommand, **base)
+
+
+@pytest.fixture
+async def control(sandbox: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=sandbox["SANDBOX_URL"]) as client:
+        await client.delete("/_sandbox/requests")
+        yield client
+        await client.delete("/_sandbox/requests")
+
+
+@pytest.fixture
+async def providers(sandbox: dict[str, str]) -> AsyncIterator[dict[Channel, Provider]]:
+    built = build_providers(settings_for(sandbox))
+    yield built
+    await built[Channel.SMS].close()
+
+
+@pytest.mark.parametrize("channel", list(Channel), ids=lambda c: c.value.lower())
+async def test_each_adapter_passes_the_providers_validation(
+    channel: Channel,
+    sandbox: dict[str, str],
+    providers: dict[Channel, Provider],
+    control: httpx.AsyncClient,
+) -> None:
+    cmd = command(channel, sandbox)
+    message_id = await providers[channel].send(cmd)
+    assert message_id
+    recorded = (
+        await control.get("/_sandbox/requests", params={"provider": PROVIDER_OF[channel]})
+    ).json()
+    assert len(recorded) == 1
+    assert recorded[0]["status"] in (200, 201, 202, 250)
+    if channel not in (Channel.TEAMS, Channel.WEBHOOK):
+        assert recorded[0]["message_id"] == message_id
+
+
+async def test_wire_details(
+    sandbox: dict[str, str], providers: dict[Channel, Provider], control: httpx.AsyncClient
+) -> None:
+    """Twilio carries our ids in StatusCallback; Slack has both buttons; email is multipart;
+    the generic webhook is signed and the sandbox checked the signature."""
+    sms = command(Channel.SMS, sandbox)
+    await providers[Channel.SMS].send(sms)
+    await providers[Channel.SLACK].send(command(Channel.SLACK, sandbox))
+    await providers[Channel.EMAIL].send(command(Channel.EMAIL, sandbox))
+    await providers[Channel.WEBHOOK].send(command(Channel.WEBHOOK, sandbox))
+    await providers[Channel.VOICE].send(command(Channel.VOICE, sandbox))
+    seen = {
+        r["provider"] + ("-call" if str(r["message_id"]).startswith("CA") else ""): r
+        for r in (await control.get("/_sandbox/requests")).json()
+    }
+    assert seen["twilio"]["notification_id"] == sms.notification_id
+    assert "/twilio/status?" in seen["twilio"]["summary"]["status_callback"]
+    assert seen["slack"]["summary"]["buttons"] == ["acknowledge", "resolve"]
+    assert seen["smtp"]["summary"]["parts"] == ["multipart/alternative", "text/plain", "text/html"]
+    assert seen["webhook"]["summary"]["signed"] is True
+    assert "Press 1 to acknowledge" in seen["twilio-call"]["summary"]["twiml"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "overrides", "category", "reason"),
+    [
+        (Channel.SMS, {"address": "+1555"}, P, "21211"),
+        (Channel.PUSH, {"address": "stale-token"}, P, "UNREGISTERED"),
+        (Channel.SLACK, {"address": "UNKNOWN1"}, P, "channel_not_found"),
+        (Channel.EMAIL, {"address": "not-an-address"}, P, "smtp"),
+    ],
+    ids=["sms-bad-number", "push-stale-token", "slack-unknown-user", "email-bad-rcpt"],
+)
+async def test_bad_recipients_are_permanent(
+    sandbox: dict[str, str],
+    providers: dict[Channel, Provider],
+    control: httpx.AsyncClient,
+    channel: Channel,
+    overrides: dict[str, Any],
+    category: FailureCategory,
+    reason: str,
+) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await providers[channel].send(command(channel, sandbox, **overrides))
+    assert caught.value.category is category, caught.value.reason
+    assert reason in caught.value.reason
+
+
+@pytest.mark.parametrize(
+    ("channel", "fault", "category"),
+    [
+        (Channel.SMS, {"fail_next": 1, "status": 503}, T),
+        (Channel.SMS, {"fail_next": 1, "status": 429, "code": "20429"}, T),
+        (Channel.PUSH, {"fail_next": 1, "status": 500}, T),
+        (Channel.SLACK, {"fail_next": 1, "code": "ratelimited"}, T),
+        (Channel.TEAMS, {"fail_next": 1, "status": 502}, T),
+        (Channel.WEBHOOK, {"fail_next": 1, "status": 400}, P),
+        (Channel.EMAIL, {"fail_next": 1, "status": 451}, T),
+        (Channel.SMS, {"hang": True}, T),
+        (Channel.PUSH, {"drop": True}, T),
+    ],
+    ids=[
+        "sms-503",
+        "sms-429",
+        "push-500",
+        "slack-ratelimited",
+        "teams-502",
+        "webhook-400",
+        "smtp-451",
+        "sms-timeout",
+        "push-dropped",
+    ],
+)
+async def test_injected_failures_map_to_categories(
+    sandbox: dict[str, str],
+    providers: dict[Channel, Provider],
+    control: httpx.AsyncClient,
+    channel: Channel,
+    fault: dict[str, Any],
+    category: FailureCategory,
+) -> None:
+    await control.put(f"/_sandbox/faults/{PROVIDER_OF[channel]}", json=fault)
+    with pytest.raises(ProviderError) as caught:
+        await providers[channel].send(command(channel, sandbox))
+    assert caught.value.category is category, caught.value.reason
+
+
+async def test_bad_credentials_are_configuration_errors(
+    sandbox: dict[str, str], control: httpx.AsyncClient
+) -> None:
+    wrong = build_providers(
+        settings_for(
+            sandbox,
+            twilio_auth_token="nope",
+            slack_bot_token="xoxb-wrong",
+            fcm_access_token="x",
+            fcm_project_id="",
+        )
+    )
+    try:
+        for channel, code in (
+            (Channel.SMS, "20003"),
+            (Channel.SLACK, "invalid_auth"),
+            (Channel.PUSH, "NOTIFIER_FCM_PROJECT_ID"),
+        ):
+            with pytest.raises(ProviderError) as caught:
+                await wrong[channel].send(command(channel, sandbox))
+            assert caught.value.category is C
+            assert code in caught.value.reason
+    finally:
+        await wrong[Channel.SMS].close()
