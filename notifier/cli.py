@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -403,6 +404,45 @@ def db_migrate() -> None:
     out.print(
         f"{len(result.applied)} applied, {len(result.already)} already applied", highlight=False
     )
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="Faust log level: debug, info, warn.")] = "info",
+) -> None:
+    """Run the pipeline: the dispatcher and one agent per channel (Faust worker)."""
+    from notifier.contracts.factory import RegistryNotConfiguredError
+    from notifier.contracts.registry import RegistryUnavailableError
+    from processors.app import run_worker
+
+    try:
+        run_worker(_settings(), loglevel)
+    except (RegistryNotConfiguredError, RegistryUnavailableError) as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port of the provider endpoints.")] = 8025,
+    smtp_port: Annotated[int, typer.Option(help="SMTP port.")] = 8026,
+    webhook_secret: Annotated[
+        str, typer.Option(help="Check generic webhook signatures with this secret.")
+    ] = "",
+) -> None:
+    """Run the provider sandbox: every provider's API, SMTP, recording and fault injection."""
+    import asyncio
+
+    from adapters.sandbox.server import sandbox_env, serve
+
+    out.print(
+        f"sandbox on http://{host}:{port} (SMTP {smtp_port}); point the notifier at it with:",
+        highlight=False,
+    )
+    for key, value in sandbox_env(host, port, smtp_port).items():
+        out.print(f"  {key}={value}", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(host, port, smtp_port, webhook_signing_secret=webhook_secret))
 
 
 @app.command("log")

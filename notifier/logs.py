@@ -55,3 +55,6 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # yoyo narrates every migration step at INFO; its summary is printed by the CLI
     logging.getLogger("yoyo").setLevel(max(logging.WARNING, root.level))
+    # httpx logs every request at INFO (registry look-ups, provider calls): far too chatty
+    for chatty in ("httpx", "httpx2", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))

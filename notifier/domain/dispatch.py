@@ -1,0 +1,248 @@
+"""What the dispatcher decides for an incident event: which notifications, on which channels,
+in which tier. A pure function of the event, the users' profiles and the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from notifier.contracts.records import (
+    Channel,
+    IncidentAcknowledged,
+    IncidentEscalated,
+    IncidentOpened,
+    IncidentResolved,
+    NotificationKind,
+    NotificationQueued,
+    Priority,
+    Record,
+    SendCommand,
+    Tier,
+    UserProfile,
+    UserUnreachable,
+)
+from notifier.domain import ids
+from notifier.domain.templates import IncidentText, render
+from notifier.domain.tiers import (
+    DEFAULT_TIERS,
+    TIER_ORDER,
+    ContactPoint,
+    reachability,
+    unreachable_reason,
+)
+
+PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Commands to send and events to record, in the order they should be emitted."""
+
+    commands: list[SendCommand] = field(default_factory=list)
+    events: list[Record] = field(default_factory=list)
+
+
+@dataclass
+class IncidentMemory:
+    """What the dispatcher keeps per incident: enough to address notices later."""
+
+    title: str = ""
+    priority: str = Priority.HIGH.value
+    url: str | None = None
+    status: str = "open"  # open | acknowledged | resolved
+    levels: dict[str, list[str]] = field(default_factory=dict)  # level -> user ids notified
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-able form for the incident table."""
+        return {
+            "title": self.title,
+            "priority": self.priority,
+            "url": self.url,
+            "status": self.status,
+            "levels": self.levels,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object] | None) -> IncidentMemory:
+        """Back from the incident table (a missing entry is a fresh memory)."""
+        if not data:
+            return cls()
+        levels = data.get("levels")
+        url = data.get("url")
+        return cls(
+            title=str(data.get("title", "")),
+            priority=str(data.get("priority", "HIGH")),
+            url=url if isinstance(url, str) else None,
+            status=str(data.get("status", "open")),
+            levels={str(k): [str(u) for u in v] for k, v in levels.items()}
+            if isinstance(levels, dict)
+            else {},
+        )
+
+    def notified_users(self) -> list[str]:
+        """Everyone sent an alert for this incident, at any level, in first-seen order."""
+        seen: dict[str, None] = {}
+        for level in sorted(self.levels, key=int):
+            for user in self.levels[level]:
+                seen.setdefault(user, None)
+        return list(seen)
+
+
+def _command(
+    event_time: datetime,
+    incident_id: str,
+    user_id: str,
+    point: ContactPoint,
+    level: int,
+    priority: Priority,
+    kind: NotificationKind,
+    text: IncidentText,
+    now: datetime,
+) -> tuple[SendCommand, NotificationQueued]:
+    nid = ids.notification_id(incident_id, level, user_id, point.channel, kind=kind)
+    title, body = render(point.channel, kind, text)
+    command = SendCommand(
+        command_id=ids.command_id(nid, 1),
+        notification_id=nid,
+        incident_id=incident_id,
+        user_id=user_id,
+        channel=point.channel,
+        tier=point.tier,
+        escalation_level=level,
+        attempt=1,
+        priority=priority,
+        kind=kind,
+        address=point.address,
+        title=title,
+        body=body,
+        incident_at=event_time,
+        address_params=dict(point.params),
+        url=text.url,
+    )
+    queued = NotificationQueued(
+        event_id=ids.event_id(nid, "queued"),
+        occurred_at=now,
+        notification_id=nid,
+        incident_id=incident_id,
+        user_id=user_id,
+        channel=point.channel,
+        tier=point.tier,
+        escalation_level=level,
+        priority=priority,
+        kind=kind,
+    )
+    return command, queued
+
+
+def dispatch_alert(
+    event: IncidentOpened | IncidentEscalated,
+    profiles: Mapping[str, UserProfile | None],
+    now: datetime,
+    *,
+    tiers: Mapping[Channel, Tier] = DEFAULT_TIERS,
+    tier: Tier | None = None,
+    user_ids: list[str] | None = None,
+) -> Dispatch:
+    """Notifications for an opened or escalated incident: each user's first usable tier
+    (or `tier`, for a tier escalation; or every tier with skip_tiers), all channels at once."""
+    out = Dispatch()
+    text = IncidentText(
+        event.title, event.priority, event.escalation_level, event.description, event.url
+    )
+    for user_id in dict.fromkeys(user_ids if user_ids is not None else event.user_ids):
+        reach = reachability(profiles.get(user_id), tiers=tiers, only=event.channels)
+        if tier is not None:
+            send_tiers = [tier] if reach.tier(tier) else []
+        elif event.skip_tiers:
+            send_tiers = [t for t in TIER_ORDER if reach.tier(t)]
+        else:
+            first = reach.first_tier()
+            send_tiers = [first] if first else []
+        if not send_tiers:
+            if tier is None:
+                out.events.append(
+                    UserUnreachable(
+                        event_id=ids.event_id(event.event_id, user_id, "unreachable"),
+                        occurred_at=now,
+                        incident_id=event.incident_id,
+                        user_id=user_id,
+                        escalation_level=event.escalation_level,
+                        reason=unreachable_reason(reach),
+                    )
+                )
+            continue
+        for send_tier in send_tiers:
+            for point in reach.tier(send_tier):
+                command, queued = _command(
+                    event.occurred_at,
+                    event.incident_id,
+                    user_id,
+                    point,
+                    event.escalation_level,
+                    event.priority,
+                    NotificationKind.ALERT,
+                    text,
+                    now,
+                )
+                out.commands.append(command)
+                out.events.append(queued)
+    return out
+
+
+def dispatch_notice(
+    event: IncidentAcknowledged | IncidentResolved,
+    memory: IncidentMemory,
+    profiles: Mapping[str, UserProfile | None],
+    now: datetime,
+    *,
+    tiers: Mapping[Channel, Tier] = DEFAULT_TIERS,
+) -> Dispatch:
+    """An informational notice on primary channels to everyone already alerted; no tiers."""
+    out = Dispatch()
+    kind = (
+        NotificationKind.ACKNOWLEDGED_NOTICE
+        if isinstance(event, IncidentAcknowledged)
+        else NotificationKind.RESOLVED_NOTICE
+    )
+    level = max((int(level) for level in memory.levels), default=1)
+    text = IncidentText(
+        memory.title or event.incident_id,
+        Priority(memory.priority),
+        level,
+        url=memory.url,
+        by=event.by_user_id,
+    )
+    for user_id in memory.notified_users():
+        for point in reachability(profiles.get(user_id), tiers=tiers).tier(Tier.PRIMARY):
+            command, queued = _command(
+                event.occurred_at,
+                event.incident_id,
+                user_id,
+                point,
+                level,
+                Priority(memory.priority),
+                kind,
+                text,
+                now,
+            )
+            out.commands.append(command)
+            out.events.append(queued)
+    return out
+
+
+def remember(memory: IncidentMemory, event: Record, dispatched: Dispatch) -> IncidentMemory:
+    """The incident memory after `event` and what was dispatched for it."""
+    if isinstance(event, IncidentOpened | IncidentEscalated):
+        memory.title, memory.priority, memory.url = event.title, event.priority.value, event.url
+        users = memory.levels.setdefault(str(event.escalation_level), [])
+        for command in dispatched.commands:
+            if command.user_id not in users:
+                users.append(command.user_id)
+        if memory.status == "resolved":
+            memory.status = "open"
+    elif isinstance(event, IncidentAcknowledged) and memory.status == "open":
+        memory.status = "acknowledged"
+    elif isinstance(event, IncidentResolved):
+        memory.status = "resolved"
+    return memory

@@ -1,0 +1,99 @@
+"""The one place the Faust app and its agents are built and wired to their dependencies."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from adapters.base import Provider
+from adapters.providers import build_providers
+from notifier.contracts.codec import AvroCodec
+from notifier.contracts.errors import ContractError
+from notifier.contracts.factory import build_codec
+from notifier.contracts.records import Channel
+from notifier.domain.dispatch import IncidentMemory
+from notifier.settings import Settings
+from notifier.topics import channel_topic
+from processors.channels import ChannelSender
+from processors.directory import UserDirectory
+from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
+from processors.emitter import Emitter
+
+log = logging.getLogger("notifier.app")
+
+
+def create_app(
+    settings: Settings,
+    *,
+    codec: AvroCodec | None = None,
+    providers: dict[Channel, Provider] | None = None,
+) -> faust.App:
+    """The Faust app with the dispatcher and one agent per channel."""
+    codec = codec or build_codec(settings)
+    brokers = [f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")]
+    app = faust.App(
+        f"{settings.topic_prefix}notifier",
+        broker=brokers,
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        datadir=str(settings.stack_dir / "faust"),
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.replication_factor or 1,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        # no agent concurrency > 1: it can commit past in-flight messages (faust #606)
+    )
+    emitter = Emitter(app, settings, codec)
+    directory = UserDirectory(settings, codec)
+    app.add_dependency(directory)  # started and stopped with the app
+    # JSON values (the app's default serializer): internal state, not a published contract
+    memories = app.Table("incident-memory", default=None, partitions=settings.topic_partitions)
+    senders = {
+        channel: ChannelSender(channel, provider, settings, emitter)
+        for channel, provider in (providers or build_providers(settings)).items()
+    }
+
+    @app.agent(emitter.topic("incidents"), name="dispatcher")
+    async def dispatcher(stream: Any) -> None:
+        await directory.ready.wait()
+        # one event at a time: the incident table writes its changelog to the partition of
+        # the current event, which a batch would get wrong
+        async for event in stream.events():
+            try:
+                record = codec.decode(event.value)
+            except ContractError as exc:
+                await emitter.dead_letter(event, "decode", exc)
+                continue
+            try:
+                incident_id = getattr(record, "incident_id", "")
+                memory = IncidentMemory.from_json(memories.get(incident_id))
+                dispatched, memory = plan(record, memory, directory, utcnow())
+                memories[incident_id] = memory.to_json()
+                await emitter.send_many(outgoing(dispatched))
+                log_dispatch(record, dispatched)
+            except Exception as exc:  # one bad event must not stop the dispatcher
+                log.exception("dispatch failed", extra={"incident_id": incident_id})
+                await emitter.dead_letter(event, "handle", exc)
+
+    for channel, sender in senders.items():
+
+        async def deliver(stream: Any, sender: ChannelSender = sender) -> None:
+            async for events in stream.take_events(settings.batch_size, within=0.005):
+                await sender.handle(events)
+
+        app.agent(emitter.topic(channel_topic(channel)), name=f"send-{channel.value.lower()}")(
+            deliver
+        )
+
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run the Faust worker with every agent until interrupted."""
+    from faust.worker import Worker
+
+    app = create_app(settings)
+    Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False).execute_from_commandline()

@@ -1,0 +1,196 @@
+"""Sending one channel's commands: bounded concurrency, a rate limit and a circuit breaker
+per provider, a timeout per request, and an outcome event for every attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+from circuitbreaker import STATE_CLOSED, CircuitBreaker, CircuitBreakerError
+
+from adapters.base import Provider, ProviderError
+from notifier.contracts.errors import ContractError
+from notifier.contracts.records import (
+    Channel,
+    DeliveryAttempted,
+    DeliveryFailed,
+    DeliverySent,
+    FailureCategory,
+    Record,
+    SendCommand,
+)
+from notifier.domain import ids
+from notifier.domain.dispatch import PRIORITY_RANK
+from notifier.domain.failures import Failure, FailureKind
+from notifier.settings import Settings
+from processors.emitter import Emitter
+
+log = logging.getLogger("notifier.channel")
+
+
+def _counts_against_provider(exc_type: type[BaseException], exc: BaseException) -> bool:
+    """Only failures of the provider open its circuit, not a bad recipient."""
+    return isinstance(exc, ProviderError) and exc.category is FailureCategory.TRANSIENT
+
+
+def per_second_limiter(per_minute: int) -> AsyncLimiter:
+    """A limiter of `per_minute` that refills every second, so a minute's allowance is not
+    spent in one burst (below 60/min: one send every 60/rate seconds)."""
+    if per_minute >= 60:
+        return AsyncLimiter(per_minute / 60, 1)
+    return AsyncLimiter(1, 60 / per_minute)
+
+
+class ChannelSender:
+    """Delivers batches of one channel's commands through its provider."""
+
+    def __init__(
+        self, channel: Channel, provider: Provider, settings: Settings, emitter: Emitter
+    ) -> None:
+        self.channel = channel
+        self.provider = provider
+        self.settings = settings
+        self.emitter = emitter
+        self.max_attempts = len(settings.retry_delays_s) + 1
+        self.slots = asyncio.Semaphore(settings.channel_concurrency)
+        self.limiter = per_second_limiter(settings.rate_limit(provider.name))
+        self.breaker = CircuitBreaker(
+            failure_threshold=settings.breaker_failures,
+            recovery_timeout=settings.breaker_cooldown_s,
+            expected_exception=_counts_against_provider,
+            name=f"{channel.value.lower()}:{provider.name}",
+        )
+
+    def decode(self, value: bytes | None) -> SendCommand:
+        """The command in a message; ContractError when it is not one for this channel."""
+        command = self.emitter.codec.decode(value)
+        if not isinstance(command, SendCommand):
+            raise ContractError(f"{type(command).__name__} is not a SendCommand")
+        if command.channel is not self.channel:
+            raise ContractError(
+                f"command for {command.channel.value} on the {self.channel.value.lower()} topic"
+            )
+        return command
+
+    async def handle(self, events: list[Any]) -> None:
+        """One batch: decode (dead-letter what cannot be), CRITICAL first, send concurrently."""
+        commands: list[SendCommand] = []
+        for event in events:
+            try:
+                commands.append(self.decode(event.value))
+            except ContractError as exc:
+                await self.emitter.dead_letter(event, "decode", exc)
+        if not commands:
+            return
+        commands.sort(key=lambda c: PRIORITY_RANK[c.priority])
+        now = datetime.now(UTC)
+        await self.emitter.send_many(
+            (
+                "delivery.events",
+                c.incident_id,
+                DeliveryAttempted(
+                    event_id=ids.event_id(c.command_id, "attempted"),
+                    occurred_at=now,
+                    notification_id=c.notification_id,
+                    incident_id=c.incident_id,
+                    user_id=c.user_id,
+                    channel=c.channel,
+                    attempt=c.attempt,
+                    provider=self.provider.name,
+                ),
+            )
+            for c in commands
+        )
+        await asyncio.gather(*(self._deliver(c) for c in commands))
+
+    async def _deliver(self, command: SendCommand) -> None:
+        async with self.slots:
+            outcome = await self._attempt(command)
+        await self.emitter.send("delivery.events", command.incident_id, outcome)
+
+    async def _attempt(self, command: SendCommand) -> Record:
+        extra = {
+            "incident_id": command.incident_id,
+            "notification_id": command.notification_id,
+            "channel": command.channel.value,
+            "attempt": command.attempt,
+        }
+        before = self.breaker.state
+        started = time.monotonic()
+        try:
+            await self.limiter.acquire()
+            message_id = await self.breaker.call_async(self._send, command)
+        except CircuitBreakerError:
+            error = ProviderError(
+                Failure(FailureKind.CIRCUIT_OPEN), f"{self.provider.name}: circuit open, not called"
+            )
+        except ProviderError as exc:
+            error = exc
+        except Exception as exc:  # an adapter bug must not stop the channel
+            log.exception("adapter %s raised", self.provider.name, extra=extra)
+            error = ProviderError(Failure(FailureKind.CONNECTION), f"{type(exc).__name__}: {exc}")
+        else:
+            self._log_breaker(before)
+            latency = int((time.monotonic() - started) * 1000)
+            log.info("sent", extra={**extra, "provider": self.provider.name, "latency_ms": latency})
+            return DeliverySent(
+                event_id=ids.event_id(command.command_id, "sent"),
+                occurred_at=datetime.now(UTC),
+                notification_id=command.notification_id,
+                incident_id=command.incident_id,
+                user_id=command.user_id,
+                channel=command.channel,
+                attempt=command.attempt,
+                provider=self.provider.name,
+                provider_message_id=message_id,
+                latency_ms=latency,
+            )
+        self._log_breaker(before)
+        category = error.category
+        final = category is not FailureCategory.TRANSIENT or command.attempt >= self.max_attempts
+        log.warning(
+            "send failed: %s",
+            error.reason,
+            extra={**extra, "category": category.value, "final": final},
+        )
+        return DeliveryFailed(
+            event_id=ids.event_id(command.command_id, "failed"),
+            occurred_at=datetime.now(UTC),
+            notification_id=command.notification_id,
+            incident_id=command.incident_id,
+            user_id=command.user_id,
+            channel=command.channel,
+            attempt=command.attempt,
+            category=category,
+            error=error.reason,
+            final=final,
+            provider=self.provider.name,
+            status_code=error.failure.status,
+            retry_after_ms=int(error.retry_after_s * 1000) if error.retry_after_s else None,
+        )
+
+    async def _send(self, command: SendCommand) -> str:
+        try:
+            return await asyncio.wait_for(self.provider.send(command), self.settings.send_timeout_s)
+        except TimeoutError as exc:
+            raise ProviderError(
+                Failure(FailureKind.TIMEOUT),
+                f"{self.provider.name}: no answer in {self.settings.send_timeout_s:g} s",
+            ) from exc
+
+    def _log_breaker(self, before: str) -> None:
+        after = self.breaker.state
+        if after != before:
+            level = logging.INFO if after == STATE_CLOSED else logging.WARNING
+            log.log(
+                level,
+                "circuit %s: %s -> %s",
+                self.breaker.name,
+                before,
+                after,
+                extra={"breaker": self.breaker.name, "state": after},
+            )

@@ -1,0 +1,84 @@
+"""Writing records to topics from agents: encoded once, sent together, dead letters kept."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from notifier.contracts.codec import AvroCodec
+from notifier.contracts.records import DeadLetter, Record
+from notifier.settings import Settings
+from notifier.topics import full_name
+
+log = logging.getLogger("notifier.emitter")
+WORKER = f"{socket.gethostname()}:{__import__('os').getpid()}"
+
+
+class Emitter:
+    """Sends records to logical topics through Faust's producer (flushed before commits)."""
+
+    def __init__(self, app: Any, settings: Settings, codec: AvroCodec) -> None:
+        self.app = app
+        self.settings = settings
+        self.codec = codec
+        self._topics: dict[str, Any] = {}
+
+    def topic(self, logical: str) -> Any:
+        """The Faust topic object of `logical`, raw bytes in and out."""
+        found = self._topics.get(logical)
+        if found is None:
+            found = self.app.topic(
+                full_name(self.settings, logical),
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                internal=False,
+            )
+            self._topics[logical] = found
+        return found
+
+    async def send(self, logical: str, key: str, record: Record) -> None:
+        """Queue one record (returns once the producer has it)."""
+        await self.topic(logical).send(key=key.encode(), value=self.codec.encode(record))
+
+    async def send_many(self, items: Iterable[tuple[str, str, Record]]) -> None:
+        """Queue many records at once: one gather, not a loop of awaits."""
+        await asyncio.gather(*(self.send(topic, key, record) for topic, key, record in items))
+
+    async def dead_letter(self, event: Any, stage: str, error: BaseException) -> None:
+        """Keep an input message that could not be handled, with why; the agent goes on."""
+        message = event.message
+        reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+        record = DeadLetter(
+            event_id=str(uuid.uuid4()),
+            occurred_at=datetime.now(UTC),
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            stage=stage,
+            error_type=type(error).__name__,
+            reason=reason,
+            worker=WORKER,
+            key=message.key,
+            value=message.value,
+            headers={
+                k: v
+                for k, v in (message.headers or [])
+                if isinstance(k, str) and isinstance(v, bytes)
+            },
+        )
+        log.warning(
+            "dead-lettered %s[%s]@%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
+            extra={"stage": stage},
+        )
+        await self.topic("deadletter").send(key=message.key, value=self.codec.encode(record))

@@ -1,0 +1,128 @@
+"""What the dispatcher decides for incident events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from notifier.contracts.records import (
+    Channel,
+    ChannelPreference,
+    IncidentAcknowledged,
+    IncidentOpened,
+    IncidentResolved,
+    NotificationKind,
+    NotificationQueued,
+    Priority,
+    SendCommand,
+    Tier,
+    UserProfile,
+    UserUnreachable,
+)
+from notifier.domain.dispatch import (
+    IncidentMemory,
+    dispatch_alert,
+    dispatch_notice,
+    remember,
+)
+
+NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+
+
+def user(user_id: str, *channels: Channel, phone: str | None = "+14155550101") -> UserProfile:
+    return UserProfile(
+        user_id=user_id,
+        name=user_id,
+        updated_at=NOW,
+        email=f"{user_id}@example.com",
+        phone=phone,
+        push_tokens=["t"],
+        preferences=[ChannelPreference(c, True, i) for i, c in enumerate(channels)],
+    )
+
+
+def opened(*users: str, **kw: object) -> IncidentOpened:
+    base: dict[str, object] = {
+        "event_id": "e1",
+        "occurred_at": NOW,
+        "incident_id": "inc-1",
+        "title": "db down",
+        "priority": Priority.CRITICAL,
+        "escalation_level": 1,
+        "user_ids": list(users),
+    }
+    base.update(kw)
+    return IncidentOpened(**base)  # type: ignore[arg-type]
+
+
+E, S, P, V = Channel.EMAIL, Channel.SMS, Channel.PUSH, Channel.VOICE
+
+
+def test_primary_channels_all_at_once_and_queued_events() -> None:
+    profiles = {"a": user("a", E, P, S, V)}
+    out = dispatch_alert(opened("a"), profiles, NOW)
+    assert {c.channel for c in out.commands} == {E, P}
+    assert all(c.tier is Tier.PRIMARY and c.attempt == 1 for c in out.commands)
+    queued = [e for e in out.events if isinstance(e, NotificationQueued)]
+    assert [q.notification_id for q in queued] == [c.notification_id for c in out.commands]
+
+
+def test_user_without_primary_starts_at_secondary_and_unreachable_is_said() -> None:
+    profiles = {"a": user("a", S, V), "b": user("b", S, phone=None)}
+    out = dispatch_alert(opened("a", "b", "ghost"), profiles, NOW)
+    assert [(c.user_id, c.channel) for c in out.commands] == [("a", S)]
+    unreachable = {e.user_id: e.reason for e in out.events if isinstance(e, UserUnreachable)}
+    assert set(unreachable) == {"b", "ghost"}
+    assert "sms: no phone number" in unreachable["b"]
+    assert "no user profile" in unreachable["ghost"]
+
+
+def test_skip_tiers_and_channel_override() -> None:
+    profiles = {"a": user("a", E, P, S, V)}
+    every = dispatch_alert(opened("a", skip_tiers=True), profiles, NOW)
+    assert {c.channel for c in every.commands} == {E, P, S, V}
+    only_voice = dispatch_alert(opened("a", channels=[V]), profiles, NOW)
+    assert [c.channel for c in only_voice.commands] == [V]
+
+
+def test_same_event_twice_gives_the_same_ids() -> None:
+    profiles = {"a": user("a", E, P)}
+    first = dispatch_alert(opened("a"), profiles, NOW)
+    again = dispatch_alert(opened("a"), profiles, NOW)
+    assert [c.notification_id for c in first.commands] == [
+        c.notification_id for c in again.commands
+    ]
+    assert first.events == again.events
+
+
+def test_tier_escalation_sends_only_that_tier() -> None:
+    profiles = {"a": user("a", E, P, S, V)}
+    out = dispatch_alert(opened("a"), profiles, NOW, tier=Tier.SECONDARY, user_ids=["a"])
+    assert [c.channel for c in out.commands] == [S]
+
+
+def test_notices_go_to_notified_users_on_primary_channels_only() -> None:
+    profiles = {"a": user("a", E, S), "b": user("b", E)}
+    memory = IncidentMemory()
+    alert = dispatch_alert(opened("a"), profiles, NOW)
+    memory = remember(memory, opened("a"), alert)
+    ack = IncidentAcknowledged(event_id="e2", occurred_at=NOW, incident_id="inc-1", by_user_id="a")
+    notice = dispatch_notice(ack, memory, profiles, NOW)
+    assert [(c.user_id, c.channel, c.kind) for c in notice.commands] == [
+        ("a", E, NotificationKind.ACKNOWLEDGED_NOTICE)
+    ]
+    assert notice.commands[0].notification_id != alert.commands[0].notification_id
+    assert "acknowledged by a" in notice.commands[0].body
+    memory = remember(memory, ack, notice)
+    assert memory.status == "acknowledged"
+    resolved = IncidentResolved(event_id="e3", occurred_at=NOW, incident_id="inc-1")
+    assert remember(memory, resolved, notice).status == "resolved"
+
+
+def test_commands_carry_priority_and_text() -> None:
+    out = dispatch_alert(opened("a", url="https://i/1"), {"a": user("a", S)}, NOW)
+    command: SendCommand = out.commands[0]
+    assert command.priority is Priority.CRITICAL
+    assert command.body.startswith("[CRITICAL] db down") and len(command.body) <= 160
+    assert IncidentMemory.from_json(
+        IncidentMemory(title="t", levels={"1": ["a"]}).to_json()
+    ).notified_users() == ["a"]
