@@ -13,7 +13,6 @@ BROKERS ?= 1
 NOTIFIER := NOTIFIER_STACK=$(STACK) $(BIN)/notifier
 DEVSTACK := $(BIN)/python -m devstack
 TEST_ENV := NOTIFIER_STACK=test NOTIFIER_KAFKA_BOOTSTRAP=127.0.0.1:19092
-DEMO_INCIDENT := demo-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: help venv up down status topics migrate run lint test test-stack-up test-stack-down clean
 
@@ -42,14 +41,8 @@ down: venv ## Stop everything the stack started (no process is left behind)
 status: venv ## Show what runs in the stack, with pids and addresses
 	$(DEVSTACK) status --stack $(STACK)
 
-run: up ## Set everything up, publish sample users and an incident, print it back from Kafka
-	@set -a; source .stack/$(STACK)/stack.env; set +a; \
-		$(BIN)/notifier upsert-user --file deploy/sample/users.json && \
-		$(BIN)/notifier publish-incident --file deploy/sample/incident.json \
-			--incident-id $(DEMO_INCIDENT) && \
-		echo "--- read back from Kafka (topic incidents, key $(DEMO_INCIDENT)):" && \
-		$(BIN)/notifier tail incidents --from-beginning --key $(DEMO_INCIDENT) --count 1 \
-			--timeout 15
+run: up ## Set everything up, run sandbox + worker, publish an incident, show its deliveries
+	@set -a; source .stack/$(STACK)/stack.env; set +a; $(BIN)/notifier demo
 
 lint: venv ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .

@@ -422,6 +422,17 @@ def worker(
 
 
 @app.command()
+def demo(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every notification.")] = 60.0,
+) -> None:
+    """Show the flow: sandbox + worker started, sample users and an incident published,
+    delivery events printed as they happen (what `make run` runs)."""
+    from notifier.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), lambda line: out.print(line, highlight=False), timeout))
+
+
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port of the provider endpoints.")] = 8025,

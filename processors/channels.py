@@ -64,6 +64,8 @@ class ChannelSender:
             expected_exception=_counts_against_provider,
             name=f"{channel.value.lower()}:{provider.name}",
         )
+        # the decorated call is the one that refuses while open (call_async alone does not)
+        self._guarded_send = self.breaker(self._send)
 
     def decode(self, value: bytes | None) -> SendCommand:
         """The command in a message; ContractError when it is not one for this channel."""
@@ -123,7 +125,7 @@ class ChannelSender:
         started = time.monotonic()
         try:
             await self.limiter.acquire()
-            message_id = await self.breaker.call_async(self._send, command)
+            message_id = await self._guarded_send(command)
         except CircuitBreakerError:
             error = ProviderError(
                 Failure(FailureKind.CIRCUIT_OPEN), f"{self.provider.name}: circuit open, not called"

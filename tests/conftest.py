@@ -3,10 +3,9 @@ topic prefix and a fresh database so sessions never see each other's data."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -110,33 +109,51 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-async def sandbox() -> AsyncIterator[dict[str, str]]:
-    """The provider sandbox, serving HTTP and SMTP on free loopback ports for the session.
+def sandbox(
+    notifier_bin: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """The provider sandbox (`notifier sandbox`, its own process) on free loopback ports.
 
     Yields the notifier settings (env names) that point every adapter at it, plus
     SANDBOX_URL for its control API.
     """
-    import asyncio
+    import subprocess
+    import time
+    import urllib.request
 
-    from adapters.sandbox.server import sandbox_env, serve
+    from adapters.sandbox.server import sandbox_env
 
     port, smtp_port = _free_port(), _free_port()
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        serve(
-            "127.0.0.1",
-            port,
-            smtp_port,
-            ready=ready,
-            webhook_signing_secret="sandbox-webhook-secret",
-            seed=7,
+    log = tmp_path_factory.mktemp("sandbox") / "sandbox.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                str(notifier_bin),
+                "sandbox",
+                "--port",
+                str(port),
+                "--smtp-port",
+                str(smtp_port),
+                "--webhook-secret",
+                "sandbox-webhook-secret",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
-    )
-    await asyncio.wait_for(ready.wait(), 10)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/_sandbox/requests", timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"sandbox did not start: {log.read_text()}") from None
+            time.sleep(0.1)
     env = sandbox_env("127.0.0.1", port, smtp_port)
     env["NOTIFIER_WEBHOOK_SIGNING_SECRET"] = "sandbox-webhook-secret"
-    env["SANDBOX_URL"] = f"http://127.0.0.1:{port}"
+    env["SANDBOX_URL"] = url
     yield env
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    proc.terminate()
+    proc.wait(10)

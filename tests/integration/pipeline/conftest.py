@@ -1,0 +1,241 @@
+"""One running pipeline for the session: test users published, then a real `notifier worker`
+process against the test stack and the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from notifier.contracts.codec import AvroCodec
+from notifier.contracts.factory import build_codec
+from notifier.contracts.records import (
+    Channel,
+    ChannelPreference,
+    IncidentOpened,
+    Priority,
+    Record,
+    SlackConnection,
+    TeamsConnection,
+    UserProfile,
+    WebhookAuth,
+    WebhookEndpoint,
+)
+from notifier.kafka_io import Publisher
+from notifier.settings import Settings
+from notifier.topics import full_name
+
+T = TypeVar("T")
+NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+
+
+def profile(user_id: str, channels: list[Channel], sandbox_url: str, **kw: Any) -> UserProfile:
+    base: dict[str, Any] = {
+        "user_id": user_id,
+        "name": user_id,
+        "updated_at": NOW,
+        "email": f"{user_id}@example.com",
+        "phone": "+14155550101",
+        "push_tokens": [f"token-{user_id}"],
+        "slack": SlackConnection(f"U{user_id.upper()}", True),
+        "teams": TeamsConnection(f"{sandbox_url}/teams/webhook/{user_id}", True),
+        "webhook": WebhookEndpoint(f"{sandbox_url}/hooks/{user_id}", WebhookAuth.NONE),
+        "preferences": [ChannelPreference(c, True, i) for i, c in enumerate(channels)],
+    }
+    base.update(kw)
+    return UserProfile(**base)
+
+
+def pipeline_users(sandbox_url: str) -> list[UserProfile]:
+    """Everyone the pipeline tests page."""
+    every = list(Channel)
+    return [
+        profile("all7", every, sandbox_url),
+        profile(
+            "emailoff",
+            every,
+            sandbox_url,
+            preferences=[
+                ChannelPreference(c, c is not Channel.EMAIL, i) for i, c in enumerate(every)
+            ],
+        ),
+        profile("nophone", [Channel.EMAIL, Channel.SMS, Channel.VOICE], sandbox_url, phone=None),
+        profile(
+            "slackoff",
+            [Channel.SLACK, Channel.PUSH],
+            sandbox_url,
+            slack=SlackConnection("USLACKOFF", False),
+        ),
+        profile("smsonly", [Channel.SMS, Channel.VOICE], sandbox_url),
+        profile("pushy", [Channel.PUSH], sandbox_url),
+        profile("teamy", [Channel.TEAMS], sandbox_url),
+        profile("mailer", [Channel.EMAIL], sandbox_url),
+    ]
+
+
+@dataclass
+class Pipeline:
+    """Handles on the running pipeline, for tests."""
+
+    settings: Settings
+    codec: AvroCodec
+    publisher: Publisher
+    sandbox_url: str
+    worker: subprocess.Popen[bytes]
+    log: Path
+
+    def incident(self, *users: str, **kw: Any) -> IncidentOpened:
+        """Publish an IncidentOpened for `users` and return it."""
+        event = IncidentOpened(
+            **{
+                "event_id": str(uuid.uuid4()),
+                "occurred_at": datetime.now(UTC),
+                "incident_id": f"inc-{uuid.uuid4().hex[:12]}",
+                "title": "db down",
+                "priority": Priority.HIGH,
+                "escalation_level": 1,
+                "user_ids": list(users),
+                **kw,
+            }
+        )
+        self.publish("incidents", event.incident_id, event)
+        return event
+
+    def publish(self, topic: str, key: str, record: Record) -> None:
+        """Publish one record and wait for Kafka's acknowledgement."""
+        self.publisher.publish(topic, key, record)
+        self.publisher.flush()
+
+    def produce_raw(self, topic: str, key: bytes, value: bytes) -> None:
+        """Put raw bytes on a topic (garbage, for the dead-letter path)."""
+        from confluent_kafka import Producer
+
+        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap})
+        producer.produce(full_name(self.settings, topic), key=key, value=value)
+        assert producer.flush(30) == 0
+
+    async def requests(self, **filters: str) -> list[dict[str, Any]]:
+        """What the sandbox received, filtered by recorded fields."""
+        async with httpx.AsyncClient(base_url=self.sandbox_url) as client:
+            found = (await client.get("/_sandbox/requests")).json()
+        return [r for r in found if all(r.get(k) == v for k, v in filters.items())]
+
+    async def fault(self, provider: str, **fault: Any) -> None:
+        """Inject a fault in the sandbox for `provider` (no arguments clears it)."""
+        async with httpx.AsyncClient(base_url=self.sandbox_url) as client:
+            if fault:
+                (await client.put(f"/_sandbox/faults/{provider}", json=fault)).raise_for_status()
+            else:
+                await client.delete(f"/_sandbox/faults/{provider}")
+
+    async def events(
+        self, topic: str, key: str | None, until: Callable[[list[Any]], bool], timeout_s: float = 30
+    ) -> list[Any]:
+        """Records on `topic` (with `key`), read from the start until `until(records)`."""
+        consumer = AIOKafkaConsumer(
+            full_name(self.settings, topic),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        found: list[Any] = []
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not until(found):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out on {topic}; got {found}\n{self.log_tail()}")
+                batch = await consumer.getmany(timeout_ms=int(min(left, 1) * 1000))
+                for messages in batch.values():
+                    for msg in messages:
+                        if key is None or msg.key == key.encode():
+                            found.append(self.codec.decode(msg.value))
+        finally:
+            await consumer.stop()
+        return found
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the worker's log, for failure messages."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]],
+    check: Callable[[T], bool],
+    timeout_s: float = 30,
+    every_s: float = 0.1,
+) -> T:
+    """Poll `probe` until `check` holds; AssertionError with the last value at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; last: {value!r}")
+        await asyncio.sleep(every_s)
+
+
+@pytest.fixture(scope="session")
+def pipeline(
+    registered: Settings,
+    sandbox: dict[str, str],
+    cli_env: dict[str, str],
+    notifier_bin: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pipeline]:
+    codec = build_codec(registered)
+    publisher = Publisher(registered, codec)
+    for user in pipeline_users(sandbox["SANDBOX_URL"]):
+        publisher.publish("users", user.user_id, user)
+    publisher.flush()
+    env = {
+        **cli_env,
+        **{k: v for k, v in sandbox.items() if k.startswith("NOTIFIER_")},
+        "NOTIFIER_RATE_LIMITS": "teams=600",
+        "NOTIFIER_RATE_LIMIT_PER_MIN": "600000",
+        "NOTIFIER_CHANNEL_CONCURRENCY": "10",
+        "NOTIFIER_SEND_TIMEOUT_S": "5",
+        "NOTIFIER_CALLBACK_BASE_URL": "http://127.0.0.1:9/bridge",
+        "NOTIFIER_LOG_LEVEL": "WARNING",
+    }
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [str(notifier_bin), "worker", "--loglevel", "warn"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    yield Pipeline(registered, codec, publisher, sandbox["SANDBOX_URL"], worker, log)
+    worker.terminate()
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait(10)
+    codec.close()
+
+
+@pytest.fixture
+async def clean_sandbox(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
+    """The pipeline, with sandbox faults cleared before and after the test."""
+    async with httpx.AsyncClient(base_url=pipeline.sandbox_url) as client:
+        for provider in ("smtp", "twilio", "fcm", "slack", "teams", "webhook", "sendgrid"):
+            await client.delete(f"/_sandbox/faults/{provider}")
+    yield pipeline
+    async with httpx.AsyncClient(base_url=pipeline.sandbox_url) as client:
+        for provider in ("smtp", "twilio", "fcm", "slack", "teams", "webhook", "sendgrid"):
+            await client.delete(f"/_sandbox/faults/{provider}")

@@ -1,0 +1,142 @@
+"""ChannelSender with a fake provider and a recording emitter: ordering, outcomes, breaker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.base import ProviderError
+from notifier.contracts.codec import AvroCodec
+from notifier.contracts.records import (
+    Channel,
+    DeliveryAttempted,
+    DeliveryFailed,
+    DeliverySent,
+    FailureCategory,
+    Priority,
+    Record,
+    SendCommand,
+)
+from notifier.contracts.registry import LocalSchemaRegistry
+from notifier.domain.failures import Failure, FailureKind
+from notifier.settings import Settings
+from processors.channels import ChannelSender
+from tests.samples import sample
+
+
+class RecordingEmitter:
+    """Stands in for the Kafka emitter: keeps what would have been sent."""
+
+    def __init__(self) -> None:
+        self.codec = AvroCodec(LocalSchemaRegistry())
+        self.sent: list[Record] = []
+        self.dead: list[str] = []
+
+    async def send(self, topic: str, key: str, record: Record) -> None:
+        self.sent.append(record)
+
+    async def send_many(self, items: Any) -> None:
+        for topic, key, record in items:
+            await self.send(topic, key, record)
+
+    async def dead_letter(self, event: Any, stage: str, error: BaseException) -> None:
+        self.dead.append(str(error))
+
+
+class FakeProvider:
+    name = "fake"
+    channel = Channel.EMAIL
+
+    def __init__(self, failures: Sequence[ProviderError | None] = ()) -> None:
+        self.failures = list(failures)
+        self.calls: list[str] = []
+
+    async def send(self, command: SendCommand) -> str:
+        self.calls.append(command.incident_id)
+        await asyncio.sleep(0)
+        failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
+        return f"msg-{command.incident_id}"
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeEvent:
+    value: bytes
+
+
+def sender(provider: FakeProvider, **settings: Any) -> tuple[ChannelSender, RecordingEmitter]:
+    emitter = RecordingEmitter()
+    settings.setdefault("rate_limit_per_min", 600_000)
+    channel = ChannelSender(Channel.EMAIL, provider, Settings(**settings), emitter)  # type: ignore[arg-type]
+    return channel, emitter
+
+
+def command(incident: str, priority: Priority = Priority.LOW, attempt: int = 1) -> SendCommand:
+    return sample(
+        SendCommand, incident_id=incident, channel=Channel.EMAIL, priority=priority, attempt=attempt
+    )
+
+
+async def test_critical_commands_of_a_batch_go_first() -> None:
+    provider = FakeProvider()
+    channel, emitter = sender(provider, channel_concurrency=1)
+    batch = [command(f"low-{i}") for i in range(5)] + [command("crit", Priority.CRITICAL)]
+    await channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
+    assert provider.calls[0] == "crit"
+    attempted = [e.incident_id for e in emitter.sent if isinstance(e, DeliveryAttempted)]
+    assert attempted[0] == "crit" and len(attempted) == 6
+    assert sum(isinstance(e, DeliverySent) for e in emitter.sent) == 6
+
+
+async def test_failures_carry_category_and_final() -> None:
+    transient = ProviderError(Failure(FailureKind.HTTP, 503), "fake: HTTP 503")
+    permanent = ProviderError(Failure(FailureKind.HTTP, 400), "fake: HTTP 400")
+    provider = FakeProvider([transient, permanent, transient])
+    channel, emitter = sender(provider, channel_concurrency=1, retry_delays_s=(1, 2))
+    batch = [command("a", attempt=1), command("b", attempt=1), command("c", attempt=3)]
+    await channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
+    failed = {e.incident_id: e for e in emitter.sent if isinstance(e, DeliveryFailed)}
+    assert failed["a"].category is FailureCategory.TRANSIENT and not failed["a"].final
+    assert failed["b"].category is FailureCategory.PERMANENT and failed["b"].final
+    assert failed["c"].final  # the last of 3 attempts (2 delays + 1)
+    assert failed["a"].status_code == 503
+
+
+async def test_the_circuit_opens_after_consecutive_provider_failures() -> None:
+    down = [ProviderError(Failure(FailureKind.CONNECTION), "fake: refused") for _ in range(3)]
+    provider = FakeProvider(down)
+    channel, emitter = sender(provider, channel_concurrency=1, breaker_failures=3)
+    batch = [command(f"i{i}") for i in range(5)]
+    await channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
+    assert len(provider.calls) == 3  # the last two were not sent: the circuit was open
+    reasons = [e.error for e in emitter.sent if isinstance(e, DeliveryFailed)]
+    assert sum("circuit open" in r for r in reasons) == 2
+
+
+async def test_bad_recipients_do_not_open_the_circuit() -> None:
+    bad = [ProviderError(Failure(FailureKind.HTTP, 400, "21211"), "bad number") for _ in range(5)]
+    provider = FakeProvider(bad)
+    channel, emitter = sender(provider, channel_concurrency=1, breaker_failures=2)
+    await channel.handle([FakeEvent(emitter.codec.encode(command(f"i{i}"))) for i in range(5)])
+    assert len(provider.calls) == 5
+
+
+async def test_undecodable_and_misrouted_commands_are_dead_lettered() -> None:
+    provider = FakeProvider()
+    channel, emitter = sender(provider)
+    sms = sample(SendCommand, channel=Channel.SMS)
+    await channel.handle(
+        [
+            FakeEvent(b"junk"),
+            FakeEvent(emitter.codec.encode(sms)),
+            FakeEvent(emitter.codec.encode(command("ok"))),
+        ]
+    )
+    assert len(emitter.dead) == 2 and "command for SMS on the email topic" in emitter.dead[1]
+    assert provider.calls == ["ok"]
