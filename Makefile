@@ -14,7 +14,7 @@ NOTIFIER := NOTIFIER_STACK=$(STACK) $(BIN)/notifier
 DEVSTACK := $(BIN)/python -m devstack
 TEST_ENV := NOTIFIER_STACK=test NOTIFIER_KAFKA_BOOTSTRAP=127.0.0.1:19092
 
-.PHONY: help venv up down status topics migrate run lint test test-stack-up test-stack-down clean
+.PHONY: help venv up down status topics migrate run bench lint test test-stack-up test-stack-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -43,6 +43,9 @@ status: venv ## Show what runs in the stack, with pids and addresses
 
 run: up ## Set everything up, run sandbox + worker, publish an incident, show its deliveries
 	@set -a; source .stack/$(STACK)/stack.env; set +a; $(BIN)/notifier demo
+
+bench: up ## Measure throughput, latency and the raw Kafka ceiling against the sandbox
+	@set -a; source .stack/$(STACK)/stack.env; set +a; $(BIN)/notifier bench $(BENCH_ARGS)
 
 lint: venv ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .

@@ -433,6 +433,35 @@ def demo(
 
 
 @app.command()
+def bench(
+    incidents: Annotated[int, typer.Option(help="Incidents in the throughput phase.")] = 2000,
+    rate: Annotated[int, typer.Option(help="Incidents/s in the latency phase.")] = 200,
+    seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 10.0,
+) -> None:
+    """Measure the pipeline against the sandbox: throughput, latency, raw Kafka ceiling."""
+    from notifier.bench import run_bench
+
+    results = run_bench(
+        _settings(),
+        lambda line: out.print(line, highlight=False),
+        incidents=incidents,
+        rate=rate,
+        paced_s=seconds,
+    )
+    table = Table("figure", "value", title="notifier bench")
+    thr, lat = results["throughput"], results["latency_ms"]
+    table.add_row("notifications/s (incident -> provider request)", str(thr["notifications_per_s"]))
+    table.add_row("raw Kafka produce->consume msgs/s", str(results["raw_kafka_msgs_per_s"]))
+    table.add_row("share of raw ceiling", f"{results['share_of_raw']:.1%}")
+    table.add_row(
+        f"latency p50/p95/p99 ms at {rate}/s",
+        f"{lat.get('p50')} / {lat.get('p95')} / {lat.get('p99')}",
+    )
+    table.add_row("worker RSS MB", str(results["worker_rss_mb"]))
+    out.print(table)
+
+
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port of the provider endpoints.")] = 8025,

@@ -7,14 +7,9 @@ delivery event as it happens and what the sandbox received, then stops what it s
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,41 +20,10 @@ from notifier.contracts.records import (
     Record,
     UserUnreachable,
 )
+from notifier.localprocs import sandbox_and_worker
 from notifier.settings import Settings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "deploy" / "sample"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _wait_http(url: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s") from None
-            time.sleep(0.1)
 
 
 def describe(record: Record) -> str:
@@ -97,82 +61,60 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
     from notifier.kafka_io import Publisher, read_topic
 
     logs = settings.stack_dir / "demo"
-    logs.mkdir(parents=True, exist_ok=True)
-    bin_dir = Path(sys.executable).parent
-    port, smtp_port = _free_port(), _free_port()
-    from adapters.sandbox.server import sandbox_env
-
-    env = {
-        **os.environ,
-        **sandbox_env("127.0.0.1", port, smtp_port),
-        "NOTIFIER_RATE_LIMIT_PER_MIN": "6000",
-        "NOTIFIER_LOG_LEVEL": "WARNING",
-    }
     codec = build_codec(settings)
-    with _process(
-        [str(bin_dir / "notifier"), "sandbox", "--port", str(port), "--smtp-port", str(smtp_port)],
-        env,
-        logs / "sandbox.log",
-    ):
-        _wait_http(f"http://127.0.0.1:{port}/_sandbox/requests")
-        say(f"provider sandbox on http://127.0.0.1:{port} (log {logs / 'sandbox.log'})")
-        with _process(
-            [str(bin_dir / "notifier"), "worker", "--loglevel", "warn"], env, logs / "worker.log"
-        ) as worker:
-            say(f"worker started, pid {worker.pid} (log {logs / 'worker.log'})")
-            publisher = Publisher(settings, codec)
-            users = [
-                from_json(UserProfile, {**u, "updated_at": int(time.time() * 1000)})
-                for u in json.loads((SAMPLES / "users.json").read_text())
-            ]
-            for user in users:
-                publisher.publish("users", user.user_id, user)
-            raw = json.loads((SAMPLES / "incident.json").read_text())
-            raw.pop("type", None)
-            incident_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-            incident = from_json(
-                IncidentOpened,
-                {
-                    **raw,
-                    "incident_id": incident_id,
-                    "event_id": f"{incident_id}-opened",
-                    "occurred_at": int(time.time() * 1000),
-                },
-            )
-            publisher.publish("incidents", incident_id, incident)
-            publisher.flush()
-            say(
-                f"published {len(users)} users and IncidentOpened {incident_id} "
-                f"for {', '.join(incident.user_ids)}; delivery events as they happen:"
-            )
-            queued: set[str] = set()
-            done: set[str] = set()
-            deadline = time.monotonic() + timeout_s
-            for key, value, _, _ in read_topic(
-                settings, "delivery.events", from_beginning=True, timeout_s=timeout_s
-            ):
-                if key != incident_id.encode():
-                    if time.monotonic() > deadline:
-                        break
-                    continue
-                record = codec.decode(value)
-                say("  " + describe(record))
-                if isinstance(record, NotificationQueued):
-                    queued.add(record.notification_id)
-                if isinstance(record, DeliverySent) or (
-                    isinstance(record, DeliveryFailed) and record.final
-                ):
-                    done.add(record.notification_id)
-                if queued and done >= queued:
+    extra = {"NOTIFIER_RATE_LIMIT_PER_MIN": "6000", "NOTIFIER_LOG_LEVEL": "WARNING"}
+    with sandbox_and_worker(logs, extra) as (sandbox_url, worker):
+        say(f"provider sandbox on {sandbox_url}, worker pid {worker.pid} (logs in {logs})")
+        publisher = Publisher(settings, codec)
+        users = [
+            from_json(UserProfile, {**u, "updated_at": int(time.time() * 1000)})
+            for u in json.loads((SAMPLES / "users.json").read_text())
+        ]
+        for user in users:
+            publisher.publish("users", user.user_id, user)
+        raw = json.loads((SAMPLES / "incident.json").read_text())
+        raw.pop("type", None)
+        incident_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+        incident = from_json(
+            IncidentOpened,
+            {
+                **raw,
+                "incident_id": incident_id,
+                "event_id": f"{incident_id}-opened",
+                "occurred_at": int(time.time() * 1000),
+            },
+        )
+        publisher.publish("incidents", incident_id, incident)
+        publisher.flush()
+        say(
+            f"published {len(users)} users and IncidentOpened {incident_id} "
+            f"for {', '.join(incident.user_ids)}; delivery events as they happen:"
+        )
+        queued: set[str] = set()
+        done: set[str] = set()
+        deadline = time.monotonic() + timeout_s
+        for key, value, _, _ in read_topic(
+            settings, "delivery.events", from_beginning=True, timeout_s=timeout_s
+        ):
+            if key != incident_id.encode():
+                if time.monotonic() > deadline:
                     break
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/requests") as resp:
-                received = json.loads(resp.read())
-            say(f"the sandbox received {len(received)} provider request(s):")
-            for item in received:
-                say(
-                    f"  {item['provider']:<8} -> {str(item['to'])[:32]:<32} HTTP/SMTP "
-                    f"{item['status']}"
-                )
+                continue
+            record = codec.decode(value)
+            say("  " + describe(record))
+            if isinstance(record, NotificationQueued):
+                queued.add(record.notification_id)
+            if isinstance(record, DeliverySent) or (
+                isinstance(record, DeliveryFailed) and record.final
+            ):
+                done.add(record.notification_id)
+            if queued and done >= queued:
+                break
+        with urllib.request.urlopen(f"{sandbox_url}/_sandbox/requests") as resp:
+            received = json.loads(resp.read())
+        say(f"the sandbox received {len(received)} provider request(s):")
+        for item in received:
+            say(f"  {item['provider']:<8} -> {str(item['to'])[:32]:<32} HTTP/SMTP {item['status']}")
     codec.close()
     if not queued or done < queued:
         say(f"not every notification finished within {timeout_s:.0f} s")

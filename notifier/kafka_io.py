@@ -31,6 +31,8 @@ class Publisher:
                 "acks": "all",
                 "enable.idempotence": True,
                 "linger.ms": 5,
+                # murmur2, as Java clients and aiokafka (Faust) use: one key, one partition
+                "partitioner": "murmur2_random",
                 "logger": logging.getLogger("notifier.kafka.producer"),
             }
         )

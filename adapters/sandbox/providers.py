@@ -309,7 +309,8 @@ def webhook(headers: dict[str, str], body: bytes, signing_secret: str | None) ->
     """A generic receiver: checks our signature when it knows the secret, records the rest."""
     from adapters.webhook import SIGNATURE_HEADER, sign
 
-    signature = headers.get(SIGNATURE_HEADER)
+    headers = {k.lower(): v for k, v in headers.items()}  # HTTP header names ignore case
+    signature = headers.get(SIGNATURE_HEADER.lower())
     if signing_secret:
         try:
             parts = dict(p.split("=", 1) for p in (signature or "").split(","))
@@ -333,7 +334,7 @@ def webhook(headers: dict[str, str], body: bytes, signing_secret: str | None) ->
             "incident_id": payload.get("incident_id"),
             "signed": bool(signature),
             "authorization": "bearer"
-            if headers.get("Authorization", "").startswith("Bearer ")
-            else ("api-key" if any(k.lower() == "x-api-key" for k in headers) else "none"),
+            if headers.get("authorization", "").startswith("Bearer ")
+            else ("api-key" if "x-api-key" in headers else "none"),
         },
     )

@@ -189,6 +189,15 @@ async def list_requests(request: web.Request) -> web.Response:
     )
 
 
+async def stats(request: web.Request) -> web.Response:
+    """GET /_sandbox/stats: how many requests were received and answered, per provider."""
+    state = request.app[STATE]
+    by_provider: dict[str, int] = {}
+    for rec in state.requests:
+        by_provider[rec.provider] = by_provider.get(rec.provider, 0) + 1
+    return web.json_response({"count": len(state.requests), "by_provider": by_provider})
+
+
 async def reset(request: web.Request) -> web.Response:
     """DELETE /_sandbox/requests: forget requests and faults."""
     request.app[STATE].reset()
@@ -281,6 +290,7 @@ def build_app(
     app.router.add_route("*", "/hooks/{id}", hooks)
     app.router.add_get("/_sandbox/requests", list_requests)
     app.router.add_delete("/_sandbox/requests", reset)
+    app.router.add_get("/_sandbox/stats", stats)
     app.router.add_route("PUT", "/_sandbox/faults/{provider}", set_fault)
     app.router.add_route("DELETE", "/_sandbox/faults/{provider}", set_fault)
     app.router.add_post("/_sandbox/callbacks", send_callback)

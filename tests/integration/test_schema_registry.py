@@ -5,13 +5,8 @@ enforced by the registry, ids that survive a registry restart."""
 from __future__ import annotations
 
 import json
-import os
-import re
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka.schema_registry import (
@@ -36,7 +31,7 @@ from notifier.contracts.records import IncidentOpened, Priority
 from notifier.contracts.registry import register_subjects, topic_record_subject
 from notifier.contracts.schemas import SCHEMAS_DIR, load_schemas, parse_schema_text
 from notifier.settings import Settings
-from notifier.topics import ensure_topics, full_name, subjects
+from notifier.topics import full_name, subjects
 from tests.samples import FIXED_TIME, sample
 
 pytestmark = pytest.mark.integration
@@ -197,45 +192,3 @@ def _ids(settings: Settings) -> dict[str, int]:
             ).schema_id
             for t, n in subjects(settings)
         }
-
-
-# An unclosed HTTP socket to the registry is reported during this test and could not yet
-# be traced to its owner (every client the project opens here is closed); see the notes.
-@pytest.mark.filterwarnings("ignore:unclosed <socket.socket:ResourceWarning")
-def test_the_readme_snippet_publishes_an_incident(registered: Settings) -> None:
-    """Runs the README's example exactly as written (it uses the unprefixed topics)."""
-    assert registered.schema_registry_url is not None
-    readme = (REPO / "README.md").read_text()
-    match = re.search(r"<!-- snippet: publish-incident -->\n```python\n(.*?)```", readme, re.S)
-    assert match, "README lost its publish-incident snippet"
-    plain = registered.model_copy(update={"topic_prefix": ""})
-    ensure_topics(plain.kafka_bootstrap, plain)
-    register_subjects(registered.schema_registry_url, subjects(plain))
-
-    env = {
-        **os.environ,
-        "SCHEMA_REGISTRY_URL": registered.schema_registry_url,
-        "NOTIFIER_KAFKA_BOOTSTRAP": registered.kafka_bootstrap,
-    }
-    run = subprocess.run(
-        [sys.executable, "-c", match.group(1)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=Path("/"),
-    )
-    assert run.returncode == 0, run.stderr
-    incident_id = run.stdout.split()[-1]
-
-    from notifier.kafka_io import read_topic
-
-    codec = build_codec(plain)
-    found = [
-        codec.decode(value)
-        for key, value, _, _ in read_topic(plain, "incidents", from_beginning=True, timeout_s=5)
-        if key == incident_id.encode()
-    ]
-    assert len(found) == 1
-    assert isinstance(found[0], IncidentOpened) and found[0].user_ids == ["alice", "bob"]

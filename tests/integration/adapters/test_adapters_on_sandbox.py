@@ -77,7 +77,8 @@ async def control(sandbox: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
 async def providers(sandbox: dict[str, str]) -> AsyncIterator[dict[Channel, Provider]]:
     built = build_providers(settings_for(sandbox))
     yield built
-    await built[Channel.SMS].close()
+    for provider in built.values():
+        await provider.close()
 
 
 @pytest.mark.parametrize("channel", list(Channel), ids=lambda c: c.value.lower())
@@ -209,4 +210,5 @@ async def test_bad_credentials_are_configuration_errors(
             assert caught.value.category is C
             assert code in caught.value.reason
     finally:
-        await wrong[Channel.SMS].close()
+        for provider in wrong.values():
+            await provider.close()

@@ -80,6 +80,8 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("pushy", [Channel.PUSH], sandbox_url),
         profile("teamy", [Channel.TEAMS], sandbox_url),
         profile("mailer", [Channel.EMAIL], sandbox_url),
+        profile("alice", [Channel.EMAIL, Channel.PUSH], sandbox_url),
+        profile("bob", [Channel.EMAIL], sandbox_url),
     ]
 
 

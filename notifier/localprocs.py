@@ -1,0 +1,77 @@
+"""Starting the sandbox and a worker as child processes, for the demo and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def notifier_command(*args: str) -> list[str]:
+    """argv for the installed `notifier` command of this interpreter."""
+    return [str(Path(sys.executable).parent / "notifier"), *args]
+
+
+@contextmanager
+def child(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `argv` with output to `log`; terminate it (then kill) on exit."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_http(url: str, timeout_s: float = 30) -> None:
+    """Poll `url` until it answers; RuntimeError at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def sandbox_and_worker(
+    logs: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A sandbox and a worker pointed at it; yields (sandbox URL, worker process)."""
+    from adapters.sandbox.server import sandbox_env
+
+    logs.mkdir(parents=True, exist_ok=True)
+    port, smtp_port = free_port(), free_port()
+    env = {**os.environ, **sandbox_env("127.0.0.1", port, smtp_port), **(extra_env or {})}
+    url = f"http://127.0.0.1:{port}"
+    with child(
+        notifier_command("sandbox", "--port", str(port), "--smtp-port", str(smtp_port)),
+        env,
+        logs / "sandbox.log",
+    ):
+        wait_http(f"{url}/_sandbox/stats")
+        with child(
+            notifier_command("worker", "--loglevel", "warn"), env, logs / "worker.log"
+        ) as worker:
+            yield url, worker
