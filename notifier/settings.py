@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     rate_limits: Annotated[dict[str, int], NoDecode] = Field(
         default_factory=dict, description="Per-provider sends per minute, e.g. twilio=60,fcm=6000."
     )
+    session_timeout_s: float = Field(
+        30.0,
+        ge=6,
+        description="Consumer group session timeout: how soon a dead worker's "
+        "partitions move to the others.",
+    )
     breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open a circuit.")
     breaker_cooldown_s: int = Field(30, ge=1, description="Seconds a circuit stays open.")
     email_provider: str = Field("smtp", description="Email adapter: smtp or sendgrid.")

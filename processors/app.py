@@ -43,6 +43,8 @@ def create_app(
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.replication_factor or 1,
         producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 10,
         consumer_auto_offset_reset="earliest",
         # no agent concurrency > 1: it can commit past in-flight messages (faust #606)
     )

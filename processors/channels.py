@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiolimiter import AsyncLimiter
-from circuitbreaker import STATE_CLOSED, CircuitBreaker, CircuitBreakerError
+from circuitbreaker import STATE_CLOSED, STATE_OPEN, CircuitBreaker, CircuitBreakerError
 
 from adapters.base import Provider, ProviderError
 from notifier.contracts.errors import ContractError
@@ -28,6 +28,7 @@ from notifier.domain.dispatch import PRIORITY_RANK
 from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
 from processors.emitter import Emitter
+from processors.metrics import CIRCUIT_OPEN, CIRCUIT_TRANSITIONS, SENDS
 
 log = logging.getLogger("notifier.channel")
 
@@ -137,6 +138,7 @@ class ChannelSender:
             error = ProviderError(Failure(FailureKind.CONNECTION), f"{type(exc).__name__}: {exc}")
         else:
             self._log_breaker(before)
+            SENDS.labels(self.channel.value, self.provider.name, "sent").inc()
             latency = int((time.monotonic() - started) * 1000)
             log.info("sent", extra={**extra, "provider": self.provider.name, "latency_ms": latency})
             return DeliverySent(
@@ -153,6 +155,7 @@ class ChannelSender:
             )
         self._log_breaker(before)
         category = error.category
+        SENDS.labels(self.channel.value, self.provider.name, category.value.lower()).inc()
         final = category is not FailureCategory.TRANSIENT or command.attempt >= self.max_attempts
         log.warning(
             "send failed: %s",
@@ -186,7 +189,9 @@ class ChannelSender:
 
     def _log_breaker(self, before: str) -> None:
         after = self.breaker.state
+        CIRCUIT_OPEN.labels(self.breaker.name).set(1 if after == STATE_OPEN else 0)
         if after != before:
+            CIRCUIT_TRANSITIONS.labels(self.breaker.name, after).inc()
             level = logging.INFO if after == STATE_CLOSED else logging.WARNING
             log.log(
                 level,

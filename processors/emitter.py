@@ -14,6 +14,7 @@ from notifier.contracts.codec import AvroCodec
 from notifier.contracts.records import DeadLetter, Record
 from notifier.settings import Settings
 from notifier.topics import full_name
+from processors.metrics import DEAD_LETTERS
 
 log = logging.getLogger("notifier.emitter")
 WORKER = f"{socket.gethostname()}:{__import__('os').getpid()}"
@@ -81,4 +82,5 @@ class Emitter:
             reason,
             extra={"stage": stage},
         )
+        DEAD_LETTERS.labels(message.topic, stage).inc()
         await self.topic("deadletter").send(key=message.key, value=self.codec.encode(record))

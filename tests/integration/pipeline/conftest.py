@@ -95,6 +95,15 @@ class Pipeline:
     sandbox_url: str
     worker: subprocess.Popen[bytes]
     log: Path
+    env: dict[str, str]
+    command: list[str]
+
+    def start_worker(self) -> None:
+        """Start a worker process (after a crash test killed the previous one)."""
+        with self.log.open("a") as out:
+            self.worker = subprocess.Popen(
+                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def incident(self, *users: str, **kw: Any) -> IncidentOpened:
         """Publish an IncidentOpened for `users` and return it."""
@@ -212,22 +221,22 @@ def pipeline(
         "NOTIFIER_SEND_TIMEOUT_S": "5",
         "NOTIFIER_CALLBACK_BASE_URL": "http://127.0.0.1:9/bridge",
         "NOTIFIER_LOG_LEVEL": "WARNING",
+        "NOTIFIER_SESSION_TIMEOUT_S": "8",
     }
     log = tmp_path_factory.mktemp("worker") / "worker.log"
+    command = [str(notifier_bin), "worker", "--loglevel", "warn"]
     with log.open("w") as out:
-        worker = subprocess.Popen(
-            [str(notifier_bin), "worker", "--loglevel", "warn"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    yield Pipeline(registered, codec, publisher, sandbox["SANDBOX_URL"], worker, log)
-    worker.terminate()
+        worker = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    running = Pipeline(
+        registered, codec, publisher, sandbox["SANDBOX_URL"], worker, log, env, command
+    )
+    yield running
+    running.worker.terminate()
     try:
-        worker.wait(30)
+        running.worker.wait(30)
     except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait(10)
+        running.worker.kill()
+        running.worker.wait(10)
     codec.close()
 
 

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from adapters.base import ProviderError
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.records import (
@@ -115,6 +117,13 @@ async def test_the_circuit_opens_after_consecutive_provider_failures() -> None:
     batch = [command(f"i{i}") for i in range(5)]
     await channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
     assert len(provider.calls) == 3  # the last two were not sent: the circuit was open
+    assert REGISTRY.get_sample_value("notifier_circuit_open", {"breaker": "email:fake"}) == 1
+    assert (
+        REGISTRY.get_sample_value(
+            "notifier_circuit_transitions_total", {"breaker": "email:fake", "to_state": "open"}
+        )
+        or 0
+    ) >= 1
     reasons = [e.error for e in emitter.sent if isinstance(e, DeliveryFailed)]
     assert sum("circuit open" in r for r in reasons) == 2
 
