@@ -414,10 +414,15 @@ def worker(
     from notifier.contracts.factory import RegistryNotConfiguredError
     from notifier.contracts.registry import RegistryUnavailableError
     from processors.app import run_worker
+    from projections.database import DatabaseNotConfiguredError
 
     try:
         run_worker(_settings(), loglevel)
-    except (RegistryNotConfiguredError, RegistryUnavailableError) as exc:
+    except (
+        RegistryNotConfiguredError,
+        RegistryUnavailableError,
+        DatabaseNotConfiguredError,
+    ) as exc:
         raise fail(str(exc)) from exc
 
 

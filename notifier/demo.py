@@ -53,6 +53,29 @@ def describe(record: Record) -> str:
     return "  ".join(parts)
 
 
+def _wait_for_log(
+    settings: Settings, incident_id: str, expected: int, timeout_s: float = 30
+) -> list[tuple[object, ...]]:
+    """The incident's NotificationLog rows once every notification has left QUEUED/SENDING."""
+    import psycopg
+
+    from projections.database import database_url
+
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(database_url(settings)) as conn:
+        while True:
+            rows = conn.execute(
+                "SELECT user_id, channel, tier, status, provider, "
+                "to_char(sent_at, 'HH24:MI:SS.MS') FROM notification_log "
+                "WHERE incident_id = %s ORDER BY user_id, channel",
+                (incident_id,),
+            ).fetchall()
+            settled = [r for r in rows if r[3] not in ("QUEUED", "SENDING")]
+            if len(settled) >= expected or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.2)
+
+
 def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 60) -> int:
     """Run the demo; returns the exit code (0 when every notification was sent)."""
     from notifier.contracts.convert import from_json
@@ -115,6 +138,15 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
         say(f"the sandbox received {len(received)} provider request(s):")
         for item in received:
             say(f"  {item['provider']:<8} -> {str(item['to'])[:32]:<32} HTTP/SMTP {item['status']}")
+        rows = _wait_for_log(settings, incident_id, len(queued))
+        say(f"the NotificationLog in PostgreSQL (notifier log {incident_id}):")
+        for row in rows:
+            say(
+                "  "
+                + "  ".join(
+                    f"{col!s:<{width}}" for col, width in zip(row, (6, 7, 8, 9, 9, 32), strict=True)
+                )
+            )
     codec.close()
     if not queued or done < queued:
         say(f"not every notification finished within {timeout_s:.0f} s")

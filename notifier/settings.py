@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         REPO_ROOT / ".stack", description="Where the local stack keeps data, logs and URLs."
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    projection_enabled: bool = Field(
+        True, description="Run the NotificationLog projection in the worker."
+    )
 
     # --- delivery -------------------------------------------------------------------
     channel_concurrency: int = Field(10, ge=1, description="Sends in flight per channel.")

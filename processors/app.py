@@ -53,6 +53,11 @@ def create_app(
     app.add_dependency(directory)  # started and stopped with the app
     # JSON values (the app's default serializer): internal state, not a published contract
     memories = app.Table("incident-memory", default=None, partitions=settings.topic_partitions)
+    if settings.projection_enabled:
+        from projections.database import database_url
+        from projections.runner import ProjectionRunner
+
+        app.add_dependency(ProjectionRunner(settings, codec, database_url(settings)))
     senders = {
         channel: ChannelSender(channel, provider, settings, emitter)
         for channel, provider in (providers or build_providers(settings)).items()

@@ -207,6 +207,10 @@ def pipeline(
     notifier_bin: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Pipeline]:
+    from projections.migrate import migrate
+
+    assert registered.database_url is not None
+    migrate(registered.database_url.get_secret_value())
     codec = build_codec(registered)
     publisher = Publisher(registered, codec)
     for user in pipeline_users(sandbox["SANDBOX_URL"]):

@@ -1,0 +1,194 @@
+"""Status transition rules of the NotificationLog: one pure function folds each delivery
+event into a notification's row. Monotonic: a late SENT never overwrites DELIVERED, FAILED and
+CANCELLED are terminal, and applying the same event twice changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from notifier.contracts.records import (
+    DeliveryAttempted,
+    DeliveryCancelled,
+    DeliveryDelivered,
+    DeliveryFailed,
+    DeliverySent,
+    NotificationQueued,
+    Record,
+)
+
+QUEUED, SENDING, SENT, DELIVERED, FAILED, CANCELLED = (
+    "QUEUED",
+    "SENDING",
+    "SENT",
+    "DELIVERED",
+    "FAILED",
+    "CANCELLED",
+)
+TERMINAL = frozenset({FAILED, CANCELLED})
+RANK = {QUEUED: 0, SENDING: 1, SENT: 2, DELIVERED: 3}
+
+ROW_EVENTS = (
+    NotificationQueued,
+    DeliveryAttempted,
+    DeliverySent,
+    DeliveryDelivered,
+    DeliveryFailed,
+    DeliveryCancelled,
+)
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One notification_log row, as the projection holds it."""
+
+    notification_id: str
+    incident_id: str
+    user_id: str
+    channel: str
+    status: str = QUEUED
+    tier: str | None = None
+    escalation_level: int | None = None
+    priority: str | None = None
+    kind: str | None = None
+    repeat: int = 0
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    error_category: str | None = None
+    attempt_count: int = 0
+    queued_at: datetime | None = None
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    failed_at: datetime | None = None
+    cancelled_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+
+
+def _later(current: datetime | None, new: datetime) -> datetime:
+    return new if current is None or new > current else current
+
+
+def _earlier(current: datetime | None, new: datetime) -> datetime:
+    return new if current is None or new < current else current
+
+
+def _advance(status: str, to: str) -> str:
+    """`to` if it moves the row forward, else `status` (terminal states never move)."""
+    if status in TERMINAL:
+        return status
+    if to in TERMINAL:
+        return status if status == DELIVERED else to
+    return to if RANK[to] > RANK[status] else status
+
+
+def apply(row: LogRow | None, event: Record) -> LogRow:
+    """The row after `event` (a NotificationQueued or Delivery* event)."""
+    if not isinstance(event, ROW_EVENTS):
+        raise TypeError(f"{type(event).__name__} does not change a notification row")
+    if row is None:
+        row = LogRow(event.notification_id, event.incident_id, event.user_id, event.channel.value)
+    at = event.occurred_at
+    if isinstance(event, NotificationQueued):
+        return replace(
+            row,
+            tier=event.tier.value,
+            escalation_level=event.escalation_level,
+            priority=event.priority.value,
+            kind=event.kind.value,
+            repeat=event.repeat,
+            queued_at=_earlier(row.queued_at, at),
+        )
+    if isinstance(event, DeliveryAttempted):
+        return replace(
+            row,
+            status=_advance(row.status, SENDING),
+            provider=event.provider,
+            attempt_count=max(row.attempt_count, event.attempt),
+            last_attempt_at=_later(row.last_attempt_at, at),
+        )
+    if isinstance(event, DeliverySent):
+        return replace(
+            row,
+            status=_advance(row.status, SENT),
+            provider=event.provider,
+            provider_message_id=row.provider_message_id or event.provider_message_id,
+            attempt_count=max(row.attempt_count, event.attempt),
+            sent_at=_earlier(row.sent_at, at),
+        )
+    if isinstance(event, DeliveryDelivered):
+        return replace(
+            row,
+            status=_advance(row.status, DELIVERED),
+            provider_message_id=row.provider_message_id or event.provider_message_id,
+            delivered_at=_earlier(row.delivered_at, at),
+        )
+    if isinstance(event, DeliveryFailed):
+        moved = _advance(row.status, FAILED if event.final else SENDING)
+        return replace(
+            row,
+            status=moved,
+            error=event.error,
+            error_category=event.category.value,
+            attempt_count=max(row.attempt_count, event.attempt),
+            failed_at=_earlier(row.failed_at, at) if moved == FAILED else row.failed_at,
+        )
+    moved = _advance(row.status, CANCELLED) if row.status in (QUEUED, SENDING) else row.status
+    return replace(
+        row,
+        status=moved,
+        error=event.reason if moved == CANCELLED else row.error,
+        cancelled_at=_earlier(row.cancelled_at, at) if moved == CANCELLED else row.cancelled_at,
+    )
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    """One notification_attempt row."""
+
+    notification_id: str
+    attempt: int
+    channel: str
+    outcome: str  # PENDING | SENT | FAILED
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    error_category: str | None = None
+    status_code: int | None = None
+    latency_ms: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+def apply_attempt(row: AttemptRow | None, event: Record) -> AttemptRow | None:
+    """The attempt row after `event`, or None when the event is not about an attempt."""
+    if not isinstance(event, DeliveryAttempted | DeliverySent | DeliveryFailed):
+        return row
+    if row is None:
+        row = AttemptRow(event.notification_id, event.attempt, event.channel.value, "PENDING")
+    if isinstance(event, DeliveryAttempted):
+        return replace(
+            row,
+            provider=row.provider or event.provider,
+            started_at=_earlier(row.started_at, event.occurred_at),
+        )
+    if row.outcome != "PENDING":
+        return row  # the first outcome of an attempt stands
+    if isinstance(event, DeliverySent):
+        return replace(
+            row,
+            outcome="SENT",
+            provider=event.provider,
+            provider_message_id=event.provider_message_id,
+            latency_ms=event.latency_ms,
+            finished_at=event.occurred_at,
+        )
+    return replace(
+        row,
+        outcome="FAILED",
+        provider=event.provider or row.provider,
+        error=event.error,
+        error_category=event.category.value,
+        status_code=event.status_code,
+        finished_at=event.occurred_at,
+    )
