@@ -81,7 +81,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
     from notifier.contracts.convert import from_json
     from notifier.contracts.factory import build_codec
     from notifier.contracts.records import IncidentOpened, UserProfile
-    from notifier.kafka_io import Publisher, read_topic
+    from notifier.kafka_io import Publisher, end_offsets, read_topic
 
     logs = settings.stack_dir / "demo"
     codec = build_codec(settings)
@@ -107,6 +107,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
                 "occurred_at": int(time.time() * 1000),
             },
         )
+        since = end_offsets(settings, "delivery.events")  # read only what comes next
         publisher.publish("incidents", incident_id, incident)
         publisher.flush()
         say(
@@ -117,7 +118,11 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
         done: set[str] = set()
         deadline = time.monotonic() + timeout_s
         for key, value, _, _ in read_topic(
-            settings, "delivery.events", from_beginning=True, timeout_s=timeout_s
+            settings,
+            "delivery.events",
+            from_beginning=False,
+            start_offsets=since,
+            timeout_s=timeout_s,
         ):
             if key != incident_id.encode():
                 if time.monotonic() > deadline:

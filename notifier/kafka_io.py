@@ -65,11 +65,33 @@ class Publisher:
             raise PublishError("; ".join(errors))
 
 
+def end_offsets(settings: Settings, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+    """The next offset of every partition of `topic` now (where a reader 'from now' starts)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    name = full_name(settings, topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"notifier-offsets-{time.time_ns()}",
+        }
+    )
+    try:
+        partitions = consumer.list_topics(name, timeout=timeout_s).topics[name].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout_s)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
 def read_topic(
     settings: Settings,
     topic: str,
     *,
     from_beginning: bool,
+    start_offsets: dict[int, int] | None = None,
     timeout_s: float,
     max_messages: int | None = None,
 ) -> Iterator[tuple[bytes | None, bytes | None, int | None, int | None]]:
@@ -92,7 +114,9 @@ def read_topic(
         if metadata.topics[name].error is not None:
             raise PublishError(f"topic {name}: {metadata.topics[name].error}")
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-        consumer.assign([TopicPartition(name, p, start) for p in partitions])
+        consumer.assign(
+            [TopicPartition(name, p, (start_offsets or {}).get(p, start)) for p in partitions]
+        )
         seen = 0
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
