@@ -20,6 +20,7 @@ from processors.channels import ChannelSender
 from processors.directory import UserDirectory
 from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
 from processors.emitter import Emitter
+from processors.retry import RetryScheduler
 
 log = logging.getLogger("notifier.app")
 
@@ -58,8 +59,13 @@ def create_app(
         from projections.runner import ProjectionRunner
 
         app.add_dependency(ProjectionRunner(settings, codec, database_url(settings)))
+
+    def incident_status(incident_id: str) -> str:
+        return IncidentMemory.from_json(memories.get(incident_id)).status
+
+    app.add_dependency(RetryScheduler(settings, emitter))
     senders = {
-        channel: ChannelSender(channel, provider, settings, emitter)
+        channel: ChannelSender(channel, provider, settings, emitter, incident_status)
         for channel, provider in (providers or build_providers(settings)).items()
     }
 

@@ -4,8 +4,11 @@ per provider, a timeout per request, and an outcome event for every attempt."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,16 +20,20 @@ from notifier.contracts.errors import ContractError
 from notifier.contracts.records import (
     Channel,
     DeliveryAttempted,
+    DeliveryCancelled,
     DeliveryFailed,
     DeliverySent,
     FailureCategory,
+    NotificationKind,
     Record,
     SendCommand,
 )
 from notifier.domain import ids
+from notifier.domain.backoff import next_attempt, retry_step
 from notifier.domain.dispatch import PRIORITY_RANK
 from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
+from notifier.topics import retry_topic
 from processors.emitter import Emitter
 from processors.metrics import CIRCUIT_OPEN, CIRCUIT_TRANSITIONS, SENDS
 
@@ -50,13 +57,20 @@ class ChannelSender:
     """Delivers batches of one channel's commands through its provider."""
 
     def __init__(
-        self, channel: Channel, provider: Provider, settings: Settings, emitter: Emitter
+        self,
+        channel: Channel,
+        provider: Provider,
+        settings: Settings,
+        emitter: Emitter,
+        incident_status: Callable[[str], str] = lambda incident_id: "open",
+        rng: random.Random | None = None,
     ) -> None:
         self.channel = channel
         self.provider = provider
         self.settings = settings
         self.emitter = emitter
-        self.max_attempts = len(settings.retry_delays_s) + 1
+        self.incident_status = incident_status
+        self.rng = rng or random.Random()
         self.slots = asyncio.Semaphore(settings.channel_concurrency)
         self.limiter = per_second_limiter(settings.rate_limit(provider.name))
         self.breaker = CircuitBreaker(
@@ -89,6 +103,9 @@ class ChannelSender:
                 await self.emitter.dead_letter(event, "decode", exc)
         if not commands:
             return
+        commands = await self._drop_cancelled(commands)
+        if not commands:
+            return
         commands.sort(key=lambda c: PRIORITY_RANK[c.priority])
         now = datetime.now(UTC)
         await self.emitter.send_many(
@@ -110,9 +127,54 @@ class ChannelSender:
         )
         await asyncio.gather(*(self._deliver(c) for c in commands))
 
+    async def _drop_cancelled(self, commands: list[SendCommand]) -> list[SendCommand]:
+        """Alerts of acknowledged or resolved incidents are not sent: DeliveryCancelled."""
+        keep: list[SendCommand] = []
+        dropped: list[tuple[str, str, Record]] = []
+        for command in commands:
+            status = self.incident_status(command.incident_id)
+            if command.kind is NotificationKind.ALERT and status != "open":
+                dropped.append(
+                    (
+                        "delivery.events",
+                        command.incident_id,
+                        DeliveryCancelled(
+                            event_id=ids.event_id(command.command_id, "cancelled"),
+                            occurred_at=datetime.now(UTC),
+                            notification_id=command.notification_id,
+                            incident_id=command.incident_id,
+                            user_id=command.user_id,
+                            channel=command.channel,
+                            attempt=command.attempt,
+                            reason=f"incident {status}",
+                        ),
+                    )
+                )
+            else:
+                keep.append(command)
+        if dropped:
+            await self.emitter.send_many(dropped)
+        return keep
+
     async def _deliver(self, command: SendCommand) -> None:
         async with self.slots:
             outcome = await self._attempt(command)
+        retry = None
+        if isinstance(outcome, DeliveryFailed) and not outcome.final:
+            retry = next_attempt(
+                command,
+                self.settings.retry_delays_s,
+                datetime.now(UTC),
+                self.rng,
+                (outcome.retry_after_ms or 0) / 1000 or None,
+            )
+        if retry is not None:
+            step, again = retry
+            # the retry is queued before the failure is recorded: never a non-final failure
+            # without its next attempt
+            await self.emitter.send(retry_topic(step), command.incident_id, again)
+        elif isinstance(outcome, DeliveryFailed) and not outcome.final:
+            outcome = dataclasses.replace(outcome, final=True)
         await self.emitter.send("delivery.events", command.incident_id, outcome)
 
     async def _attempt(self, command: SendCommand) -> Record:
@@ -156,7 +218,10 @@ class ChannelSender:
         self._log_breaker(before)
         category = error.category
         SENDS.labels(self.channel.value, self.provider.name, category.value.lower()).inc()
-        final = category is not FailureCategory.TRANSIENT or command.attempt >= self.max_attempts
+        final = (
+            category is not FailureCategory.TRANSIENT
+            or retry_step(command.attempt, self.settings.retry_delays_s) is None
+        )
         log.warning(
             "send failed: %s",
             error.reason,

@@ -55,32 +55,48 @@ class Emitter:
     async def dead_letter(self, event: Any, stage: str, error: BaseException) -> None:
         """Keep an input message that could not be handled, with why; the agent goes on."""
         message = event.message
+        await self.dead_letter_message(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            message.headers,
+            stage,
+            error,
+        )
+
+    async def dead_letter_message(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        stage: str,
+        error: BaseException,
+    ) -> None:
+        """Keep one consumed message with why it could not be handled."""
         reason = getattr(error, "reason", None) or str(error) or type(error).__name__
         record = DeadLetter(
             event_id=str(uuid.uuid4()),
             occurred_at=datetime.now(UTC),
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
             stage=stage,
             error_type=type(error).__name__,
             reason=reason,
             worker=WORKER,
-            key=message.key,
-            value=message.value,
+            key=key,
+            value=value,
             headers={
-                k: v
-                for k, v in (message.headers or [])
-                if isinstance(k, str) and isinstance(v, bytes)
+                k: v for k, v in (headers or []) if isinstance(k, str) and isinstance(v, bytes)
             },
         )
         log.warning(
-            "dead-lettered %s[%s]@%s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            reason,
-            extra={"stage": stage},
+            "dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason, extra={"stage": stage}
         )
-        DEAD_LETTERS.labels(message.topic, stage).inc()
-        await self.topic("deadletter").send(key=message.key, value=self.codec.encode(record))
+        DEAD_LETTERS.labels(topic, stage).inc()
+        await self.topic("deadletter").send(key=key, value=self.codec.encode(record))

@@ -34,6 +34,13 @@ STATE: web.AppKey[SandboxState] = web.AppKey("state", SandboxState)
 CREDS: web.AppKey[SandboxCredentials] = web.AppKey("creds", SandboxCredentials)
 SIGNING: web.AppKey[str] = web.AppKey("signing", str)
 HANG_S = 3600.0
+FCM_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "THIRD_PARTY_AUTH_ERROR",
+    404: "UNREGISTERED",
+    429: "QUOTA_EXCEEDED",
+    500: "INTERNAL",
+}
 
 
 def _fault_reply(provider: str, fault: Fault) -> Reply:
@@ -48,14 +55,16 @@ def _fault_reply(provider: str, fault: Fault) -> Reply:
     if provider == "slack" and code:
         return 200, {"ok": False, "error": code}, {}, {}
     if provider == "fcm":
+        # FCM names the error by its status: pick the code a real failure would carry
+        error_code = code or FCM_CODES.get(fault.status, "UNAVAILABLE")
         return (
             fault.status,
             {
                 "error": {
                     "code": fault.status,
                     "message": "Injected failure",
-                    "status": "UNAVAILABLE",
-                    "details": [{"errorCode": code or "UNAVAILABLE"}],
+                    "status": error_code,
+                    "details": [{"errorCode": error_code}],
                 }
             },
             {},
@@ -83,11 +92,11 @@ async def _serve(request: web.Request, provider: str, handle: Any) -> web.Stream
         rec.finished_at = time.time()
         return web.Response(status=500)
     body = await request.read()
+    status, payload, headers, fields = handle(body)
     if fault.should_fail(state.rng):
-        rec.fault = "injected"
-        status, payload, headers, fields = _fault_reply(provider, fault)
-    else:
-        status, payload, headers, fields = handle(body)
+        rec.fault = "injected"  # the ids in the request are still recorded
+        status, payload, headers, _ = _fault_reply(provider, fault)
+        fields = {k: v for k, v in fields.items() if k != "message_id"}
     rec.status = status
     rec.summary = {
         k: v

@@ -14,9 +14,11 @@ from notifier.contracts.codec import AvroCodec
 from notifier.contracts.records import (
     Channel,
     DeliveryAttempted,
+    DeliveryCancelled,
     DeliveryFailed,
     DeliverySent,
     FailureCategory,
+    NotificationKind,
     Priority,
     Record,
     SendCommand,
@@ -81,7 +83,12 @@ def sender(provider: FakeProvider, **settings: Any) -> tuple[ChannelSender, Reco
 
 def command(incident: str, priority: Priority = Priority.LOW, attempt: int = 1) -> SendCommand:
     return sample(
-        SendCommand, incident_id=incident, channel=Channel.EMAIL, priority=priority, attempt=attempt
+        SendCommand,
+        incident_id=incident,
+        channel=Channel.EMAIL,
+        priority=priority,
+        attempt=attempt,
+        kind=NotificationKind.ALERT,
     )
 
 
@@ -108,6 +115,27 @@ async def test_failures_carry_category_and_final() -> None:
     assert failed["b"].category is FailureCategory.PERMANENT and failed["b"].final
     assert failed["c"].final  # the last of 3 attempts (2 delays + 1)
     assert failed["a"].status_code == 503
+    retries = [e for e in emitter.sent if isinstance(e, SendCommand)]
+    assert [(r.incident_id, r.attempt) for r in retries] == [("a", 2)]  # only "a" is retried
+    assert retries[0].not_before is not None
+
+
+async def test_alerts_of_acknowledged_incidents_are_cancelled_not_sent() -> None:
+    provider = FakeProvider()
+    emitter = RecordingEmitter()
+    status = {"acked": "acknowledged", "done": "resolved"}
+    channel = ChannelSender(
+        Channel.EMAIL,
+        provider,
+        Settings(rate_limit_per_min=600_000),
+        emitter,  # type: ignore[arg-type]
+        lambda incident: status.get(incident, "open"),
+    )
+    batch = [command("acked"), command("done"), command("open")]
+    await channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
+    assert provider.calls == ["open"]
+    cancelled = {e.incident_id: e.reason for e in emitter.sent if isinstance(e, DeliveryCancelled)}
+    assert cancelled == {"acked": "incident acknowledged", "done": "incident resolved"}
 
 
 async def test_the_circuit_opens_after_consecutive_provider_failures() -> None:
