@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     )
     breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open a circuit.")
     breaker_cooldown_s: int = Field(30, ge=1, description="Seconds a circuit stays open.")
+    ops_user_ids: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Who is paged when email and SMS both failed for someone (comma list)."
+    )
     email_provider: str = Field("smtp", description="Email adapter: smtp or sendgrid.")
     email_from: str = Field("notifier@example.com", description="Sender address of emails.")
     callback_base_url: str = Field(
@@ -121,6 +124,13 @@ class Settings(BaseSettings):
         import os
 
         return os.environ.get(f"NOTIFIER_SECRET_{ref.upper()}")
+
+    @field_validator("ops_user_ids", mode="before")
+    @classmethod
+    def _split_users(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v for v in value.replace(" ", "").split(",") if v)
+        return value
 
     @field_validator("retry_delays_s")
     @classmethod

@@ -15,11 +15,12 @@ from notifier.contracts.factory import build_codec
 from notifier.contracts.records import Channel
 from notifier.domain.dispatch import IncidentMemory
 from notifier.settings import Settings
-from notifier.topics import channel_topic
+from notifier.topics import channel_topic, full_name
 from processors.channels import ChannelSender
 from processors.directory import UserDirectory
 from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
 from processors.emitter import Emitter
+from processors.escalation import escalate
 from processors.retry import RetryScheduler
 
 log = logging.getLogger("notifier.app")
@@ -69,7 +70,33 @@ def create_app(
         for channel, provider in (providers or build_providers(settings)).items()
     }
 
-    @app.agent(emitter.topic("incidents"), name="dispatcher")
+    dispatch_input = app.topic(
+        full_name(settings, "incidents"),
+        full_name(settings, "dispatch.commands"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+    tier_states = app.Table("tier-state", default=None, partitions=settings.topic_partitions)
+
+    @app.agent(emitter.topic("delivery.events"), name="escalation")
+    async def escalation(stream: Any) -> None:
+        # one event at a time, for the same reason as the dispatcher (table changelog)
+        async for event in stream.events():
+            try:
+                record = codec.decode(event.value)
+            except ContractError as exc:
+                await emitter.dead_letter(event, "decode", exc)
+                continue
+            try:
+                await emitter.send_many(escalate(record, tier_states, incident_status, settings))
+            except Exception as exc:
+                log.exception("escalation failed")
+                await emitter.dead_letter(event, "handle", exc)
+
+    @app.agent(dispatch_input, name="dispatcher")
     async def dispatcher(stream: Any) -> None:
         await directory.ready.wait()
         # one event at a time: the incident table writes its changelog to the partition of

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notifier.contracts.records import (
+    EscalateTier,
     IncidentAcknowledged,
     IncidentEscalated,
     IncidentOpened,
@@ -17,6 +18,7 @@ from notifier.domain.dispatch import (
     Dispatch,
     IncidentMemory,
     dispatch_alert,
+    dispatch_escalation,
     dispatch_notice,
     remember,
 )
@@ -43,8 +45,14 @@ def plan(
         else:
             users = {u: directory.get(u) for u in memory.notified_users()}
             dispatched = dispatch_notice(record, memory, users, now)
+    elif isinstance(record, EscalateTier):
+        dispatched = dispatch_escalation(record, memory, directory.get(record.user_id), now)
+        key = f"{record.user_id}|{record.escalation_level}|{record.tier.value}"
+        if dispatched.commands and key not in memory.escalations:
+            memory.escalations.append(key)
+        return dispatched, memory
     else:
-        raise TypeError(f"{type(record).__name__} does not belong on incidents")
+        raise TypeError(f"{type(record).__name__} is not an incident event or command")
     return dispatched, remember(memory, record, dispatched)
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from notifier.contracts.records import (
     Channel,
+    EscalateTier,
     IncidentAcknowledged,
     IncidentEscalated,
     IncidentOpened,
@@ -52,6 +53,8 @@ class IncidentMemory:
     url: str | None = None
     status: str = "open"  # open | acknowledged | resolved
     levels: dict[str, list[str]] = field(default_factory=dict)  # level -> user ids notified
+    channels: list[str] | None = None  # the incident's channel override, if any
+    escalations: list[str] = field(default_factory=list)  # "user|level|tier" already sent
 
     def to_json(self) -> dict[str, object]:
         """A JSON-able form for the incident table."""
@@ -61,6 +64,8 @@ class IncidentMemory:
             "url": self.url,
             "status": self.status,
             "levels": self.levels,
+            "channels": self.channels,
+            "escalations": self.escalations,
         }
 
     @classmethod
@@ -70,6 +75,8 @@ class IncidentMemory:
             return cls()
         levels = data.get("levels")
         url = data.get("url")
+        channels = data.get("channels")
+        escalations = data.get("escalations")
         return cls(
             title=str(data.get("title", "")),
             priority=str(data.get("priority", "HIGH")),
@@ -78,6 +85,8 @@ class IncidentMemory:
             levels={str(k): [str(u) for u in v] for k, v in levels.items()}
             if isinstance(levels, dict)
             else {},
+            channels=[str(c) for c in channels] if isinstance(channels, list) else None,
+            escalations=[str(e) for e in escalations] if isinstance(escalations, list) else [],
         )
 
     def notified_users(self) -> list[str]:
@@ -235,6 +244,7 @@ def remember(memory: IncidentMemory, event: Record, dispatched: Dispatch) -> Inc
     """The incident memory after `event` and what was dispatched for it."""
     if isinstance(event, IncidentOpened | IncidentEscalated):
         memory.title, memory.priority, memory.url = event.title, event.priority.value, event.url
+        memory.channels = [c.value for c in event.channels] if event.channels else None
         users = memory.levels.setdefault(str(event.escalation_level), [])
         for command in dispatched.commands:
             if command.user_id not in users:
@@ -246,3 +256,37 @@ def remember(memory: IncidentMemory, event: Record, dispatched: Dispatch) -> Inc
     elif isinstance(event, IncidentResolved):
         memory.status = "resolved"
     return memory
+
+
+def dispatch_escalation(
+    command: EscalateTier,
+    memory: IncidentMemory,
+    profile: UserProfile | None,
+    now: datetime,
+    *,
+    tiers: Mapping[Channel, Tier] = DEFAULT_TIERS,
+) -> Dispatch:
+    """The user's next tier after a failed one: the command's tier, or the first later tier
+    with a usable channel. Nothing when the incident is no longer open or this escalation
+    was already sent (a replayed command)."""
+    key = f"{command.user_id}|{command.escalation_level}|{command.tier.value}"
+    if memory.status != "open" or key in memory.escalations:
+        return Dispatch()
+    alert = IncidentOpened(
+        event_id=command.command_id,
+        occurred_at=command.occurred_at,
+        incident_id=command.incident_id,
+        title=memory.title or command.incident_id,
+        priority=Priority(memory.priority),
+        escalation_level=command.escalation_level,
+        user_ids=[command.user_id],
+        url=memory.url,
+        channels=[Channel(c) for c in memory.channels] if memory.channels else None,
+    )
+    tier: Tier | None = command.tier
+    while tier is not None:
+        out = dispatch_alert(alert, {command.user_id: profile}, now, tiers=tiers, tier=tier)
+        if out.commands:
+            return out
+        tier = TIER_ORDER[TIER_ORDER.index(tier) + 1] if tier is not TIER_ORDER[-1] else None
+    return Dispatch()

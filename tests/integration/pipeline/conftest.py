@@ -82,6 +82,8 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("mailer", [Channel.EMAIL], sandbox_url),
         profile("alice", [Channel.EMAIL, Channel.PUSH], sandbox_url),
         profile("bob", [Channel.EMAIL], sandbox_url),
+        profile("solo", [Channel.EMAIL, Channel.SMS], sandbox_url),
+        profile("opsy", [Channel.EMAIL], sandbox_url),
     ]
 
 
@@ -226,6 +228,7 @@ def pipeline(
         "NOTIFIER_CALLBACK_BASE_URL": "http://127.0.0.1:9/bridge",
         "NOTIFIER_LOG_LEVEL": "WARNING",
         "NOTIFIER_SESSION_TIMEOUT_S": "8",
+        "NOTIFIER_OPS_USER_IDS": "opsy",
     }
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     command = [str(notifier_bin), "worker", "--loglevel", "warn"]
