@@ -38,10 +38,12 @@ app = typer.Typer(
 )
 topics_app = typer.Typer(help="Create and list the notifier's Kafka topics.", no_args_is_help=True)
 db_app = typer.Typer(help="The PostgreSQL read model.", no_args_is_help=True)
+projection_app = typer.Typer(help="The NotificationLog projection.", no_args_is_help=True)
 schemas_app = typer.Typer(help="The Avro schemas in the Schema Registry.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(projection_app, name="projection")
 
 # piped output (CI logs, `| less`) gets wide tables instead of rich's 80-column default
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -382,6 +384,50 @@ def schemas_register() -> None:
     out.print(
         f"{len(done)} subjects: {sum(r.new for r in done)} registered, "
         f"{sum(not r.new for r in done)} unchanged",
+        highlight=False,
+    )
+
+
+@projection_app.command("rebuild")
+def projection_rebuild(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before dropping.")] = False,
+) -> None:
+    """Drop the NotificationLog and rebuild it from delivery.events (stop the workers first)."""
+    import asyncio
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from projections.database import DatabaseNotConfiguredError, database_url
+    from projections.rebuild import rebuild
+
+    settings = _settings()
+    try:
+        url = database_url(settings)
+    except DatabaseNotConfiguredError as exc:
+        raise fail(str(exc)) from exc
+    if not yes and not typer.confirm("Drop notification_log and rebuild it from the topics?"):
+        raise typer.Exit(1)
+    codec = _codec(settings)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+    ) as bar:
+        task = bar.add_task("rebuilding", total=None)
+        result = asyncio.run(
+            rebuild(
+                settings,
+                codec,
+                url,
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        )
+    codec.close()
+    out.print(
+        f"rebuilt from {result.events} events ({result.skipped} skipped) in "
+        f"{result.seconds:.1f} s: {result.rate:.0f} events/s",
         highlight=False,
     )
 
