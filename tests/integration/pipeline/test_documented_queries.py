@@ -1,0 +1,46 @@
+"""Every SQL query in docs/NOTIFICATIONLOG.md runs against the live NotificationLog."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from notifier.contracts.records import DeliverySent
+from tests.integration.pipeline.conftest import Pipeline, eventually
+
+pytestmark = pytest.mark.integration
+DOC = Path(__file__).resolve().parents[3] / "docs" / "NOTIFICATIONLOG.md"
+QUERIES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)
+
+
+@pytest.fixture(scope="module")
+async def incident_id(pipeline: Pipeline) -> str:
+    event = pipeline.incident("alice", "bob")
+    await pipeline.events(
+        "delivery.events",
+        event.incident_id,
+        lambda found: sum(isinstance(e, DeliverySent) for e in found) >= 3,
+    )
+    return event.incident_id
+
+
+def test_the_page_has_queries() -> None:
+    assert len(QUERIES) >= 7
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=lambda q: q.split("FROM")[1].split()[0])
+async def test_documented_query_runs(pipeline: Pipeline, incident_id: str, query: str) -> None:
+    assert pipeline.settings.database_url is not None
+    url = pipeline.settings.database_url.get_secret_value()
+    sql = query.replace("<incident-id>", incident_id).replace("<user-id>", "alice")
+
+    async def run() -> list[tuple[object, ...]]:
+        async with await psycopg.AsyncConnection.connect(url) as conn:
+            return await (await conn.execute(sql)).fetchall()
+
+    about_the_incident = "<incident-id>" in query
+    rows = await eventually(run, lambda rs: bool(rs) or not about_the_incident)
+    assert rows or not about_the_incident
