@@ -25,6 +25,7 @@ from notifier.contracts.records import (
     SlackConnection,
     UserProfile,
 )
+from notifier.kafka_io import end_offsets
 from notifier.localprocs import sandbox_and_worker
 from notifier.settings import Settings
 
@@ -117,6 +118,7 @@ def run_bench(
     rate: int = 200,
     paced_s: float = 10.0,
     users: int = 500,
+    rebuild_events: int = 1_000_000,
 ) -> dict[str, Any]:
     """Run every phase and return (and save) the figures."""
     from notifier.contracts.factory import build_codec
@@ -175,6 +177,7 @@ def run_bench(
         publisher.flush()
         _wait_count(sandbox, len(CHANNELS), 120, say)
 
+        events_before = sum(end_offsets(settings, "delivery.events").values())
         say(f"phase 1: {incidents} incidents as fast as possible")
         urllib.request.urlopen(
             urllib.request.Request(f"{sandbox}/_sandbox/requests", method="DELETE"), timeout=10
@@ -196,6 +199,17 @@ def run_bench(
         say(
             f"    {sends} notifications in {finished - started:.1f} s = "
             f"{sends / (finished - started):.0f}/s"
+        )
+        caught_up = _wait_projection(settings, say)
+        events = sum(end_offsets(settings, "delivery.events").values()) - events_before
+        results["projection"] = {
+            "events": events,
+            "seconds": round(caught_up - started, 2),
+            "events_per_s": round(events / (caught_up - started), 1),
+        }
+        say(
+            f"    projection: {events} events into PostgreSQL, caught up "
+            f"{caught_up - finished:.1f} s after the last send"
         )
 
         say(f"phase 2: {rate} incidents/s for {paced_s:.0f} s, latency to first provider request")
@@ -227,9 +241,17 @@ def run_bench(
         results["latency_ms"] = {"incidents": len(latencies), **_percentiles(latencies)}
         say(f"    incident -> first provider request: {results['latency_ms']}")
 
+        _wait_projection(settings, say)
+        visibility = _visibility_ms(settings, list(sent_at))
+        results["event_to_row_ms"] = {"rows": len(visibility), **_percentiles(visibility)}
+        say(f"    DeliverySent -> row written: {results['event_to_row_ms']}")
         rss = _rss_mb(worker.pid)
         results["worker_rss_mb"] = rss
 
+    if rebuild_events:
+        say(f"rebuild: {rebuild_events} synthetic delivery events, folded into a fresh database")
+        results["rebuild"] = rebuild_rate(settings, codec, rebuild_events, say)
+        say(f"    {results['rebuild']['events_per_s']} events/s")
     say(f"raw Kafka: {incidents * len(CHANNELS)} messages produced and consumed")
     raw = raw_kafka_rate(settings, incidents * len(CHANNELS))
     results["raw_kafka_msgs_per_s"] = round(raw, 1)
@@ -240,6 +262,158 @@ def run_bench(
     out.write_text(json.dumps(results, indent=2))
     say(f"saved {out}")
     return results
+
+
+def _wait_projection(
+    settings: Settings, say: Callable[[str], None], timeout_s: float = 300
+) -> float:
+    """Wait until the projection's stored offsets reach the end of delivery.events."""
+    import psycopg
+
+    from notifier.topics import full_name
+    from projections.database import database_url
+
+    topic = full_name(settings, "delivery.events")
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        while True:
+            ends = {p: o for p, o in end_offsets(settings, "delivery.events").items() if o}
+            stored: dict[int, int] = dict(
+                conn.execute(
+                    "SELECT partition, next_offset FROM projection_offset WHERE topic = %s",
+                    (topic,),
+                ).fetchall()
+            )
+            behind = sum(o - stored.get(p, 0) for p, o in ends.items())
+            if behind <= 0:
+                return time.time()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"projection still {behind} events behind")
+            time.sleep(0.1)
+
+
+def _visibility_ms(settings: Settings, incident_ids: list[str]) -> list[float]:
+    """Per SENT row: from its DeliverySent event to the row's write in PostgreSQL."""
+    import psycopg
+
+    from projections.database import database_url
+
+    with psycopg.connect(database_url(settings)) as conn:
+        rows = conn.execute(
+            "SELECT extract(epoch FROM updated_at - sent_at) * 1000 FROM notification_log "
+            "WHERE incident_id = ANY(%s) AND status = 'SENT'",
+            (incident_ids,),
+        ).fetchall()
+    return [float(r[0]) for r in rows]
+
+
+def rebuild_rate(
+    settings: Settings, codec: Any, count: int, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Fold `count` synthetic delivery events (queued, attempted, sent) into a new database."""
+    import asyncio
+
+    import psycopg
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from notifier.contracts.records import (
+        DeliveryAttempted,
+        DeliverySent,
+        NotificationKind,
+        NotificationQueued,
+        Tier,
+    )
+    from notifier.domain import ids
+    from projections.database import database_url
+    from projections.rebuild import rebuild
+
+    stamp = uuid.uuid4().hex[:8]
+    scratch = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}rb{stamp}."})
+    topic = f"{scratch.topic_prefix}delivery.events"
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)]).values():
+        fut.result()
+    producer = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "partitioner": "murmur2_random",
+        }
+    )
+    now = datetime.now(UTC)
+    made = 0
+    for n in range(count // 3 + 1):
+        incident = f"rb-{n // 3}"
+        nid = ids.notification_id(incident, 1, f"u{n % 3}", Channel.EMAIL)
+        base: dict[str, Any] = {
+            "notification_id": nid,
+            "incident_id": incident,
+            "user_id": f"u{n % 3}",
+            "channel": Channel.EMAIL,
+            "occurred_at": now,
+        }
+        for record in (
+            NotificationQueued(
+                event_id=f"{nid}q",
+                tier=Tier.PRIMARY,
+                escalation_level=1,
+                priority=Priority.HIGH,
+                kind=NotificationKind.ALERT,
+                **base,
+            ),
+            DeliveryAttempted(event_id=f"{nid}a", attempt=1, provider="smtp", **base),
+            DeliverySent(
+                event_id=f"{nid}s",
+                attempt=1,
+                provider="smtp",
+                provider_message_id=f"m{n}",
+                latency_ms=5,
+                **base,
+            ),
+        ):
+            if made >= count:
+                break
+            while True:
+                try:
+                    producer.produce(topic, key=incident.encode(), value=codec.encode(record))
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            made += 1
+        if n % 20000 == 0:
+            producer.poll(0)
+            say(f"    ... {made}/{count} events produced")
+    producer.flush(120)
+    base_url = database_url(settings)
+    db = f"bench_rebuild_{stamp}"
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {db}")
+    url = (
+        base_url.replace("/postgres?", f"/{db}?")
+        if "/postgres?" in base_url
+        else base_url.rsplit("/", 1)[0] + f"/{db}"
+    )
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        if time.monotonic() - last[0] > 5:
+            last[0] = time.monotonic()
+            say(f"    ... {done}/{total} events folded")
+
+    try:
+        result = asyncio.run(rebuild(scratch, codec, url, progress))
+    finally:
+        with psycopg.connect(base_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        for fut in admin.delete_topics([topic]).values():
+            fut.result()
+    return {
+        "events": result.events,
+        "seconds": round(result.seconds, 1),
+        "events_per_s": round(result.rate, 1),
+    }
 
 
 def _rss_mb(pid: int) -> float:

@@ -488,6 +488,9 @@ def bench(
     incidents: Annotated[int, typer.Option(help="Incidents in the throughput phase.")] = 2000,
     rate: Annotated[int, typer.Option(help="Incidents/s in the latency phase.")] = 200,
     seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 10.0,
+    rebuild_events: Annotated[
+        int, typer.Option(help="Synthetic events for the rebuild rate; 0 skips it.")
+    ] = 1_000_000,
 ) -> None:
     """Measure the pipeline against the sandbox: throughput, latency, raw Kafka ceiling."""
     from notifier.bench import run_bench
@@ -498,6 +501,7 @@ def bench(
         incidents=incidents,
         rate=rate,
         paced_s=seconds,
+        rebuild_events=rebuild_events,
     )
     table = Table("figure", "value", title="notifier bench")
     thr, lat = results["throughput"], results["latency_ms"]
@@ -508,6 +512,16 @@ def bench(
         f"latency p50/p95/p99 ms at {rate}/s",
         f"{lat.get('p50')} / {lat.get('p95')} / {lat.get('p99')}",
     )
+    proj, vis = results["projection"], results["event_to_row_ms"]
+    table.add_row("projection events/s into PostgreSQL", str(proj["events_per_s"]))
+    table.add_row(
+        "event -> row p50/p95/p99 ms", f"{vis.get('p50')} / {vis.get('p95')} / {vis.get('p99')}"
+    )
+    if "rebuild" in results:
+        table.add_row(
+            f"rebuild events/s ({results['rebuild']['events']} events)",
+            str(results["rebuild"]["events_per_s"]),
+        )
     table.add_row("worker RSS MB", str(results["worker_rss_mb"]))
     out.print(table)
 

@@ -11,12 +11,10 @@ from typing import Any
 
 from notifier.contracts.records import (
     CriticalDeliveryFailure,
-    DeliveryCancelled,
-    DeliveryDelivered,
     DeliveryFailed,
-    DeliverySent,
     EscalateTier,
     IncidentOpened,
+    NotificationKind,
     NotificationQueued,
     Priority,
     Record,
@@ -35,7 +33,6 @@ from notifier.domain.escalation import (
 from notifier.settings import Settings
 
 log = logging.getLogger("notifier.escalation")
-TRACKED = (NotificationQueued, DeliverySent, DeliveryDelivered, DeliveryFailed, DeliveryCancelled)
 Outgoing = list[tuple[str, str, Record]]
 
 
@@ -51,7 +48,12 @@ def escalate(
     settings: Settings,
 ) -> Outgoing:
     """Fold `event` into the tier state kept in `table`; what to emit because of it."""
-    if not isinstance(event, TRACKED):
+    # only alerts being queued and final failures can change a decision: everything else
+    # (attempts, sends, notices) passes without touching the table
+    if isinstance(event, NotificationQueued):
+        if event.kind is not NotificationKind.ALERT:
+            return []
+    elif not (isinstance(event, DeliveryFailed) and event.final):
         return []
     key = f"{event.incident_id}|{event.user_id}"
     entry = dict(table.get(key) or {})

@@ -40,11 +40,14 @@ def is_uuid(value: str) -> bool:
 
 def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
-    extra = ", updated_at = now()" if table == "notification_log" else ""
+    names, values = ", ".join(columns), ", ".join(["%s"] * len(columns))
+    if table == "notification_log":
+        # the time of this write, not of the transaction's start: event -> row visibility
+        names, values = f"{names}, updated_at", f"{values}, clock_timestamp()"
+        updates += ", updated_at = clock_timestamp()"
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}{extra}"
+        f"INSERT INTO {table} ({names}) VALUES ({values}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
 
 
