@@ -176,3 +176,13 @@ def test_unreachable_kafka_is_a_clear_error(notifier_bin: Path, cli_env: dict[st
     result = run(notifier_bin, env, "topics", "create", "--timeout", "3")
     assert result.returncode == 1
     assert "127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unreachable_schema_registry_is_named(
+    notifier_bin: Path, cli_env: dict[str, str]
+) -> None:
+    env = {**cli_env, "SCHEMA_REGISTRY_URL": "http://127.0.0.1:1/apis/ccompat/v7"}
+    result = run(notifier_bin, env, "publish-incident", "--title", "t", "--user", "alice")
+    assert result.returncode == 1
+    assert "http://127.0.0.1:1/apis/ccompat/v7" in result.stderr
+    assert "not reachable" in result.stderr and "Traceback" not in result.stderr
