@@ -474,7 +474,7 @@ def worker(
 
 @app.command()
 def demo(
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for every notification.")] = 60.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every notification.")] = 120.0,
 ) -> None:
     """Show the flow: sandbox + worker started, sample users and an incident published,
     delivery events printed as they happen (what `make run` runs)."""

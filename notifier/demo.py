@@ -76,7 +76,7 @@ def _wait_for_log(
             time.sleep(0.2)
 
 
-def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 60) -> int:
+def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 120) -> int:
     """Run the demo; returns the exit code (0 when every notification was sent)."""
     from notifier.contracts.convert import from_json
     from notifier.contracts.factory import build_codec
@@ -85,7 +85,13 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
 
     logs = settings.stack_dir / "demo"
     codec = build_codec(settings)
-    extra = {"NOTIFIER_RATE_LIMIT_PER_MIN": "6000", "NOTIFIER_LOG_LEVEL": "WARNING"}
+    # a short session: if an earlier demo's worker left uncleanly, its partitions come back
+    # in seconds rather than the default 30 s
+    extra = {
+        "NOTIFIER_RATE_LIMIT_PER_MIN": "6000",
+        "NOTIFIER_LOG_LEVEL": "WARNING",
+        "NOTIFIER_SESSION_TIMEOUT_S": "10",
+    }
     with sandbox_and_worker(logs, extra) as (sandbox_url, worker):
         say(f"provider sandbox on {sandbox_url}, worker pid {worker.pid} (logs in {logs})")
         publisher = Publisher(settings, codec)

@@ -4,6 +4,7 @@ and notification_attempt in one transaction, with the consumed offsets."""
 from __future__ import annotations
 
 import dataclasses
+import operator
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from notifier.domain.status import ROW_EVENTS, AttemptRow, LogRow, apply, apply_
 PROJECTION = "notification_log"
 LOG_COLUMNS = [f.name for f in dataclasses.fields(LogRow)]
 ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(AttemptRow)]
+# attrgetter, not dataclasses.astuple: astuple deep-copies every value (a quarter of a
+# rebuild's time, measured with py-spy)
+log_values = operator.attrgetter(*LOG_COLUMNS)
+attempt_values = operator.attrgetter(*ATTEMPT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -120,12 +125,10 @@ async def apply_batch(
                 attempts[key] = changed_attempts[key] = new_attempt
     async with conn.cursor() as cur:
         if changed_rows:
-            await cur.executemany(
-                UPSERT_LOG, [dataclasses.astuple(r) for r in changed_rows.values()]
-            )
+            await cur.executemany(UPSERT_LOG, [log_values(r) for r in changed_rows.values()])
         if changed_attempts:
             await cur.executemany(
-                UPSERT_ATTEMPT, [dataclasses.astuple(a) for a in changed_attempts.values()]
+                UPSERT_ATTEMPT, [attempt_values(a) for a in changed_attempts.values()]
             )
         await cur.executemany(
             UPSERT_OFFSET, [(PROJECTION, t, p, o) for (t, p), o in offsets.items()]
