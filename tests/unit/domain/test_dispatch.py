@@ -126,3 +126,29 @@ def test_commands_carry_priority_and_text() -> None:
     assert IncidentMemory.from_json(
         IncidentMemory(title="t", levels={"1": ["a"]}).to_json()
     ).notified_users() == ["a"]
+
+
+def test_escalation_sends_the_next_usable_tier_once_and_never_after_an_ack() -> None:
+    from notifier.contracts.records import EscalateTier
+    from notifier.domain.dispatch import dispatch_escalation
+
+    profile = user("a", E, V)  # no SMS preference: the secondary tier is empty
+    memory = remember(
+        IncidentMemory(), opened("a"), dispatch_alert(opened("a"), {"a": profile}, NOW)
+    )
+    command = EscalateTier(
+        command_id="c1",
+        occurred_at=NOW,
+        incident_id="inc-1",
+        user_id="a",
+        escalation_level=1,
+        tier=Tier.SECONDARY,
+        reason="primary failed",
+    )
+    out = dispatch_escalation(command, memory, profile, NOW)
+    assert [(c.channel, c.tier) for c in out.commands] == [(V, Tier.FALLBACK)]
+    memory.escalations.append("a|1|SECONDARY")
+    assert dispatch_escalation(command, memory, profile, NOW).commands == []  # replayed
+    memory.escalations.clear()
+    memory.status = "acknowledged"
+    assert dispatch_escalation(command, memory, profile, NOW).commands == []
