@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -12,7 +13,7 @@ from adapters.providers import build_providers
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
 from notifier.contracts.factory import build_codec
-from notifier.contracts.records import Channel
+from notifier.contracts.records import Channel, Record
 from notifier.domain.dispatch import IncidentMemory
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name
@@ -81,9 +82,11 @@ def create_app(
     )
     tier_states = app.Table("tier-state", default=None, partitions=settings.topic_partitions)
 
-    @app.agent(emitter.topic("delivery.events"), name="escalation")
-    async def escalation(stream: Any) -> None:
-        # one event at a time, for the same reason as the dispatcher (table changelog)
+    async def each_event(
+        stream: Any, handle: Callable[[Record], Awaitable[None]], what: str
+    ) -> None:
+        # one event at a time: Faust tables write their changelog to the partition of the
+        # current event, which a batch would get wrong. Every failure is routed, never raised.
         async for event in stream.events():
             try:
                 record = codec.decode(event.value)
@@ -91,32 +94,32 @@ def create_app(
                 await emitter.dead_letter(event, "decode", exc)
                 continue
             try:
-                await emitter.send_many(escalate(record, tier_states, incident_status, settings))
+                await handle(record)
             except Exception as exc:
-                log.exception("escalation failed")
+                log.exception(
+                    "%s failed", what, extra={"incident_id": getattr(record, "incident_id", None)}
+                )
                 await emitter.dead_letter(event, "handle", exc)
+
+    async def escalate_one(record: Record) -> None:
+        await emitter.send_many(escalate(record, tier_states, incident_status, settings))
+
+    async def dispatch_one(record: Record) -> None:
+        incident_id = getattr(record, "incident_id", "")
+        memory = IncidentMemory.from_json(memories.get(incident_id))
+        dispatched, memory = plan(record, memory, directory, utcnow())
+        memories[incident_id] = memory.to_json()
+        await emitter.send_many(outgoing(dispatched))
+        log_dispatch(record, dispatched)
+
+    @app.agent(emitter.topic("delivery.events"), name="escalation")
+    async def escalation(stream: Any) -> None:
+        await each_event(stream, escalate_one, "escalation")
 
     @app.agent(dispatch_input, name="dispatcher")
     async def dispatcher(stream: Any) -> None:
         await directory.ready.wait()
-        # one event at a time: the incident table writes its changelog to the partition of
-        # the current event, which a batch would get wrong
-        async for event in stream.events():
-            try:
-                record = codec.decode(event.value)
-            except ContractError as exc:
-                await emitter.dead_letter(event, "decode", exc)
-                continue
-            try:
-                incident_id = getattr(record, "incident_id", "")
-                memory = IncidentMemory.from_json(memories.get(incident_id))
-                dispatched, memory = plan(record, memory, directory, utcnow())
-                memories[incident_id] = memory.to_json()
-                await emitter.send_many(outgoing(dispatched))
-                log_dispatch(record, dispatched)
-            except Exception as exc:  # one bad event must not stop the dispatcher
-                log.exception("dispatch failed", extra={"incident_id": incident_id})
-                await emitter.dead_letter(event, "handle", exc)
+        await each_event(stream, dispatch_one, "dispatch")
 
     for channel, sender in senders.items():
 
