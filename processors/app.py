@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from mode import Service
 
 from adapters.base import Provider
 from adapters.providers import build_providers
@@ -25,6 +26,18 @@ from processors.escalation import escalate
 from processors.retry import RetryScheduler
 
 log = logging.getLogger("notifier.app")
+
+
+class ProviderConnections(Service):
+    """Closes the providers' HTTP connections when the worker stops."""
+
+    def __init__(self, providers: list[Provider], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.providers = providers
+
+    async def on_stop(self) -> None:
+        for provider in self.providers:
+            await provider.close()
 
 
 def create_app(
@@ -66,9 +79,11 @@ def create_app(
         return IncidentMemory.from_json(memories.get(incident_id)).status
 
     app.add_dependency(RetryScheduler(settings, emitter))
+    providers = providers or build_providers(settings)
+    app.add_dependency(ProviderConnections(list(providers.values())))
     senders = {
         channel: ChannelSender(channel, provider, settings, emitter, incident_status)
-        for channel, provider in (providers or build_providers(settings)).items()
+        for channel, provider in providers.items()
     }
 
     dispatch_input = app.topic(
