@@ -4,7 +4,6 @@ per provider, a timeout per request, and an outcome event for every attempt."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
@@ -43,6 +42,19 @@ log = logging.getLogger("notifier.channel")
 def _counts_against_provider(exc_type: type[BaseException], exc: BaseException) -> bool:
     """Only failures of the provider open its circuit, not a bad recipient."""
     return isinstance(exc, ProviderError) and exc.category is FailureCategory.TRANSIENT
+
+
+def _about(command: SendCommand, step: str) -> dict[str, Any]:
+    """The fields every delivery event of `command` shares, with a deterministic event id."""
+    return {
+        "event_id": ids.event_id(command.command_id, step),
+        "occurred_at": datetime.now(UTC),
+        "notification_id": command.notification_id,
+        "incident_id": command.incident_id,
+        "user_id": command.user_id,
+        "channel": command.channel,
+        "attempt": command.attempt,
+    }
 
 
 def per_second_limiter(per_minute: int) -> AsyncLimiter:
@@ -107,19 +119,12 @@ class ChannelSender:
         if not commands:
             return
         commands.sort(key=lambda c: PRIORITY_RANK[c.priority])
-        now = datetime.now(UTC)
         await self.emitter.send_many(
             (
                 "delivery.events",
                 c.incident_id,
                 DeliveryAttempted(
-                    event_id=ids.event_id(c.command_id, "attempted"),
-                    occurred_at=now,
-                    notification_id=c.notification_id,
-                    incident_id=c.incident_id,
-                    user_id=c.user_id,
-                    channel=c.channel,
-                    attempt=c.attempt,
+                    **_about(c, "attempted"),
                     provider=self.provider.name,
                 ),
             )
@@ -139,13 +144,7 @@ class ChannelSender:
                         "delivery.events",
                         command.incident_id,
                         DeliveryCancelled(
-                            event_id=ids.event_id(command.command_id, "cancelled"),
-                            occurred_at=datetime.now(UTC),
-                            notification_id=command.notification_id,
-                            incident_id=command.incident_id,
-                            user_id=command.user_id,
-                            channel=command.channel,
-                            attempt=command.attempt,
+                            **_about(command, "cancelled"),
                             reason=f"incident {status}",
                         ),
                     )
@@ -171,10 +170,8 @@ class ChannelSender:
         if retry is not None:
             step, again = retry
             # the retry is queued before the failure is recorded: never a non-final failure
-            # without its next attempt
+            # without its next attempt (both follow retry_step, so one exists for it)
             await self.emitter.send(retry_topic(step), command.incident_id, again)
-        elif isinstance(outcome, DeliveryFailed) and not outcome.final:
-            outcome = dataclasses.replace(outcome, final=True)
         await self.emitter.send("delivery.events", command.incident_id, outcome)
 
     async def _attempt(self, command: SendCommand) -> Record:
@@ -204,13 +201,7 @@ class ChannelSender:
             latency = int((time.monotonic() - started) * 1000)
             log.info("sent", extra={**extra, "provider": self.provider.name, "latency_ms": latency})
             return DeliverySent(
-                event_id=ids.event_id(command.command_id, "sent"),
-                occurred_at=datetime.now(UTC),
-                notification_id=command.notification_id,
-                incident_id=command.incident_id,
-                user_id=command.user_id,
-                channel=command.channel,
-                attempt=command.attempt,
+                **_about(command, "sent"),
                 provider=self.provider.name,
                 provider_message_id=message_id,
                 latency_ms=latency,
@@ -228,13 +219,7 @@ class ChannelSender:
             extra={**extra, "category": category.value, "final": final},
         )
         return DeliveryFailed(
-            event_id=ids.event_id(command.command_id, "failed"),
-            occurred_at=datetime.now(UTC),
-            notification_id=command.notification_id,
-            incident_id=command.incident_id,
-            user_id=command.user_id,
-            channel=command.channel,
-            attempt=command.attempt,
+            **_about(command, "failed"),
             category=category,
             error=error.reason,
             final=final,

@@ -27,6 +27,7 @@ from notifier.contracts.records import SendCommand
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name, retry_topic
 from processors.emitter import Emitter
+from processors.metrics import RETRY_LATENESS
 
 log = logging.getLogger("notifier.retry")
 
@@ -65,7 +66,6 @@ class RetryScheduler(Service):
         self._seq = itertools.count()
         self._wake = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
-        self.lateness_ms: list[float] = []  # how late each forward was, for tests and bench
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -134,7 +134,7 @@ class RetryScheduler(Service):
                     for w in due
                 )
                 for waiting in due:
-                    self.lateness_ms.append((now - waiting.due) * 1000)
+                    RETRY_LATENESS.observe(max(0.0, now - waiting.due))
                     self._pending.get(waiting.tp, set()).discard(waiting.offset)
                     log.info(
                         "retry due",

@@ -55,7 +55,6 @@ class ProjectionRunner(Service):
         self.topics = [full_name(settings, "delivery.events")]
         self._consumer: AIOKafkaConsumer | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self.applied_batches = 0
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -142,7 +141,6 @@ class ProjectionRunner(Service):
             written = await self._with_backoff(
                 lambda conn, b=batch, o=offsets: apply_batch(conn, b, o), "the batch"
             )
-            self.applied_batches += 1
             log.debug(
                 "projected %d events, %d rows in %.0f ms",
                 len(batch),

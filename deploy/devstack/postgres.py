@@ -10,8 +10,6 @@ from pathlib import Path
 from devstack.config import StackConfig, StackError
 from devstack.processes import read_pid, running, stop_many, tail, wait_until
 
-MARKER = "postgres"
-
 
 def data_dir(config: StackConfig) -> Path:
     """PGDATA of the embedded server."""

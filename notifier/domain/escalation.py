@@ -30,11 +30,6 @@ NEXT_TIER = {Tier.PRIMARY: Tier.SECONDARY, Tier.SECONDARY: Tier.FALLBACK}
 PENDING, SENT, FAILED, CANCELLED = "pending", "sent", "failed", "cancelled"
 
 
-def state_key(incident_id: str, user_id: str, level: int) -> str:
-    """Key of the tier state of one user at one level of an incident."""
-    return f"{incident_id}|{user_id}|{level}"
-
-
 @dataclass
 class TierState:
     """Each alerted channel's tier and outcome, and what was already decided."""

@@ -6,6 +6,7 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,26 @@ def run(
     )
 
 
+def tail_one(notifier_bin: Path, env: dict[str, str], incident_id: str) -> dict[str, Any]:
+    """The first message on incidents with this key, as `notifier tail` prints it."""
+    tailed = run(
+        notifier_bin,
+        env,
+        "tail",
+        "incidents",
+        "--from-beginning",
+        "--key",
+        incident_id,
+        "--count",
+        "1",
+        "--timeout",
+        "15",
+    )
+    assert tailed.returncode == 0, tailed.stderr
+    shown: dict[str, Any] = json.loads(tailed.stdout)
+    return shown
+
+
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "notifier")
 def test_every_command_has_help(notifier_bin: Path, command: list[str]) -> None:
     result = subprocess.run(
@@ -70,21 +91,7 @@ def test_publish_an_incident_and_read_it_back(notifier_bin: Path, cli_env: dict[
     assert published.returncode == 0, published.stderr
     assert f"published IncidentOpened {incident_id}" in published.stdout
 
-    tailed = run(
-        notifier_bin,
-        cli_env,
-        "tail",
-        "incidents",
-        "--from-beginning",
-        "--key",
-        incident_id,
-        "--count",
-        "1",
-        "--timeout",
-        "15",
-    )
-    assert tailed.returncode == 0, tailed.stderr
-    shown = json.loads(tailed.stdout)
+    shown = tail_one(notifier_bin, cli_env, incident_id)
     assert shown["type"] == "IncidentOpened"
     assert shown["value"]["incident_id"] == incident_id
     assert shown["value"]["user_ids"] == ["alice", "bob"]
@@ -106,20 +113,7 @@ def test_flags_publish_an_acknowledgement(notifier_bin: Path, cli_env: dict[str,
         "alice",
     )
     assert ack.returncode == 0, ack.stderr
-    tailed = run(
-        notifier_bin,
-        cli_env,
-        "tail",
-        "incidents",
-        "--from-beginning",
-        "--key",
-        incident_id,
-        "--count",
-        "1",
-        "--timeout",
-        "15",
-    )
-    shown = json.loads(tailed.stdout)
+    shown = tail_one(notifier_bin, cli_env, incident_id)
     assert shown["type"] == "IncidentAcknowledged"
     assert shown["value"]["by_user_id"] == "alice" and shown["value"]["via"] == "cli"
 
