@@ -16,6 +16,7 @@ from typing import Any
 
 from devstack.config import KAFKA_VERSION, StackConfig, StackError
 from devstack.processes import (
+    exited,
     read_pid,
     require_free,
     running,
@@ -243,7 +244,7 @@ def wait_ready(config: StackConfig, timeout_s: float = 90.0) -> None:
     def ready() -> bool:
         for node in range(1, config.brokers + 1):
             home = node_dir(config, node)
-            if not running(read_pid(home / "pid"), str(home / "server.properties")):
+            if exited(read_pid(home / "pid")):
                 raise StackError(
                     f"kafka node {node} exited during start-up; last lines of "
                     f"{home / 'broker.log'}:\n{tail(home / 'broker.log')}"

@@ -49,6 +49,18 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def exited(pid: int | None) -> bool:
+    """True when `pid` is gone (or a zombie). Unlike running(), it does not read the command
+    line, which is briefly empty while a just-spawned process execs: a start-up check on it
+    can mistake a starting service for a dead one."""
+    if pid is None:
+        return True
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
 def running(pid: int | None, marker: str) -> bool:
     """True when `pid` is alive and its command line mentions `marker` (not a reused pid)."""
     if pid is None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from devstack.config import StackConfig, StackError
 from devstack.kafka import require_java, say
 from devstack.processes import (
+    exited,
     read_pid,
     require_free,
     running,
@@ -148,7 +149,7 @@ def wait_ready(config: StackConfig, timeout_s: float = 120.0) -> None:
     log = home(config) / "registry.log"
 
     def ready() -> bool:
-        if pid(config) is None:
+        if exited(read_pid(home(config) / "pid")):
             raise StackError(
                 f"the schema registry exited during start-up; last lines of {log}:\n{tail(log)}"
             )
