@@ -97,7 +97,32 @@ class Settings(BaseSettings):
     slack_base_url: str = Field("https://slack.com/api", description="Slack Web API.")
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-...).")
     webhook_signing_secret: SecretStr | None = Field(
-        None, description="Default HMAC-SHA256 secret for generic webhooks."
+        None, description="Default HMAC-SHA256 secret for generic webhooks and their receipts."
+    )
+
+    # --- webhook bridge (inbound callbacks and acknowledgements) ------------------------
+    bridge_host: str = Field("127.0.0.1", description="Address the webhook bridge listens on.")
+    bridge_port: int = Field(8090, description="Port of the webhook bridge.")
+    twilio_auth_token_previous: SecretStr | None = Field(
+        None, description="The Twilio auth token being rotated out; accepted until unset."
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="Slack app signing secret (interactivity requests)."
+    )
+    sendgrid_webhook_public_key: str = Field(
+        "", description="SendGrid signed event webhook verification key (base64 DER or PEM)."
+    )
+    request_max_age_s: int = Field(
+        300, ge=1, description="Signed requests older than this are refused (Slack, SendGrid)."
+    )
+    magic_link_ttl_s: int = Field(
+        86400, ge=60, description="How long an acknowledge/resolve link in an email is valid."
+    )
+    receipt_deadline_s: float = Field(
+        120.0, gt=0, description="A sent alert not confirmed delivered by then counts as failed."
+    )
+    receipt_priorities: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("CRITICAL",), description="Priorities whose alerts need a delivery receipt (comma list)."
     )
 
     @field_validator("retry_delays_s", mode="before")
@@ -125,7 +150,7 @@ class Settings(BaseSettings):
 
         return os.environ.get(f"NOTIFIER_SECRET_{ref.upper()}")
 
-    @field_validator("ops_user_ids", mode="before")
+    @field_validator("ops_user_ids", "receipt_priorities", mode="before")
     @classmethod
     def _split_users(cls, value: Any) -> Any:
         if isinstance(value, str):

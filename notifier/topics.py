@@ -91,6 +91,7 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
                 r.TierEscalated,
                 r.CriticalDeliveryFailure,
                 r.UserUnreachable,
+                r.ReceiptDue,
             ),
             keep,
             "Every step of every notification; the NotificationLog is built from it.",
@@ -101,6 +102,20 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
             (r.ProviderCallback,),
             keep,
             "Verified, normalised provider status callbacks.",
+        ),
+        TopicSpec(
+            "callbacks.raw",
+            "source",
+            (r.RawCallback,),
+            {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+            "Verified inbound webhook requests as received, before parsing (reprocessable).",
+        ),
+        TopicSpec(
+            "receipt.deadlines",
+            "incident_id",
+            (r.ReceiptDue,),
+            week,
+            "Delivery receipts awaited for sent alerts, held until due.",
         ),
         TopicSpec(
             "dispatch.commands",

@@ -356,6 +356,31 @@ class ProviderCallback(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class RawCallback(Record):
+    AVRO_NAME: ClassVar[str] = "notifier.RawCallback"
+    event_id: str
+    received_at: datetime
+    source: str
+    method: str
+    url: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptDue(Record):
+    AVRO_NAME: ClassVar[str] = "notifier.ReceiptDue"
+    event_id: str
+    occurred_at: datetime
+    due_at: datetime
+    notification_id: str
+    incident_id: str
+    user_id: str
+    channel: Channel
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
 class EscalateTier(Record):
     AVRO_NAME: ClassVar[str] = "notifier.EscalateTier"
     command_id: str
@@ -401,6 +426,8 @@ TOP_LEVEL_RECORDS: tuple[type[Record], ...] = (
     CriticalDeliveryFailure,
     UserUnreachable,
     ProviderCallback,
+    RawCallback,
+    ReceiptDue,
     EscalateTier,
     DeadLetter,
 )
