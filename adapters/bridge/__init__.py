@@ -1,0 +1,1 @@
+"""The webhook bridge: provider callbacks and acknowledgements coming back in."""
