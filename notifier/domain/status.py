@@ -1,6 +1,7 @@
 """Status transition rules of the NotificationLog: one pure function folds each delivery
-event into a notification's row. Monotonic: a late SENT never overwrites DELIVERED, FAILED and
-CANCELLED are terminal, and applying the same event twice changes nothing."""
+event into a notification's row, another each provider callback. Monotonic: a late SENT never
+overwrites DELIVERED, FAILED and CANCELLED are terminal, and applying the same event twice
+changes nothing."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from notifier.contracts.records import (
+    CallbackStatus,
     DeliveryAttempted,
     DeliveryCancelled,
     DeliveryDelivered,
     DeliveryFailed,
     DeliverySent,
+    FailureCategory,
     NotificationQueued,
+    ProviderCallback,
     Record,
 )
 
@@ -124,13 +128,16 @@ def apply(row: LogRow | None, event: Record) -> LogRow:
             delivered_at=_earlier(row.delivered_at, at),
         )
     if isinstance(event, DeliveryFailed):
+        attempts = max(row.attempt_count, event.attempt)
+        if row.status in TERMINAL:  # why it ended stands (a bounce may have been folded first)
+            return replace(row, attempt_count=attempts)
         moved = _advance(row.status, FAILED if event.final else SENDING)
         return replace(
             row,
             status=moved,
             error=event.error,
             error_category=event.category.value,
-            attempt_count=max(row.attempt_count, event.attempt),
+            attempt_count=attempts,
             failed_at=_earlier(row.failed_at, at) if moved == FAILED else row.failed_at,
         )
     moved = _advance(row.status, CANCELLED) if row.status in (QUEUED, SENDING) else row.status
@@ -140,6 +147,44 @@ def apply(row: LogRow | None, event: Record) -> LogRow:
         error=event.reason if moved == CANCELLED else row.error,
         cancelled_at=_earlier(row.cancelled_at, at) if moved == CANCELLED else row.cancelled_at,
     )
+
+
+def apply_callback(row: LogRow, callback: ProviderCallback) -> LogRow:
+    """The row after a provider's status callback (folded only once the row exists).
+
+    DELIVERED and FAILED (a bounce) move the row as the matching delivery events would, at the
+    provider's time; SENT moves QUEUED/SENDING to SENT; DEFERRED moves nothing but notes the
+    provider's error while the outcome is open. The same callback twice changes nothing.
+    """
+    at = callback.occurred_at
+    row = replace(
+        row,
+        provider=row.provider or callback.provider,
+        provider_message_id=row.provider_message_id or callback.provider_message_id,
+    )
+    if callback.status is CallbackStatus.DELIVERED:
+        return replace(
+            row, status=_advance(row.status, DELIVERED), delivered_at=_earlier(row.delivered_at, at)
+        )
+    if callback.status is CallbackStatus.SENT:
+        # earliest wins, as for DeliverySent: the same sent_at whichever is folded first
+        return replace(row, status=_advance(row.status, SENT), sent_at=_earlier(row.sent_at, at))
+    if callback.status is CallbackStatus.FAILED:
+        if row.status in TERMINAL:
+            return row  # already over; the reason it ended stands
+        moved = _advance(row.status, FAILED)
+        if moved != FAILED:
+            return row  # DELIVERED: the message arrived, a later bounce does not undo that
+        return replace(
+            row,
+            status=FAILED,
+            error=callback.error or callback.raw_status,
+            error_category=FailureCategory.PERMANENT.value,
+            failed_at=_earlier(row.failed_at, at),
+        )
+    if row.status in (QUEUED, SENDING, SENT) and callback.error:  # DEFERRED: still trying
+        return replace(row, error=callback.error, error_category=FailureCategory.TRANSIENT.value)
+    return row
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from notifier.contracts.records import (
+    CallbackStatus,
     Channel,
     DeliveryAttempted,
     DeliveryCancelled,
@@ -18,10 +20,11 @@ from notifier.contracts.records import (
     NotificationKind,
     NotificationQueued,
     Priority,
+    ProviderCallback,
     Record,
     Tier,
 )
-from notifier.domain.status import LogRow, apply, apply_attempt
+from notifier.domain.status import LogRow, apply, apply_attempt, apply_callback
 
 T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 BASE: dict[str, Any] = {
@@ -91,10 +94,48 @@ def cancelled(s: int = 5) -> DeliveryCancelled:
     )
 
 
+def callback(
+    status: CallbackStatus, s: int = 10, error: str | None = None, raw: str = ""
+) -> ProviderCallback:
+    return ProviderCallback(
+        event_id=f"cb-{status.value}-{s}",
+        occurred_at=at(s),
+        received_at=at(s + 1),
+        incident_id="i1",
+        notification_id="n1",
+        channel=Channel.SMS,
+        provider="twilio",
+        status=status,
+        raw_status=raw or status.value.lower(),
+        provider_message_id="SM1",
+        error=error,
+    )
+
+
+def cb_delivered(s: int = 10) -> ProviderCallback:
+    return callback(CallbackStatus.DELIVERED, s, raw="delivered")
+
+
+def cb_sent(s: int = 10) -> ProviderCallback:
+    return callback(CallbackStatus.SENT, s, raw="sent")
+
+
+def cb_bounce(s: int = 10) -> ProviderCallback:
+    return callback(CallbackStatus.FAILED, s, error="30005 unknown destination", raw="undelivered")
+
+
+def cb_deferred(s: int = 10) -> ProviderCallback:
+    return callback(CallbackStatus.DEFERRED, s, error="mailbox full", raw="deferred")
+
+
 def fold(*events: Record) -> LogRow:
     row = None
     for event in events:
-        row = apply(row, event)
+        if isinstance(event, ProviderCallback):  # folded only once the row exists
+            assert row is not None
+            row = apply_callback(row, event)
+        else:
+            row = apply(row, event)
     assert row is not None
     return row
 
@@ -122,6 +163,112 @@ def fold(*events: Record) -> LogRow:
 )
 def test_transitions(events: list[Record], status: str) -> None:
     assert fold(*events).status == status
+
+
+@pytest.mark.parametrize(
+    ("events", "status"),
+    [
+        ([queued(), attempted(), sent(), cb_delivered()], "DELIVERED"),
+        ([queued(), cb_delivered(), attempted(), sent()], "DELIVERED"),  # callback first
+        ([queued(), attempted(), sent(), cb_delivered(), cb_sent(s=11)], "DELIVERED"),  # late
+        ([queued(), attempted(), sent(), cb_sent()], "SENT"),
+        ([queued(), attempted(), cb_sent()], "SENT"),
+        ([queued(), cb_sent()], "SENT"),
+        ([queued(), attempted(), sent(), cb_bounce()], "FAILED"),
+        ([queued(), attempted(), cb_bounce(), sent(), delivered()], "FAILED"),  # terminal
+        ([queued(), attempted(), sent(), delivered(), cb_bounce()], "DELIVERED"),
+        ([queued(), attempted(), sent(), cb_delivered(), cb_bounce()], "DELIVERED"),
+        ([queued(), attempted(), sent(), cb_deferred()], "SENT"),
+        ([queued(), attempted(), sent(), cb_deferred(), cb_delivered(s=20)], "DELIVERED"),
+        ([queued(), attempted(), sent(), cb_deferred(), cb_bounce(s=20)], "FAILED"),
+        ([queued(), cancelled(), cb_delivered()], "CANCELLED"),  # terminal
+        ([queued(), attempted(), failed(final=True), cb_delivered()], "FAILED"),
+    ],
+)
+def test_callback_transitions(events: list[Record], status: str) -> None:
+    assert fold(*events).status == status
+
+
+@pytest.mark.parametrize(
+    ("events", "expected"),
+    [
+        (  # delivered_at is the provider's time
+            [queued(), attempted(), sent(), cb_delivered(s=9)],
+            {"delivered_at": at(9), "sent_at": at(2), "error": None},
+        ),
+        (  # earliest delivery wins, whichever says it
+            [queued(), attempted(), sent(), cb_delivered(s=9), delivered(s=5), cb_delivered(8)],
+            {"delivered_at": at(5)},
+        ),
+        (  # a "sent" callback before our DeliverySent: earliest wins, as for DeliverySent
+            [queued(), cb_sent(s=7), attempted(), sent(s=2)],
+            {"sent_at": at(2), "status": "SENT"},
+        ),
+        ([queued(), cb_sent(s=7)], {"sent_at": at(7), "provider": "twilio"}),
+        (  # a late "sent" does not move DELIVERED back, nor its times
+            [queued(), attempted(), sent(), cb_delivered(s=9), cb_sent(s=11)],
+            {"sent_at": at(2), "delivered_at": at(9)},
+        ),
+        (  # a bounce: the provider's error, permanent, at the provider's time
+            [queued(), attempted(), sent(), cb_bounce(s=12)],
+            {
+                "error": "30005 unknown destination",
+                "error_category": "PERMANENT",
+                "failed_at": at(12),
+            },
+        ),
+        (  # a bounce without error text says the provider's word
+            [queued(), attempted(), sent(), callback(CallbackStatus.FAILED, 12, raw="bounce")],
+            {"error": "bounce", "error_category": "PERMANENT"},
+        ),
+        (  # a bounce after delivery: nothing changes
+            [queued(), attempted(), sent(), cb_delivered(s=9), cb_bounce(s=12)],
+            {"error": None, "failed_at": None},
+        ),
+        (  # a failed attempt folded after the bounce does not replace why it ended
+            [queued(), cb_bounce(s=12), attempted(), failed(), attempted(2, s=3), sent(2, s=4)],
+            {"status": "FAILED", "error": "30005 unknown destination", "failed_at": at(12)},
+        ),
+        (  # a bounce after our own final failure keeps our reason
+            [queued(), attempted(), failed(final=True), cb_bounce()],
+            {"error": "HTTP 503", "error_category": "TRANSIENT", "failed_at": at(2)},
+        ),
+        (  # deferred: no status change, the provider's error noted as transient
+            [queued(), attempted(), sent(), cb_deferred()],
+            {"status": "SENT", "error": "mailbox full", "error_category": "TRANSIENT"},
+        ),
+        (  # a late deferral does not touch a delivered row
+            [queued(), attempted(), sent(), cb_delivered(s=9), cb_deferred(s=5)],
+            {"error": None, "error_category": None},
+        ),
+        (  # the provider's message id fills a row that has none
+            [queued(), cb_delivered()],
+            {"provider_message_id": "SM1", "provider": "twilio", "delivered_at": at(10)},
+        ),
+    ],
+)
+def test_callback_fields(events: list[Record], expected: dict[str, Any]) -> None:
+    row = fold(*events)
+    assert {k: getattr(row, k) for k in expected} == expected
+
+
+def test_a_callback_keeps_the_message_id_we_have() -> None:
+    other = replace(cb_delivered(), provider_message_id="SM-other")
+    assert fold(queued(), attempted(), sent(), other).provider_message_id == "SM1"
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        [queued(), attempted(), sent(), cb_delivered(), cb_sent(s=11)],
+        [queued(), cb_delivered(), attempted(), sent()],
+        [queued(), attempted(), sent(), cb_deferred(), cb_bounce(s=20)],
+        [queued(), attempted(), sent(), cb_deferred()],
+        [queued(), cb_sent(s=1), attempted(), failed(), cb_bounce(s=20)],
+    ],
+)
+def test_every_callback_applied_twice_changes_nothing(events: list[Record]) -> None:
+    assert fold(*[e for event in events for e in (event, event)]) == fold(*events)
 
 
 def test_every_event_applied_twice_changes_nothing() -> None:
