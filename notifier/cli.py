@@ -550,6 +550,35 @@ def sandbox(
         asyncio.run(serve(host, port, smtp_port, webhook_signing_secret=webhook_secret))
 
 
+@app.command()
+def bridge(
+    port: Annotated[int | None, typer.Option(help="Port; default NOTIFIER_BRIDGE_PORT.")] = None,
+) -> None:
+    """Run the webhook bridge: provider callbacks and acknowledgements onto Kafka."""
+    import asyncio
+
+    from adapters.bridge.server import serve
+    from notifier.contracts.factory import RegistryNotConfiguredError
+    from notifier.contracts.registry import RegistryUnavailableError
+    from projections.database import DatabaseNotConfiguredError
+
+    settings = _settings()
+    if port is not None:
+        settings = settings.model_copy(update={"bridge_port": port})
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings))
+    except (
+        RegistryNotConfiguredError,
+        RegistryUnavailableError,
+        DatabaseNotConfiguredError,
+    ) as exc:
+        raise fail(str(exc)) from exc
+    except OSError as exc:
+        where = f"{settings.bridge_host}:{settings.bridge_port}"
+        raise fail(f"bridge cannot listen on {where}: {exc}") from exc
+
+
 @app.command("log")
 def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")]) -> None:
     """Show the NotificationLog rows of an incident: who was told what, when, and did it arrive."""

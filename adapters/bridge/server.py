@@ -1,0 +1,453 @@
+"""The webhook bridge: providers' status callbacks and people's acknowledgements in, Kafka
+records out.
+
+Every request goes the same way: verify its signature (401 without one, 403 when it is
+wrong, stale or a replay), archive it as received on `callbacks.raw`, parse it (400 when it
+cannot be understood), publish what it means, and only then answer 2xx, so a provider whose
+callback was not acknowledged by Kafka (503) sends it again.
+
+  POST /twilio/status        Twilio SMS and call status callbacks (X-Twilio-Signature)
+  POST /twilio/gather        keys pressed during a voice call: 1 acknowledges
+  POST /sendgrid/events      SendGrid signed event webhook (ECDSA)
+  POST /slack/actions        Slack interactivity: Acknowledge / Resolve buttons (v0 signature)
+  GET  /links/{token}        confirmation page of a one-time email link
+  POST /links/{token}        performs the link's action, once
+  POST /webhook/receipts     delivery receipts from webhook receivers (X-Notifier-Signature)
+  GET  /healthz /readyz /metrics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+
+from adapters.bridge import parse
+from adapters.bridge.parse import MalformedRequestError
+from adapters.bridge.publisher import AsyncPublisher, PublishFailedError
+from adapters.bridge.signatures import (
+    SignatureError,
+    verify_notifier,
+    verify_sendgrid,
+    verify_slack,
+    verify_twilio,
+)
+from adapters.bridge.store import BridgeStore, LinkRefusedError, token_hash
+from adapters.webhook import SIGNATURE_HEADER
+from notifier.contracts.records import (
+    IncidentAcknowledged,
+    IncidentResolved,
+    RawCallback,
+    Record,
+)
+from notifier.domain import ids
+from notifier.settings import Settings
+
+log = logging.getLogger("notifier.bridge")
+REQUESTS = Counter(
+    "notifier_bridge_requests_total",
+    "Requests to the webhook bridge by source and outcome.",
+    ["source", "outcome"],
+)
+Outgoing = list[tuple[str, str, Record]]
+# headers worth archiving: what a parser or an auditor needs, no credentials
+KEPT_HEADERS = (
+    "content-type",
+    "user-agent",
+    "x-twilio-signature",
+    "x-slack-signature",
+    "x-slack-request-timestamp",
+    "x-twilio-email-event-webhook-signature",
+    "x-twilio-email-event-webhook-timestamp",
+    SIGNATURE_HEADER.lower(),
+)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A request as the bridge keeps it: read once, parsed by the route."""
+
+    source: str
+    url: str
+    method: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: datetime
+
+    @property
+    def form(self) -> dict[str, str]:
+        """The body as form fields (Twilio, Slack)."""
+        return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
+
+    @property
+    def query(self) -> dict[str, str]:
+        """Query parameters of the URL."""
+        return dict(parse_qsl(self.url.partition("?")[2], keep_blank_values=True))
+
+
+def outgoing(record: Record) -> tuple[str, str, Record]:
+    """Where a parsed record goes: acknowledgements to incidents, callbacks to theirs."""
+    topic = (
+        "incidents"
+        if isinstance(record, IncidentAcknowledged | IncidentResolved)
+        else "provider.callbacks"
+    )
+    return topic, record.incident_id, record  # type: ignore[attr-defined]
+
+
+class Bridge:
+    """The routes, with their settings, store and publisher."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: AsyncPublisher,
+        store: BridgeStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.store = store
+        self.clock = clock
+
+    def public_url(self, request: web.Request) -> str:
+        """The URL the provider called: what it signed, behind any proxy."""
+        if self.settings.callback_base_url:
+            return self.settings.callback_base_url.rstrip("/") + request.path_qs
+        return str(request.url)
+
+    async def incoming(self, request: web.Request, source: str) -> Incoming:
+        """Read the request once."""
+        return Incoming(
+            source=source,
+            url=self.public_url(request),
+            method=request.method,
+            headers={k.lower(): v for k, v in request.headers.items() if k.lower() in KEPT_HEADERS},
+            body=await request.read(),
+            received_at=datetime.fromtimestamp(self.clock(), UTC),
+        )
+
+    def archived(self, req: Incoming, url: str | None = None) -> tuple[str, str, Record]:
+        """The raw request as it goes to callbacks.raw."""
+        raw = RawCallback(
+            event_id=str(uuid.uuid4()),
+            received_at=req.received_at,
+            source=req.source,
+            method=req.method,
+            url=url or req.url,
+            headers=req.headers,
+            body=req.body,
+        )
+        return "callbacks.raw", req.source, raw
+
+    async def accept(
+        self,
+        req: Incoming,
+        signature: str,
+        parser: Callable[[Incoming], Sequence[Record]],
+        reply: Callable[[Sequence[Record]], web.StreamResponse],
+    ) -> web.StreamResponse:
+        """Refuse replays, archive, parse, publish, then answer."""
+        if not await self.store.first_time(req.source, signature):
+            return self.refuse(req.source, SignatureError("replayed request"))
+        malformed: MalformedRequestError | None = None
+        records: Sequence[Record] = []
+        try:
+            records = parser(req)
+        except MalformedRequestError as exc:
+            malformed = exc
+        try:
+            await self.publisher.publish([self.archived(req)] + [outgoing(r) for r in records])
+        except PublishFailedError as exc:
+            await self.store.forget(signature)
+            return self.unavailable(req.source, exc)
+        if malformed is not None:
+            REQUESTS.labels(req.source, "malformed").inc()
+            log.warning("%s: %s", req.source, malformed.reason)
+            raise web.HTTPBadRequest(text=malformed.reason)
+        REQUESTS.labels(req.source, "accepted").inc()
+        for record in records:
+            log.info(
+                "%s: %s",
+                req.source,
+                type(record).__name__,
+                extra={
+                    "incident_id": getattr(record, "incident_id", None),
+                    "notification_id": getattr(record, "notification_id", None),
+                },
+            )
+        return reply(records)
+
+    def refuse(self, source: str, exc: SignatureError) -> web.StreamResponse:
+        """401 or 403 with the reason; nothing was published."""
+        REQUESTS.labels(source, "refused").inc()
+        log.warning("%s refused: %s", source, exc.reason)
+        return web.Response(status=exc.status, text=exc.reason)
+
+    def unavailable(self, source: str, exc: Exception) -> web.StreamResponse:
+        """503: Kafka did not take it; the provider will send it again."""
+        REQUESTS.labels(source, "unavailable").inc()
+        log.error("%s not published: %s", source, exc)
+        return web.Response(status=503, text="not stored, try again")
+
+    # --- providers ----------------------------------------------------------------------
+
+    def _twilio_tokens(self) -> list[str]:
+        return [
+            t.get_secret_value()
+            for t in (self.settings.twilio_auth_token, self.settings.twilio_auth_token_previous)
+            if t is not None
+        ]
+
+    async def _twilio(
+        self,
+        request: web.Request,
+        source: str,
+        parser: Callable[[Incoming], Sequence[Record]],
+        reply: Callable[[Sequence[Record]], web.StreamResponse],
+    ) -> web.StreamResponse:
+        req = await self.incoming(request, source)
+        signature = request.headers.get("X-Twilio-Signature")
+        try:
+            verify_twilio(self._twilio_tokens(), req.url, req.form, signature)
+        except SignatureError as exc:
+            return self.refuse(source, exc)
+        assert signature is not None
+        return await self.accept(req, signature, parser, reply)
+
+    async def twilio_status(self, request: web.Request) -> web.StreamResponse:
+        """Twilio message or call status callback."""
+        return await self._twilio(
+            request,
+            "twilio_status",
+            lambda req: [parse.twilio_status(req.query, req.form, req.received_at)],
+            lambda records: web.Response(status=204),
+        )
+
+    async def twilio_gather(self, request: web.Request) -> web.StreamResponse:
+        """The digits pressed on a call; the answer is TwiML read to the caller."""
+
+        def said(records: Sequence[Record]) -> web.StreamResponse:
+            text = (
+                "Thank you. The incident is acknowledged."
+                if records
+                else "No action taken. Press 1 to acknowledge."
+            )
+            return web.Response(
+                text=f"<Response><Say>{text}</Say></Response>", content_type="application/xml"
+            )
+
+        def parser(req: Incoming) -> list[Record]:
+            ack = parse.twilio_gather(req.query, req.form, req.received_at)
+            return [ack] if ack else []
+
+        return await self._twilio(request, "twilio_gather", parser, said)
+
+    async def sendgrid_events(self, request: web.Request) -> web.StreamResponse:
+        """SendGrid's signed event webhook."""
+        req = await self.incoming(request, "sendgrid_events")
+        signature = request.headers.get("X-Twilio-Email-Event-Webhook-Signature")
+        try:
+            if not self.settings.sendgrid_webhook_public_key:
+                raise SignatureError("SendGrid verification key is not configured")
+            verify_sendgrid(
+                self.settings.sendgrid_webhook_public_key,
+                request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp"),
+                req.body,
+                signature,
+                self.clock(),
+                self.settings.request_max_age_s,
+            )
+        except SignatureError as exc:
+            return self.refuse(req.source, exc)
+        assert signature is not None
+        return await self.accept(
+            req,
+            signature,
+            lambda r: parse.sendgrid_events(r.body, r.received_at),
+            lambda records: web.Response(status=200),
+        )
+
+    async def slack_actions(self, request: web.Request) -> web.StreamResponse:
+        """Slack interactivity: a button of one of our messages was pressed."""
+        req = await self.incoming(request, "slack_actions")
+        signature = request.headers.get("X-Slack-Signature")
+        try:
+            if self.settings.slack_signing_secret is None:
+                raise SignatureError("Slack signing secret is not configured")
+            verify_slack(
+                self.settings.slack_signing_secret.get_secret_value(),
+                request.headers.get("X-Slack-Request-Timestamp"),
+                req.body,
+                signature,
+                self.clock(),
+                self.settings.request_max_age_s,
+            )
+        except SignatureError as exc:
+            return self.refuse(req.source, exc)
+        assert signature is not None
+        return await self.accept(
+            req,
+            signature,
+            lambda r: [parse.slack_action(r.form, r.received_at)],
+            lambda records: web.Response(status=200),
+        )
+
+    async def webhook_receipt(self, request: web.Request) -> web.StreamResponse:
+        """A delivery receipt from a generic webhook receiver, signed with our scheme."""
+        req = await self.incoming(request, "webhook_receipt")
+        signature = request.headers.get(SIGNATURE_HEADER)
+        try:
+            if self.settings.webhook_signing_secret is None:
+                raise SignatureError("webhook signing secret is not configured")
+            verify_notifier(
+                self.settings.webhook_signing_secret.get_secret_value(),
+                signature,
+                req.body,
+                self.clock(),
+                self.settings.request_max_age_s,
+            )
+        except SignatureError as exc:
+            return self.refuse(req.source, exc)
+        assert signature is not None
+        return await self.accept(
+            req,
+            signature,
+            lambda r: [parse.webhook_receipt(r.body, r.received_at)],
+            lambda records: web.Response(status=204),
+        )
+
+    # --- email links ----------------------------------------------------------------------
+
+    async def link_page(self, request: web.Request) -> web.StreamResponse:
+        """GET shows what the link will do and asks to confirm: mail scanners that follow
+        links must not acknowledge anything."""
+        token = request.match_info["token"]
+        try:
+            link = await self.store.look(token)
+        except LinkRefusedError as exc:
+            REQUESTS.labels("email_link", "refused").inc()
+            return _page(403, "Link not valid", exc.reason)
+        verb = "Acknowledge" if link.action == "acknowledge" else "Resolve"
+        return _page(
+            200,
+            f"{verb} incident {link.incident_id}?",
+            f'<form method="post"><button type="submit">{verb}</button></form>',
+            escaped=True,
+        )
+
+    async def link_action(self, request: web.Request) -> web.StreamResponse:
+        """POST performs the link's one action, once."""
+        token = request.match_info["token"]
+        req = await self.incoming(request, "email_link")
+        try:
+            link = await self.store.use(token)
+        except LinkRefusedError as exc:
+            REQUESTS.labels("email_link", "refused").inc()
+            log.warning("email link refused: %s", exc.reason)
+            return _page(403, "Link not valid", exc.reason)
+        kind = IncidentAcknowledged if link.action == "acknowledge" else IncidentResolved
+        record = kind(
+            event_id=ids.event_id("email-link", token_hash(token)),
+            occurred_at=req.received_at,
+            incident_id=link.incident_id,
+            by_user_id=link.user_id,
+            via="email_link",
+            note=f"link from notification {link.notification_id}",
+        )
+        archived_url = req.url.replace(token, f"sha256:{token_hash(token)}")
+        try:
+            await self.publisher.publish([self.archived(req, archived_url), outgoing(record)])
+        except PublishFailedError as exc:
+            await self.store.unuse(token)
+            return self.unavailable("email_link", exc)
+        REQUESTS.labels("email_link", "accepted").inc()
+        log.info(
+            "email link: %s",
+            link.action,
+            extra={"incident_id": link.incident_id, "notification_id": link.notification_id},
+        )
+        done = "acknowledged" if link.action == "acknowledge" else "resolved"
+        return _page(200, f"Incident {link.incident_id} {done}", "Thank you.")
+
+    # --- operations -----------------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        """Liveness: the process answers."""
+        return web.Response(text="ok")
+
+    async def readyz(self, request: web.Request) -> web.StreamResponse:
+        """Readiness: PostgreSQL answers (Kafka is checked by every publish)."""
+        try:
+            await asyncio.wait_for(self.store.ping(), 5)
+        except Exception as exc:
+            return web.Response(status=503, text=f"PostgreSQL: {exc}")
+        return web.Response(text="ready")
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        """Prometheus text format."""
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _page(status: int, title: str, body: str, escaped: bool = False) -> web.Response:
+    content = body if escaped else html.escape(body)
+    return web.Response(
+        status=status,
+        content_type="text/html",
+        text=(
+            f"<!doctype html><html><head><title>{html.escape(title)}</title></head>"
+            f"<body><h1>{html.escape(title)}</h1><p>{content}</p></body></html>"
+        ),
+    )
+
+
+def build_app(bridge: Bridge) -> web.Application:
+    """The bridge's aiohttp application."""
+    app = web.Application(client_max_size=1024 * 1024)
+    routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+        ("POST", "/twilio/status", bridge.twilio_status),
+        ("POST", "/twilio/gather", bridge.twilio_gather),
+        ("POST", "/sendgrid/events", bridge.sendgrid_events),
+        ("POST", "/slack/actions", bridge.slack_actions),
+        ("GET", "/links/{token}", bridge.link_page),
+        ("POST", "/links/{token}", bridge.link_action),
+        ("POST", "/webhook/receipts", bridge.webhook_receipt),
+        ("GET", "/healthz", bridge.healthz),
+        ("GET", "/readyz", bridge.readyz),
+        ("GET", "/metrics", bridge.metrics),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)
+    return app
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run the bridge until cancelled."""
+    from notifier.contracts.factory import build_codec
+    from projections.database import database_url
+
+    publisher = AsyncPublisher(settings, build_codec(settings))
+    store = BridgeStore(database_url(settings))
+    runner = web.AppRunner(build_app(Bridge(settings, publisher, store)), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.bridge_host, settings.bridge_port).start()
+    log.info("bridge listening on http://%s:%s", settings.bridge_host, settings.bridge_port)
+    if ready is not None:
+        ready.set()
+    try:
+        while True:
+            await asyncio.sleep(3600)
+            await store.prune(keep_s=7 * 24 * 3600)
+    finally:
+        await runner.cleanup()
+        await store.close()
+        publisher.close()
