@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
 
@@ -16,6 +18,8 @@ from adapters.webhook import GenericWebhook
 from notifier.contracts.records import Channel
 from notifier.settings import Settings
 
+log = logging.getLogger("notifier.providers")
+
 
 def _client(settings: Settings) -> httpx.AsyncClient:
     # httpx's API over aiohttp's transport (httpx-aiohttp): httpcore spent more CPU per
@@ -29,6 +33,19 @@ def _client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
+def _with_links(email: Provider, settings: Settings) -> Provider:
+    from adapters.bridge.store import BridgeStore
+    from adapters.email_links import EmailWithLinks
+    from projections.database import DatabaseNotConfiguredError, database_url
+
+    try:
+        url = database_url(settings)
+    except DatabaseNotConfiguredError as exc:
+        log.warning("emails without acknowledge links: %s", exc)
+        return email
+    return EmailWithLinks(email, BridgeStore(url), settings)
+
+
 def build_providers(settings: Settings) -> dict[Channel, Provider]:
     """One provider per channel, each with its own pooled HTTP client."""
     email: Provider = (
@@ -36,6 +53,8 @@ def build_providers(settings: Settings) -> dict[Channel, Provider]:
         if settings.email_provider == "sendgrid"
         else SmtpEmail(settings)
     )
+    if settings.callback_base_url:  # a bridge is deployed: alerts carry one-time links
+        email = _with_links(email, settings)
     return {
         Channel.EMAIL: email,
         Channel.SMS: TwilioSms(_client(settings), settings),

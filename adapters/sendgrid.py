@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import html
-
 import httpx
 
 from adapters.base import HttpCall, HttpProvider, missing
+from adapters.email_body import html_body
 from notifier.contracts.records import Channel, SendCommand
 from notifier.settings import Settings
 
@@ -16,6 +15,7 @@ class SendGridEmail(HttpProvider):
 
     name = "sendgrid"
     channel = Channel.EMAIL
+    receipts = True  # status callbacks/events report delivery to the bridge
 
     def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
         super().__init__(client)
@@ -24,9 +24,7 @@ class SendGridEmail(HttpProvider):
     def build(self, command: SendCommand) -> HttpCall:
         if self.settings.sendgrid_api_key is None:
             raise missing("NOTIFIER_SENDGRID_API_KEY")
-        body_html = "<br>".join(html.escape(line) for line in command.body.splitlines())
-        if command.url:
-            body_html += f'<p><a href="{html.escape(command.url)}">Open the incident</a></p>'
+        body_html = html_body(command.body, command.url)
         payload = {
             "personalizations": [{"to": [{"email": command.address}]}],
             "from": {"email": self.settings.email_from},
@@ -38,6 +36,7 @@ class SendGridEmail(HttpProvider):
             "custom_args": {
                 "notification_id": command.notification_id,
                 "incident_id": command.incident_id,
+                "user_id": command.user_id,
             },
         }
         token = self.settings.sendgrid_api_key.get_secret_value()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import html
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 import aiosmtplib
 
 from adapters.base import ProviderError
+from adapters.email_body import html_body
 from notifier.contracts.records import Channel, SendCommand
 from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
@@ -36,13 +36,9 @@ class SmtpEmail:
         msg["X-Notifier-Notification-Id"] = command.notification_id
         msg["X-Notifier-Incident-Id"] = command.incident_id
         msg.set_content(command.body)
-        lines = "<br>".join(html.escape(line) for line in command.body.splitlines())
-        link = (
-            f'<p><a href="{html.escape(command.url)}">Open the incident</a></p>'
-            if command.url
-            else ""
+        msg.add_alternative(
+            f"<html><body>{html_body(command.body, command.url)}</body></html>", subtype="html"
         )
-        msg.add_alternative(f"<html><body><p>{lines}</p>{link}</body></html>", subtype="html")
         return msg
 
     async def send(self, command: SendCommand) -> str:
