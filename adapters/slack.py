@@ -30,7 +30,7 @@ class SlackMessage(HttpProvider):
             {"type": "section", "text": {"type": "mrkdwn", "text": command.body[:3000]}},
         ]
         if command.kind is NotificationKind.ALERT:
-            value = f"{command.incident_id}|{command.notification_id}"
+            value = f"{command.incident_id}|{command.notification_id}|{command.user_id}"
             blocks.append(
                 {
                     "type": "actions",

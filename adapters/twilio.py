@@ -14,6 +14,7 @@ from notifier.settings import Settings
 
 class _Twilio(HttpProvider):
     name = "twilio"
+    receipts = True  # status callbacks/events report delivery to the bridge
     resource = ""
 
     def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
@@ -38,7 +39,12 @@ class _Twilio(HttpProvider):
         if not self.settings.callback_base_url:
             return None
         query = urlencode(
-            {"n": command.notification_id, "i": command.incident_id, "c": command.channel.value}
+            {
+                "n": command.notification_id,
+                "i": command.incident_id,
+                "c": command.channel.value,
+                "u": command.user_id,
+            }
         )
         return f"{self.settings.callback_base_url.rstrip('/')}/twilio/status?{query}"
 
@@ -79,7 +85,9 @@ class TwilioVoice(_Twilio):
         said = escape(command.body)
         action = ""
         if self.settings.callback_base_url:
-            query = urlencode({"n": command.notification_id, "i": command.incident_id})
+            query = urlencode(
+                {"n": command.notification_id, "i": command.incident_id, "u": command.user_id}
+            )
             action = (
                 f' action="{escape(self.settings.callback_base_url.rstrip("/"))}'
                 f'/twilio/gather?{escape(query)}"'

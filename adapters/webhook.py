@@ -39,6 +39,7 @@ class GenericWebhook(HttpProvider):
             {
                 "notification_id": command.notification_id,
                 "incident_id": command.incident_id,
+                "user_id": command.user_id,
                 "kind": command.kind.value,
                 "priority": command.priority.value,
                 "escalation_level": command.escalation_level,

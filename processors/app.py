@@ -127,7 +127,17 @@ def create_app(
         await emitter.send_many(outgoing(dispatched))
         log_dispatch(record, dispatched)
 
-    @app.agent(emitter.topic("delivery.events"), name="escalation")
+    escalation_input = app.topic(
+        full_name(settings, "delivery.events"),
+        full_name(settings, "provider.callbacks"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=False,
+    )
+
+    @app.agent(escalation_input, name="escalation")
     async def escalation(stream: Any) -> None:
         await each_event(stream, escalate_one, "escalation")
 

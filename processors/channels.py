@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiolimiter import AsyncLimiter
@@ -24,6 +24,7 @@ from notifier.contracts.records import (
     DeliverySent,
     FailureCategory,
     NotificationKind,
+    ReceiptDue,
     Record,
     SendCommand,
 )
@@ -44,7 +45,7 @@ def _counts_against_provider(exc_type: type[BaseException], exc: BaseException) 
     return isinstance(exc, ProviderError) and exc.category is FailureCategory.TRANSIENT
 
 
-def _about(command: SendCommand, step: str) -> dict[str, Any]:
+def delivery_fields(command: SendCommand, step: str) -> dict[str, Any]:
     """The fields every delivery event of `command` shares, with a deterministic event id."""
     return {
         "event_id": ids.event_id(command.command_id, step),
@@ -124,7 +125,7 @@ class ChannelSender:
                 "delivery.events",
                 c.incident_id,
                 DeliveryAttempted(
-                    **_about(c, "attempted"),
+                    **delivery_fields(c, "attempted"),
                     provider=self.provider.name,
                 ),
             )
@@ -144,7 +145,7 @@ class ChannelSender:
                         "delivery.events",
                         command.incident_id,
                         DeliveryCancelled(
-                            **_about(command, "cancelled"),
+                            **delivery_fields(command, "cancelled"),
                             reason=f"incident {status}",
                         ),
                     )
@@ -172,7 +173,35 @@ class ChannelSender:
             # the retry is queued before the failure is recorded: never a non-final failure
             # without its next attempt (both follow retry_step, so one exists for it)
             await self.emitter.send(retry_topic(step), command.incident_id, again)
+        if isinstance(outcome, DeliverySent) and self.needs_receipt(command):
+            # the deadline is queued before the send is recorded, as retries are
+            await self.emitter.send(
+                "receipt.deadlines", command.incident_id, self.receipt_due(command, outcome)
+            )
         await self.emitter.send("delivery.events", command.incident_id, outcome)
+
+    def needs_receipt(self, command: SendCommand) -> bool:
+        """Alerts of the configured priorities, through a provider that reports delivery to
+        a deployed bridge, must be confirmed delivered in time."""
+        return (
+            command.kind is NotificationKind.ALERT
+            and command.priority.value in self.settings.receipt_priorities
+            and getattr(self.provider, "receipts", False)
+            and bool(self.settings.callback_base_url)
+        )
+
+    def receipt_due(self, command: SendCommand, sent: DeliverySent) -> ReceiptDue:
+        """The deadline of a sent alert's delivery receipt."""
+        return ReceiptDue(
+            event_id=ids.event_id(command.command_id, "receipt-due"),
+            occurred_at=sent.occurred_at,
+            due_at=sent.occurred_at + timedelta(seconds=self.settings.receipt_deadline_s),
+            notification_id=command.notification_id,
+            incident_id=command.incident_id,
+            user_id=command.user_id,
+            channel=command.channel,
+            provider=self.provider.name,
+        )
 
     async def _attempt(self, command: SendCommand) -> Record:
         extra = {
@@ -201,7 +230,7 @@ class ChannelSender:
             latency = int((time.monotonic() - started) * 1000)
             log.info("sent", extra={**extra, "provider": self.provider.name, "latency_ms": latency})
             return DeliverySent(
-                **_about(command, "sent"),
+                **delivery_fields(command, "sent"),
                 provider=self.provider.name,
                 provider_message_id=message_id,
                 latency_ms=latency,
@@ -219,7 +248,7 @@ class ChannelSender:
             extra={**extra, "category": category.value, "final": final},
         )
         return DeliveryFailed(
-            **_about(command, "failed"),
+            **delivery_fields(command, "failed"),
             category=category,
             error=error.reason,
             final=final,

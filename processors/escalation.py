@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notifier.contracts.records import (
+    CallbackStatus,
     CriticalDeliveryFailure,
     DeliveryFailed,
     EscalateTier,
@@ -17,6 +18,8 @@ from notifier.contracts.records import (
     NotificationKind,
     NotificationQueued,
     Priority,
+    ProviderCallback,
+    ReceiptDue,
     Record,
     TierEscalated,
 )
@@ -41,6 +44,22 @@ def ops_incident_id(incident_id: str, user_id: str, level: int) -> str:
     return SELF_ALERT_PREFIX + ids.event_id(incident_id, user_id, level, "critical")
 
 
+def changes_decisions(event: Record) -> bool:
+    """Only alerts being queued, final failures, receipts and their deadlines can change a
+    decision: everything else (attempts, sends, notices) passes without touching the table."""
+    if isinstance(event, NotificationQueued):
+        return event.kind is NotificationKind.ALERT
+    if isinstance(event, DeliveryFailed):
+        return event.final
+    if isinstance(event, ProviderCallback):
+        # a callback names its user only when the provider echoed our ids
+        return event.user_id is not None and event.status in (
+            CallbackStatus.DELIVERED,
+            CallbackStatus.FAILED,
+        )
+    return isinstance(event, ReceiptDue)
+
+
 def escalate(
     event: Record,
     table: MutableMapping[str, Any],
@@ -48,14 +67,10 @@ def escalate(
     settings: Settings,
 ) -> Outgoing:
     """Fold `event` into the tier state kept in `table`; what to emit because of it."""
-    # only alerts being queued and final failures can change a decision: everything else
-    # (attempts, sends, notices) passes without touching the table
-    if isinstance(event, NotificationQueued):
-        if event.kind is not NotificationKind.ALERT:
-            return []
-    elif not (isinstance(event, DeliveryFailed) and event.final):
+    if not changes_decisions(event):
         return []
-    key = f"{event.incident_id}|{event.user_id}"
+    fact: Any = event  # one of the record types changes_decisions lets through
+    key = f"{fact.incident_id}|{fact.user_id}"
     entry = dict(table.get(key) or {})
     levels: dict[str, Any] = dict(entry.get("levels", {}))
     by_notification: dict[str, str] = dict(entry.get("notifications", {}))
@@ -63,13 +78,13 @@ def escalate(
         level = str(event.escalation_level)
         by_notification[event.notification_id] = level
     else:
-        found = by_notification.get(event.notification_id)
+        found = by_notification.get(fact.notification_id)
         if found is None:
             return []
         level = found
     state = observe(TierState.from_json(levels.get(level)), event)
     decisions = (
-        decide(state, event.incident_id) if incident_status(event.incident_id) == "open" else []
+        decide(state, fact.incident_id) if incident_status(fact.incident_id) == "open" else []
     )
     state = record(state, decisions)
     levels[level] = state.to_json()

@@ -1,5 +1,11 @@
 """The retry agent: holds commands from the delay topics until they are due, then puts them
-back on their channel's topic.
+back on their channel's topic; holds receipt deadlines the same way and forwards them to
+delivery.events when due.
+
+It also reads `incidents`: when one is acknowledged or resolved, the alerts of it that are
+waiting here are cancelled at once (DeliveryCancelled), not when they come due. Its
+consumer uses range assignment, so a worker owns the same partition numbers of every topic
+(all are keyed by incident): the acknowledgement and the retries of an incident meet.
 
 Due times carry jitter, so a later message can be due before an earlier one: commands wait
 in a heap, not at the head of their partition, and nothing already due waits behind one
@@ -15,19 +21,32 @@ import heapq
 import itertools
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.structs import OffsetAndMetadata
 from mode import Service
 
 from notifier.contracts.errors import ContractError
-from notifier.contracts.records import SendCommand
+from notifier.contracts.records import (
+    DeliveryCancelled,
+    IncidentAcknowledged,
+    IncidentResolved,
+    NotificationKind,
+    ReceiptDue,
+    Record,
+    SendCommand,
+)
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name, retry_topic
+from processors.channels import delivery_fields
 from processors.emitter import Emitter
 from processors.metrics import RETRY_LATENESS
+
+CLOSED_REMEMBERED = 100_000  # acknowledged/resolved incidents kept in memory, newest
 
 log = logging.getLogger("notifier.retry")
 
@@ -38,7 +57,7 @@ class _Waiting:
     seq: int
     tp: TopicPartition = field(compare=False)
     offset: int = field(compare=False)
-    command: SendCommand = field(compare=False)
+    command: SendCommand | ReceiptDue = field(compare=False)
 
 
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -60,6 +79,9 @@ class RetryScheduler(Service):
         self.settings = settings
         self.emitter = emitter
         self.topics = [full_name(settings, retry_topic(d)) for d in settings.retry_delays_s]
+        self.topics.append(full_name(settings, "receipt.deadlines"))
+        self.incidents_topic = full_name(settings, "incidents")
+        self._closed: OrderedDict[str, str] = OrderedDict()
         self._heap: list[_Waiting] = []
         self._pending: dict[TopicPartition, set[int]] = {}
         self._read_up_to: dict[TopicPartition, int] = {}
@@ -75,8 +97,11 @@ class RetryScheduler(Service):
             auto_offset_reset="earliest",
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.session_timeout_s * 100),
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
-        self._consumer.subscribe(self.topics, listener=_ForgetRevoked(self))
+        self._consumer.subscribe(
+            [*self.topics, self.incidents_topic], listener=_ForgetRevoked(self)
+        )
         await self._consumer.start()
 
     async def on_stop(self) -> None:
@@ -108,18 +133,76 @@ class RetryScheduler(Service):
                 await self._commit()
 
     async def _hold(self, tp: TopicPartition, msg: Any) -> None:
+        if msg.topic == self.incidents_topic:
+            await self._incident(msg)
+            return
         try:
-            command = self.emitter.codec.decode(msg.value)
-            if not isinstance(command, SendCommand):
-                raise ContractError(f"{type(command).__name__} is not a SendCommand")
+            waiting = self.emitter.codec.decode(msg.value)
+            if not isinstance(waiting, SendCommand | ReceiptDue):
+                raise ContractError(f"{type(waiting).__name__} does not wait on {msg.topic}")
         except ContractError as exc:
             await self.emitter.dead_letter_message(
                 msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers, "decode", exc
             )
             return
-        due = command.not_before.timestamp() if command.not_before else time.time()
-        heapq.heappush(self._heap, _Waiting(due, next(self._seq), tp, msg.offset, command))
+        if isinstance(waiting, SendCommand) and self._cancelled(waiting):
+            await self._cancel([waiting], self._closed[waiting.incident_id])
+            return
+        if isinstance(waiting, ReceiptDue):
+            due = waiting.due_at.timestamp()
+        else:
+            due = waiting.not_before.timestamp() if waiting.not_before else time.time()
+        heapq.heappush(self._heap, _Waiting(due, next(self._seq), tp, msg.offset, waiting))
         self._pending.setdefault(tp, set()).add(msg.offset)
+
+    def _cancelled(self, command: SendCommand) -> bool:
+        return command.kind is NotificationKind.ALERT and command.incident_id in self._closed
+
+    async def _incident(self, msg: Any) -> None:
+        """An acknowledgement or resolution cancels the incident's waiting alerts now."""
+        try:
+            event = self.emitter.codec.decode(msg.value)
+        except ContractError:
+            return  # the dispatcher dead-letters it; one dead letter per message
+        if not isinstance(event, IncidentAcknowledged | IncidentResolved):
+            return
+        status = "resolved" if isinstance(event, IncidentResolved) else "acknowledged"
+        if self._closed.get(event.incident_id) != "resolved":
+            self._closed[event.incident_id] = status
+        self._closed.move_to_end(event.incident_id)
+        while len(self._closed) > CLOSED_REMEMBERED:
+            self._closed.popitem(last=False)
+        stopped = [
+            w
+            for w in self._heap
+            if isinstance(w.command, SendCommand) and self._cancelled(w.command)
+        ]
+        if not stopped:
+            return
+        self._heap = [w for w in self._heap if w not in stopped]
+        heapq.heapify(self._heap)
+        await self._cancel([w.command for w in stopped], status)  # type: ignore[misc]
+        for waiting in stopped:
+            self._pending.get(waiting.tp, set()).discard(waiting.offset)
+
+    async def _cancel(self, commands: list[SendCommand], status: str) -> None:
+        await self.emitter.send_many(
+            (
+                "delivery.events",
+                c.incident_id,
+                DeliveryCancelled(**delivery_fields(c, "cancelled"), reason=f"incident {status}"),
+            )
+            for c in commands
+        )
+        for command in commands:
+            log.info(
+                "retry cancelled: incident %s",
+                status,
+                extra={
+                    "incident_id": command.incident_id,
+                    "notification_id": command.notification_id,
+                },
+            )
 
     @Service.task
     async def _forward(self) -> None:
@@ -129,19 +212,15 @@ class RetryScheduler(Service):
             while self._heap and self._heap[0].due <= now:
                 due.append(heapq.heappop(self._heap))
             if due:
-                await self.emitter.send_many(
-                    (channel_topic(w.command.channel), w.command.incident_id, w.command)
-                    for w in due
-                )
+                await self.emitter.send_many(self._target(w.command) for w in due)
                 for waiting in due:
                     RETRY_LATENESS.observe(max(0.0, now - waiting.due))
                     self._pending.get(waiting.tp, set()).discard(waiting.offset)
                     log.info(
-                        "retry due",
+                        "retry due" if isinstance(waiting.command, SendCommand) else "receipt due",
                         extra={
                             "incident_id": waiting.command.incident_id,
                             "notification_id": waiting.command.notification_id,
-                            "attempt": waiting.command.attempt,
                         },
                     )
                 await self._commit()
@@ -150,6 +229,13 @@ class RetryScheduler(Service):
             self._wake.clear()
             with contextlib.suppress(TimeoutError):  # woken by new commands or the next due
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 1.0))
+
+    @staticmethod
+    def _target(waiting: SendCommand | ReceiptDue) -> tuple[str, str, Record]:
+        """Where a due item goes: a command to its channel, a deadline to the escalation."""
+        if isinstance(waiting, ReceiptDue):
+            return "delivery.events", waiting.incident_id, waiting
+        return channel_topic(waiting.channel), waiting.incident_id, waiting
 
     async def _commit(self) -> None:
         """Commit, per partition, up to the oldest command still waiting."""

@@ -353,6 +353,7 @@ class ProviderCallback(Record):
     raw_status: str
     provider_message_id: str | None = None
     error: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

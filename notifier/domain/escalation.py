@@ -3,8 +3,10 @@ one (incident, user, level).
 
 Primary tier failed: two or more primary channels finally failed, or all of the user's
 primary channels when they have fewer than two (the seeds never escalated a user with one
-primary channel). Secondary tier failed: all its channels finally failed. Email and SMS both
-finally failed: nobody may have been told, so the operations team is paged, except about the
+primary channel). Secondary tier failed: all its channels finally failed. A channel also
+fails when its provider reports it undelivered (a bounce), or, for alerts that need a
+delivery receipt, when no receipt came before the deadline. Email and SMS both finally
+failed: nobody may have been told, so the operations team is paged, except about the
 notifier's own alerts.
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from notifier.contracts.records import (
+    CallbackStatus,
     Channel,
     DeliveryCancelled,
     DeliveryDelivered,
@@ -21,13 +24,22 @@ from notifier.contracts.records import (
     DeliverySent,
     NotificationKind,
     NotificationQueued,
+    ProviderCallback,
+    ReceiptDue,
     Record,
     Tier,
 )
 
 SELF_ALERT_PREFIX = "selfalert-"
 NEXT_TIER = {Tier.PRIMARY: Tier.SECONDARY, Tier.SECONDARY: Tier.FALLBACK}
-PENDING, SENT, FAILED, CANCELLED = "pending", "sent", "failed", "cancelled"
+PENDING, SENT, DELIVERED, FAILED, CANCELLED = (
+    "pending",
+    "sent",
+    "delivered",
+    "failed",
+    "cancelled",
+)
+UNSETTLED = (PENDING, SENT)  # outcomes a failure or a receipt can still change
 
 
 @dataclass
@@ -89,10 +101,20 @@ def observe(state: TierState, event: Record) -> TierState:
         return state
     channel = event.channel.value  # type: ignore[attr-defined]
     current = state.channels[tier].get(channel, PENDING)
-    if isinstance(event, DeliverySent | DeliveryDelivered) and current == PENDING:
-        state.channels[tier][channel] = SENT
-    elif isinstance(event, DeliveryFailed) and event.final and current in (PENDING, SENT):
+    delivered = isinstance(event, DeliveryDelivered) or (
+        isinstance(event, ProviderCallback) and event.status is CallbackStatus.DELIVERED
+    )
+    failed = (
+        (isinstance(event, DeliveryFailed) and event.final)
+        or (isinstance(event, ProviderCallback) and event.status is CallbackStatus.FAILED)
+        or isinstance(event, ReceiptDue)  # due and not delivered: overdue
+    )
+    if delivered and current in UNSETTLED:
+        state.channels[tier][channel] = DELIVERED
+    elif failed and current in UNSETTLED:
         state.channels[tier][channel] = FAILED
+    elif isinstance(event, DeliverySent) and current == PENDING:
+        state.channels[tier][channel] = SENT
     elif isinstance(event, DeliveryCancelled) and current == PENDING:
         state.channels[tier][channel] = CANCELLED
     return state

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from notifier.contracts.records import (
+    CallbackStatus,
     Channel,
     DeliveryFailed,
     DeliverySent,
@@ -15,6 +16,8 @@ from notifier.contracts.records import (
     NotificationKind,
     NotificationQueued,
     Priority,
+    ProviderCallback,
+    ReceiptDue,
     Record,
     Tier,
 )
@@ -73,6 +76,29 @@ def sent(channel: Channel) -> Record:
     )
 
 
+def callback(channel: Channel, status: CallbackStatus) -> Record:
+    fields = base(channel)
+    return ProviderCallback(
+        event_id="c",
+        received_at=NOW,
+        provider="twilio",
+        status=status,
+        raw_status=status.value.lower(),
+        incident_id=fields["incident_id"],
+        notification_id=fields["notification_id"],
+        channel=channel,
+        occurred_at=NOW,
+        user_id="u",
+    )
+
+
+def overdue(channel: Channel) -> Record:
+    return ReceiptDue(
+        event_id="r", due_at=NOW + timedelta(minutes=2), provider="twilio", **base(channel)
+    )
+
+
+DELIVERED, BOUNCED = CallbackStatus.DELIVERED, CallbackStatus.FAILED
 E, S, P, SL, V = Channel.EMAIL, Channel.SMS, Channel.PUSH, Channel.SLACK, Channel.VOICE
 
 
@@ -106,6 +132,16 @@ def tiers(decisions: list[Escalate | Critical]) -> list[str]:
         ([queued(E), queued(P), failed(E), failed(P), failed(P), failed(E)], ["SECONDARY"]),
         ([queued(E, NotificationKind.ACKNOWLEDGED_NOTICE), failed(E)], []),  # notices never
         ([queued(S), failed(S)], ["FALLBACK"]),
+        ([queued(S), sent(S), overdue(S)], ["FALLBACK"]),  # no receipt in time
+        ([queued(S), sent(S), callback(S, DELIVERED), overdue(S)], []),  # receipt in time
+        ([queued(S), sent(S), overdue(S), callback(S, DELIVERED)], ["FALLBACK"]),  # too late
+        ([queued(S), sent(S), callback(S, BOUNCED)], ["FALLBACK"]),  # undelivered
+        ([queued(S), callback(S, DELIVERED), callback(S, BOUNCED)], []),  # delivered stands
+        ([queued(S), failed(S), overdue(S), overdue(S)], ["FALLBACK"]),  # decided once
+        (
+            [queued(E), queued(P), sent(E), sent(P), overdue(E), callback(P, BOUNCED)],
+            ["SECONDARY"],
+        ),
     ],
     ids=[
         "one-of-three",
@@ -117,6 +153,13 @@ def tiers(decisions: list[Escalate | Critical]) -> list[str]:
         "replayed-failures",
         "notice",
         "secondary-only",
+        "receipt-overdue",
+        "receipt-in-time",
+        "receipt-too-late",
+        "bounced",
+        "delivered-then-bounce",
+        "overdue-after-failure",
+        "primary-overdue-and-bounced",
     ],
 )
 def test_escalation_table(events: list[Record], expected: list[str]) -> None:
