@@ -13,6 +13,9 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qs
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from adapters.bridge.signatures import sendgrid_keypair_from_seed
 from notifier.domain.tiers import is_e164
 
 Reply = tuple[int, Any, dict[str, str], dict[str, Any]]
@@ -27,6 +30,13 @@ class SandboxCredentials:
     sendgrid_api_key: str = "SG.sandbox-key"
     fcm_access_token: str = "sandbox-fcm-token"
     slack_bot_token: str = "xoxb-sandbox-token"
+    slack_signing_secret: str = "sandbox-slack-signing-secret"
+    # the SendGrid event-signing key is derived from this, so no key literal is in the repository
+    sendgrid_key_seed: bytes = b"notifier-sandbox-sendgrid-events"
+
+    def sendgrid_event_keys(self) -> tuple[ec.EllipticCurvePrivateKey, str]:
+        """The key SendGrid events are signed with, and its public half as base64 DER."""
+        return sendgrid_keypair_from_seed(self.sendgrid_key_seed)
 
 
 def _twilio_error(status: int, code: int, message: str) -> Reply:
@@ -86,18 +96,28 @@ def twilio(
             )
         sid = "SM" + secrets.token_hex(16)
         extra: dict[str, Any] = {"body": text, "num_segments": str(-(-len(text) // 160))}
+        recorded: dict[str, Any] = dict(extra)
     else:
         twiml = form.get("Twiml")
         if not twiml and not form.get("Url"):
             return _twilio_error(400, 21205, "Url or Twiml parameter is required.")
+        gather = None
         if twiml:
             try:
-                if ET.fromstring(twiml).tag != "Response":
+                root = ET.fromstring(twiml)
+                if root.tag != "Response":
                     raise ET.ParseError("root is not <Response>")
             except ET.ParseError as exc:
                 return _twilio_error(400, 12100, f"Document parse failure: {exc}")
+            gather = root.find(".//Gather")
         sid = "CA" + secrets.token_hex(16)
-        extra = {"twiml": twiml}
+        extra = {}
+        # where Twilio would post the keys pressed, for /_sandbox/interact
+        recorded = {
+            "twiml": twiml,
+            "from": sender,
+            "gather_action": gather.get("action") if gather is not None else None,
+        }
     reply = {
         "sid": sid,
         "account_sid": account,
@@ -108,12 +128,12 @@ def twilio(
         "api_version": "2010-04-01",
         "uri": f"/2010-04-01/Accounts/{account}/{resource}/{sid}.json",
     }
-    reply.update({k: v for k, v in extra.items() if k != "twiml"})
+    reply.update(extra)
     return (
         201,
         reply,
         {},
-        {"to": to, "message_id": sid, "status_callback": form.get("StatusCallback"), **extra},
+        {"to": to, "message_id": sid, "status_callback": form.get("StatusCallback"), **recorded},
     )
 
 
@@ -160,6 +180,7 @@ def sendgrid(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply
             "subject": payload["subject"],
             "notification_id": args.get("notification_id"),
             "incident_id": args.get("incident_id"),
+            "custom_args": args,
             "content_types": [c["type"] for c in content],
         },
     )
@@ -252,21 +273,21 @@ def slack(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply:
         return err("invalid_blocks")
     ts = f"{time.time():.6f}"
     dm = "D" + channel[1:]
-    buttons = [
-        e.get("action_id")
+    # what a click sends back (/_sandbox/interact): each button's ids, its block and value
+    actions = [
+        {
+            "action_id": e.get("action_id"),
+            "block_id": b.get("block_id"),
+            "value": e.get("value"),
+            "type": e.get("type"),
+            "text": e.get("text"),
+        }
         for b in blocks
         if b.get("type") == "actions"
         for e in b.get("elements", [])
     ]
-    value = next(
-        (
-            e.get("value")
-            for b in blocks
-            if b.get("type") == "actions"
-            for e in b.get("elements", [])
-        ),
-        None,
-    )
+    buttons = [a["action_id"] for a in actions]
+    value = next((a["value"] for a in actions), None)
     ids = str(value).split("|") if value else [None, None]
     return (
         200,
@@ -281,6 +302,7 @@ def slack(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply:
             "to": channel,
             "message_id": f"{dm}:{ts}",
             "buttons": buttons,
+            "actions": actions,
             "incident_id": ids[0],
             "notification_id": ids[1] if len(ids) > 1 else None,
         },

@@ -6,29 +6,37 @@ Routes (base URLs the adapters are pointed at):
   /sendgrid/v3/mail/send                                       SendGrid
   /fcm/v1/projects/{project}/messages:send                     FCM HTTP v1
   /slack/api/chat.postMessage                                  Slack Web API
+  /slack/actions/{team}/{hook}/{token}                         Slack response_url of a click
   /teams/webhook/{id}                                          Teams incoming webhook
   /hooks/{id}                                                  generic webhook receiver
-  /_sandbox/requests, /_sandbox/faults/{provider}, /_sandbox/callbacks   control API
+
+Control API:
+  GET|DELETE /_sandbox/requests, GET /_sandbox/stats        what was received; forget it
+  PUT|DELETE /_sandbox/faults/{provider}                    inject failures
+  POST /_sandbox/callbacks                                  a Twilio status callback or SendGrid
+                                                            event, signed as the provider signs
+  POST /_sandbox/interact                                   a user's Slack button click or keys
+                                                            pressed in a Twilio call, signed
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
+import secrets
 import time
 from email import message_from_bytes
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from adapters.bridge.signatures import sendgrid_sign, slack_signature, twilio_signature
 from adapters.sandbox import providers
 from adapters.sandbox.providers import Reply, SandboxCredentials
-from adapters.sandbox.state import Fault, SandboxState
+from adapters.sandbox.state import Fault, Recorded, SandboxState
 
 STATE: web.AppKey[SandboxState] = web.AppKey("state", SandboxState)
 CREDS: web.AppKey[SandboxCredentials] = web.AppKey("creds", SandboxCredentials)
@@ -176,6 +184,18 @@ async def slack(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def slack_response(request: web.Request) -> web.StreamResponse:
+    """A click's response_url: the app may post a reply or replace the message."""
+
+    def handle(body: bytes) -> Reply:
+        payload = _json(body)
+        if not isinstance(payload, dict):
+            return 400, "invalid_payload", {}, {}
+        return 200, {"ok": True}, {}, {"text": payload.get("text")}
+
+    return await _serve(request, "slack_response", handle)
+
+
 async def teams(request: web.Request) -> web.StreamResponse:
     """Teams incoming webhook."""
     return await _serve(request, "teams", lambda body: providers.teams(_json(body)))
@@ -228,12 +248,25 @@ async def set_fault(request: web.Request) -> web.Response:
     return web.json_response({"provider": provider, "fault": fault.__dict__})
 
 
-def twilio_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
-    """X-Twilio-Signature: base64 HMAC-SHA1 of the URL followed by sorted key+value pairs."""
-    data = url + "".join(f"{k}{params[k]}" for k in sorted(params))
-    return base64.b64encode(
-        hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
-    ).decode()
+def _recorded(state: SandboxState, message_id: Any) -> Recorded:
+    sent = next((r for r in state.requests if r.message_id == message_id), None)
+    if sent is None or not message_id:
+        raise web.HTTPNotFound(text="no such message")
+    return sent
+
+
+async def _post(url: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(url, content=content, headers=headers)
+    except httpx.HTTPError as exc:
+        raise web.HTTPBadGateway(text=f"could not post to {url}: {exc!r}") from None
+
+
+def _sendgrid_events(events: list[dict[str, Any]]) -> bytes:
+    # SendGrid puts each event on its own line and ends the body with CRLF; the bytes are signed
+    lines = ",\r\n".join(json.dumps(e, separators=(",", ":")) for e in events)
+    return f"[{lines}]\r\n".encode()
 
 
 async def send_callback(request: web.Request) -> web.Response:
@@ -241,9 +274,7 @@ async def send_callback(request: web.Request) -> web.Response:
     callback for a message it sent, signed as the provider signs it."""
     state, creds = request.app[STATE], request.app[CREDS]
     ask = await request.json()
-    sent = next((r for r in state.requests if r.message_id == ask.get("message_id")), None)
-    if sent is None:
-        raise web.HTTPNotFound(text="no such message")
+    sent = _recorded(state, ask.get("message_id"))
     async with httpx.AsyncClient(timeout=10) as client:
         if sent.provider == "twilio":
             url = ask.get("url") or sent.summary.get("status_callback")
@@ -269,18 +300,142 @@ async def send_callback(request: web.Request) -> web.Response:
             url = ask.get("url")
             if not url:
                 raise web.HTTPBadRequest(text="url is needed for SendGrid events")
-            event = {
+            now = int(time.time())
+            event: dict[str, Any] = {
+                # custom_args of the send come back as top-level fields of each event
+                **sent.summary.get("custom_args", {}),
                 "email": sent.to,
-                "timestamp": int(time.time()),
+                "timestamp": now,
                 "event": ask["status"],
+                "sg_event_id": secrets.token_urlsafe(16),
                 "sg_message_id": f"{sent.message_id}.filter0001.1.0",
                 "notification_id": sent.notification_id,
                 "incident_id": sent.incident_id,
             }
-            response = await client.post(url, json=[event])
+            if ask.get("reason"):
+                event["reason"] = str(ask["reason"])
+            body = _sendgrid_events([event])
+            key, _ = creds.sendgrid_event_keys()
+            response = await client.post(
+                url,
+                content=body,
+                headers={
+                    "Content-Type": "application/json;charset=utf-8",
+                    "User-Agent": "SendGrid Event API",
+                    "X-Twilio-Email-Event-Webhook-Signature": sendgrid_sign(key, str(now), body),
+                    "X-Twilio-Email-Event-Webhook-Timestamp": str(now),
+                },
+            )
         else:
             raise web.HTTPBadRequest(text=f"{sent.provider} sends no status callbacks")
     return web.json_response({"posted_to": str(response.url), "status": response.status_code})
+
+
+def _slack_click(sent: Recorded, button: dict[str, Any], origin: str) -> dict[str, Any]:
+    """A block_actions payload as Slack posts it when a user clicks `button`."""
+    channel, _, ts = str(sent.message_id).partition(":")
+    # a message sent to a user lands in their DM: that user is the one who clicks
+    user = sent.to if sent.to and sent.to[0] in "UW" else "U0SANDBOXUSER"
+    team = {"id": "T0SANDBOX", "domain": "sandbox"}
+    return {
+        "type": "block_actions",
+        "user": {
+            "id": user,
+            "username": user.lower(),
+            "name": user.lower(),
+            "team_id": team["id"],
+        },
+        "api_app_id": "A0SANDBOX",
+        "container": {
+            "type": "message",
+            "message_ts": ts,
+            "channel_id": channel,
+            "is_ephemeral": False,
+        },
+        "trigger_id": f"{secrets.randbelow(10**11)}.{secrets.randbelow(10**9)}."
+        + secrets.token_hex(16),
+        "team": team,
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel, "name": "directmessage"},
+        "message": {"type": "message", "ts": ts, "bot_id": "B0SANDBOX", "user": "U0SANDBOXBOT"},
+        "state": {"values": {}},
+        "response_url": f"{origin}/slack/actions/{team['id']}/{secrets.randbelow(10**12)}/"
+        + secrets.token_urlsafe(18),
+        "actions": [
+            {
+                "action_id": button.get("action_id"),
+                "block_id": button.get("block_id"),
+                "text": button.get("text"),
+                "value": button.get("value"),
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+
+
+async def interact(request: web.Request) -> web.Response:
+    """POST /_sandbox/interact {"message_id", "action"?, "digits"?, "url"?}: what a user does
+    with a message: click its Slack button, or press keys during its Twilio call."""
+    state, creds = request.app[STATE], request.app[CREDS]
+    ask = await request.json()
+    sent = _recorded(state, ask.get("message_id"))
+    action = ask.get("action")
+    url = ask.get("url")
+    if sent.provider == "slack":
+        if not url:
+            raise web.HTTPBadRequest(text="url (the app's interactivity URL) is needed for Slack")
+        wanted = action or "acknowledge"
+        button = next(
+            (b for b in sent.summary.get("actions", []) if b.get("action_id") == wanted), None
+        )
+        if button is None:
+            raise web.HTTPBadRequest(text=f"the message has no {wanted!r} button")
+        payload = _slack_click(sent, button, f"{request.scheme}://{request.host}")
+        body = urlencode({"payload": json.dumps(payload, separators=(",", ":"))}).encode()
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "Slackbot 1.0 (+https://api.slack.com/robots)",
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": slack_signature(creds.slack_signing_secret, ts, body),
+        }
+    elif sent.provider == "twilio" and str(sent.message_id).startswith("CA"):
+        if action not in (None, "press", "acknowledge"):
+            raise web.HTTPBadRequest(text="a call can only be answered with keys ('press')")
+        url = url or sent.summary.get("gather_action")
+        if not url:
+            raise web.HTTPBadRequest(
+                text="the call's TwiML has no <Gather action> and no url given"
+            )
+        caller = str(sent.summary.get("from") or "")
+        params = {
+            "AccountSid": creds.twilio_account_sid,
+            "ApiVersion": "2010-04-01",
+            "CallSid": str(sent.message_id),
+            "CallStatus": "in-progress",
+            "Called": sent.to or "",
+            "Caller": caller,
+            "Digits": str(ask.get("digits", "1")),
+            "Direction": "outbound-api",
+            "FinishedOnKey": "",
+            "From": caller,
+            "To": sent.to or "",
+            "msg": "Gather End",
+        }
+        body = urlencode(params).encode()
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "User-Agent": "TwilioProxy/1.1",
+            "X-Twilio-Signature": twilio_signature(creds.twilio_auth_token, url, params),
+        }
+    else:
+        raise web.HTTPBadRequest(text=f"a {sent.provider} message has nothing to interact with")
+    response = await _post(url, body, headers)
+    return web.json_response(
+        {"posted_to": str(response.url), "status": response.status_code, "body": response.text}
+    )
 
 
 def build_app(
@@ -295,6 +450,7 @@ def build_app(
     app.router.add_post("/sendgrid/v3/mail/send", sendgrid)
     app.router.add_post("/fcm/v1/projects/{project}/messages:send", fcm)
     app.router.add_post("/slack/api/chat.postMessage", slack)
+    app.router.add_post("/slack/actions/{team}/{hook}/{token}", slack_response)
     app.router.add_post("/teams/webhook/{id}", teams)
     app.router.add_route("*", "/hooks/{id}", hooks)
     app.router.add_get("/_sandbox/requests", list_requests)
@@ -303,6 +459,7 @@ def build_app(
     app.router.add_route("PUT", "/_sandbox/faults/{provider}", set_fault)
     app.router.add_route("DELETE", "/_sandbox/faults/{provider}", set_fault)
     app.router.add_post("/_sandbox/callbacks", send_callback)
+    app.router.add_post("/_sandbox/interact", interact)
     return app
 
 
@@ -390,6 +547,7 @@ def sandbox_env(
     """The notifier settings that point every adapter at this sandbox."""
     creds = creds or SandboxCredentials()
     base = f"http://{host}:{port}"
+    _, sendgrid_public_key = creds.sendgrid_event_keys()
     return {
         "NOTIFIER_SMTP_HOST": host,
         "NOTIFIER_SMTP_PORT": str(smtp_port),
@@ -404,4 +562,7 @@ def sandbox_env(
         "NOTIFIER_FCM_ACCESS_TOKEN": creds.fcm_access_token,
         "NOTIFIER_SLACK_BASE_URL": f"{base}/slack/api",
         "NOTIFIER_SLACK_BOT_TOKEN": creds.slack_bot_token,
+        # what the webhook bridge needs to verify the callbacks and clicks the sandbox signs
+        "NOTIFIER_SLACK_SIGNING_SECRET": creds.slack_signing_secret,
+        "NOTIFIER_SENDGRID_WEBHOOK_PUBLIC_KEY": sendgrid_public_key,
     }
