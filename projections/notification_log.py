@@ -1,5 +1,6 @@
-"""The NotificationLog projection: folds a batch of delivery events into notification_log
-and notification_attempt in one transaction, with the consumed offsets."""
+"""The NotificationLog projection: folds a batch of delivery events and provider callbacks
+into notification_log, notification_attempt and provider_callback in one transaction, with the
+consumed offsets."""
 
 from __future__ import annotations
 
@@ -12,16 +13,39 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from notifier.contracts.records import Record
-from notifier.domain.status import ROW_EVENTS, AttemptRow, LogRow, apply, apply_attempt
+from notifier.contracts.records import CallbackStatus, Channel, ProviderCallback, Record
+from notifier.domain.status import (
+    ROW_EVENTS,
+    AttemptRow,
+    LogRow,
+    apply,
+    apply_attempt,
+    apply_callback,
+)
 
 PROJECTION = "notification_log"
+TOPICS = ("delivery.events", "provider.callbacks")  # what it folds, by logical name
 LOG_COLUMNS = [f.name for f in dataclasses.fields(LogRow)]
 ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(AttemptRow)]
 # attrgetter, not dataclasses.astuple: astuple deep-copies every value (a quarter of a
 # rebuild's time, measured with py-spy)
 log_values = operator.attrgetter(*LOG_COLUMNS)
 attempt_values = operator.attrgetter(*ATTEMPT_COLUMNS)
+# named, not taken from the record: a field added to ProviderCallback needs a column first
+CALLBACK_COLUMNS = [
+    "event_id",
+    "notification_id",
+    "incident_id",
+    "user_id",
+    "channel",
+    "provider",
+    "provider_message_id",
+    "status",
+    "raw_status",
+    "error",
+    "occurred_at",
+    "received_at",
+]
 
 
 @dataclass(frozen=True)
@@ -58,11 +82,48 @@ def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
 
 UPSERT_LOG = _upsert("notification_log", LOG_COLUMNS, ["notification_id"])
 UPSERT_ATTEMPT = _upsert("notification_attempt", ATTEMPT_COLUMNS, ["notification_id", "attempt"])
+# a callback is stored once: a replayed one (same event_id) changes nothing
+INSERT_CALLBACK = (
+    f"INSERT INTO provider_callback ({', '.join(CALLBACK_COLUMNS)}, applied_at) "
+    f"VALUES ({', '.join(['%s'] * len(CALLBACK_COLUMNS))}, "
+    "CASE WHEN %s THEN clock_timestamp() END) ON CONFLICT (event_id) DO NOTHING"
+)
+MARK_APPLIED = (
+    "UPDATE provider_callback SET applied_at = clock_timestamp() "
+    "WHERE event_id = ANY(%s) AND applied_at IS NULL"
+)
+# the batch's callbacks already stored, and every callback of its notifications still waiting
+# for a row (the partial index provider_callback_unapplied makes this cheap)
+SELECT_CALLBACKS = (
+    f"SELECT applied_at IS NULL, {', '.join(CALLBACK_COLUMNS)} FROM provider_callback "
+    "WHERE (notification_id = ANY(%s::uuid[]) AND applied_at IS NULL) OR event_id = ANY(%s)"
+)
 UPSERT_OFFSET = (
     "INSERT INTO projection_offset (projection, topic, partition, next_offset) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) "
     "DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
 )
+
+
+def callback_values(callback: ProviderCallback) -> tuple[Any, ...]:
+    """A callback as the values of CALLBACK_COLUMNS (enums as their names)."""
+    return tuple(
+        value.value if isinstance(value, Channel | CallbackStatus) else value
+        for value in (getattr(callback, name) for name in CALLBACK_COLUMNS)
+    )
+
+
+def _callback_of(values: Sequence[Any]) -> ProviderCallback:
+    found = dict(zip(CALLBACK_COLUMNS, values, strict=True))
+    found["notification_id"] = str(found["notification_id"])
+    found["channel"] = Channel(found["channel"])
+    found["status"] = CallbackStatus(found["status"])
+    return ProviderCallback(**found)
+
+
+def by_provider_time(callback: ProviderCallback) -> tuple[Any, str]:
+    """Sort key of waiting callbacks: the provider's order, then a stable tie-break."""
+    return callback.occurred_at, callback.event_id
 
 
 async def load_offsets(
@@ -83,12 +144,17 @@ async def apply_batch(
     """Fold `batch` into the read model and store `offsets`, in the caller's transaction.
 
     Rows are locked and read once, folded in Python by the pure transition rules, and written
-    back once each: a replayed event changes nothing. Returns the rows written.
+    back once each: a replayed event changes nothing. A provider callback is stored once
+    (by event_id) and folded when its notification's row exists: at once, or, when it came
+    first, after the delivery events of the batch that creates the row, in the provider's time
+    order. Returns the notification rows written.
     """
-    events = [c.record for c in batch if isinstance(c.record, ROW_EVENTS)]
-    ids = sorted({e.notification_id for e in events})
+    records = [c.record for c in batch if isinstance(c.record, (*ROW_EVENTS, ProviderCallback))]
+    ids = sorted({r.notification_id for r in records})
     rows: dict[str, LogRow] = {}
     attempts: dict[tuple[str, int], AttemptRow] = {}
+    stored: set[str] = set()  # callbacks of the batch already in provider_callback
+    waiting: dict[str, ProviderCallback] = {}  # callbacks without a row, by event_id
     if ids:
         cursor = await conn.execute(
             f"SELECT {', '.join(LOG_COLUMNS)} FROM notification_log "
@@ -110,20 +176,57 @@ async def apply_batch(
             attempts[(str(attempt.notification_id), attempt.attempt)] = dataclasses.replace(
                 attempt, notification_id=str(attempt.notification_id)
             )
+        event_ids = [r.event_id for r in records if isinstance(r, ProviderCallback)]
+        cursor = await conn.execute(SELECT_CALLBACKS, (ids, event_ids))
+        for unapplied, *values in await cursor.fetchall():
+            callback = _callback_of(values)
+            stored.add(callback.event_id)
+            if unapplied:
+                waiting[callback.event_id] = callback
     changed_rows: dict[str, LogRow] = {}
     changed_attempts: dict[tuple[str, int], AttemptRow] = {}
-    for event in events:
-        nid: str = event.notification_id
-        new_row = apply(rows.get(nid), event)
+    fresh: dict[str, ProviderCallback] = {}  # callbacks to insert, by event_id
+    applied: set[str] = set()
+
+    def fold_callback(callback: ProviderCallback) -> None:
+        nid = callback.notification_id
+        new_row = apply_callback(rows[nid], callback)
+        if new_row != rows[nid]:
+            rows[nid] = changed_rows[nid] = new_row
+        applied.add(callback.event_id)
+
+    for record in records:
+        nid: str = record.notification_id
+        if isinstance(record, ProviderCallback):
+            if record.event_id in stored or record.event_id in fresh:
+                continue  # replayed: stored already (and folded, or waiting below)
+            fresh[record.event_id] = record
+            if nid in rows:
+                fold_callback(record)
+            else:
+                waiting[record.event_id] = record
+            continue
+        new_row = apply(rows.get(nid), record)
         if new_row != rows.get(nid):
             rows[nid] = changed_rows[nid] = new_row
-        number = getattr(event, "attempt", None)
+        number = getattr(record, "attempt", None)
         if number is not None:
             key = (nid, number)
-            new_attempt = apply_attempt(attempts.get(key), event)
+            new_attempt = apply_attempt(attempts.get(key), record)
             if new_attempt is not None and new_attempt != attempts.get(key):
                 attempts[key] = changed_attempts[key] = new_attempt
+    # callbacks that came before their row, now that the batch's events have made it
+    ready = [c for c in waiting.values() if c.notification_id in rows]
+    for callback in sorted(ready, key=by_provider_time):
+        fold_callback(callback)
     async with conn.cursor() as cur:
+        if fresh:
+            await cur.executemany(
+                INSERT_CALLBACK,
+                [(*callback_values(c), c.event_id in applied) for c in fresh.values()],
+            )
+        if applied - fresh.keys():
+            await cur.execute(MARK_APPLIED, (sorted(applied - fresh.keys()),))
         if changed_rows:
             await cur.executemany(UPSERT_LOG, [log_values(r) for r in changed_rows.values()])
         if changed_attempts:

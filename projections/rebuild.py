@@ -9,32 +9,46 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
-from notifier.domain.status import ROW_EVENTS, AttemptRow, LogRow, apply, apply_attempt
+from notifier.contracts.records import ProviderCallback
+from notifier.domain.status import (
+    ROW_EVENTS,
+    AttemptRow,
+    LogRow,
+    apply,
+    apply_attempt,
+    apply_callback,
+)
 from notifier.settings import Settings
 from notifier.topics import full_name
 from projections.migrate import migrate
 from projections.notification_log import (
     ATTEMPT_COLUMNS,
+    CALLBACK_COLUMNS,
     LOG_COLUMNS,
     PROJECTION,
+    TOPICS,
     UPSERT_OFFSET,
     attempt_values,
+    by_provider_time,
+    callback_values,
     is_uuid,
     log_values,
 )
 
 DROP = """
 DROP VIEW IF EXISTS channel_success_rate, incident_summary;
-DROP TABLE IF EXISTS notification_attempt, notification_log, projection_offset;
-DELETE FROM _yoyo_migration;
-DELETE FROM _yoyo_log;
+DROP TABLE IF EXISTS notification_attempt, notification_log, projection_offset, provider_callback;
 """
+# the migrations that create what DROP drops: forgotten, so that migrate() runs them again;
+# any other state in the database (and its migrations) stays
+READ_MODEL_MIGRATIONS = ["0001_notification_log", "0002_views", "0003_provider_callbacks"]
 
 
 @dataclass(frozen=True)
@@ -54,9 +68,13 @@ class RebuildResult:
 def drop_read_model(url: str) -> None:
     """Drop every table and view of the read model, and yoyo's record of them."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(DROP)
         exists = conn.execute("SELECT to_regclass('_yoyo_migration')").fetchone()
-        statements = DROP if exists and exists[0] else DROP.split("DELETE")[0]
-        conn.execute(statements)
+        if exists and exists[0]:
+            for table in ("_yoyo_migration", "_yoyo_log"):
+                conn.execute(
+                    f"DELETE FROM {table} WHERE migration_id = ANY(%s)", (READ_MODEL_MIGRATIONS,)
+                )
 
 
 async def rebuild(
@@ -66,17 +84,20 @@ async def rebuild(
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 10000,
 ) -> RebuildResult:
-    """Drop, migrate, and fold delivery.events from its beginning to its end as of now.
+    """Drop, migrate, and fold delivery.events and provider.callbacks from their beginning to
+    their end as of now.
 
     The fold runs in memory with the projection's own rules (every notification's row is
     held until the end: about 1 KB each), then the rows go in with COPY, which is what makes
-    a rebuild fast; the live projection's batched upserts are for steady traffic.
+    a rebuild fast; the live projection's batched upserts are for steady traffic. As live,
+    a callback read before its notification's row waits for the row (to the end of the chunk
+    that makes it, then in the provider's time order) and stays unapplied if none comes.
     """
     from confluent_kafka import Consumer, TopicPartition
 
     drop_read_model(url)
     migrate(url)
-    topic = full_name(settings, "delivery.events")
+    topics = [full_name(settings, t) for t in TOPICS]
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -89,38 +110,62 @@ async def rebuild(
     events = skipped = 0
     rows: dict[str, LogRow] = {}
     attempts: dict[tuple[str, int], AttemptRow] = {}
-    offsets: dict[int, int] = {}
+    callbacks: dict[str, tuple[ProviderCallback, datetime | None]] = {}  # by event_id
+    waiting: dict[str, list[ProviderCallback]] = {}  # by notification id, until its row
+    offsets: dict[tuple[str, int], int] = {}
     try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        bounds = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            for p in partitions
-        }
+        bounds: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic in topics:
+            found = consumer.list_topics(topic, timeout=30).topics.get(topic)
+            for p in found.partitions if found is not None else ():  # none if it does not exist
+                bounds[(topic, p)] = consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=30
+                )
         total = sum(high - low for low, high in bounds.values())
-        left = {p: high for p, (low, high) in bounds.items() if high > low}
-        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in bounds.items()])
+        left = {tp: high for tp, (low, high) in bounds.items() if high > low}
+        consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in bounds.items()])
         while left:
+            ready: set[str] = set()
             for msg in consumer.consume(batch_size, timeout=1.0):
-                if msg.error() is not None or msg.partition() not in left:
+                tp = (str(msg.topic()), int(msg.partition() or 0))
+                if msg.error() is not None or tp not in left:
                     continue
-                part, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-                if offset >= left[part]:
+                offset = int(msg.offset() or 0)
+                if offset >= left[tp]:
                     continue
                 events += 1
-                offsets[part] = offset + 1
-                if offset + 1 >= left[part]:
-                    del left[part]
+                offsets[tp] = offset + 1
+                if offset + 1 >= left[tp]:
+                    del left[tp]
                 record = _decode(codec, msg.value())
+                if isinstance(record, ProviderCallback):
+                    if record.event_id in callbacks:
+                        continue  # the same callback again: stored and folded once
+                    nid = record.notification_id
+                    if nid in rows:
+                        rows[nid] = apply_callback(rows[nid], record)
+                        callbacks[record.event_id] = (record, datetime.now(UTC))
+                    else:
+                        callbacks[record.event_id] = (record, None)
+                        waiting.setdefault(nid, []).append(record)
+                    continue
                 if not isinstance(record, ROW_EVENTS):
                     skipped += record is None
                     continue
                 nid = record.notification_id
                 rows[nid] = apply(rows.get(nid), record)
+                if nid in waiting:
+                    ready.add(nid)
                 number = getattr(record, "attempt", None)
                 if number is not None:
                     found = apply_attempt(attempts.get((nid, number)), record)
                     if found is not None:
                         attempts[(nid, number)] = found
+            for nid in ready:  # callbacks that came before their row
+                now = datetime.now(UTC)
+                for callback in sorted(waiting.pop(nid), key=by_provider_time):
+                    rows[nid] = apply_callback(rows[nid], callback)
+                    callbacks[callback.event_id] = (callback, now)
             if progress is not None:
                 progress(events, total)
     finally:
@@ -133,9 +178,15 @@ async def rebuild(
             ATTEMPT_COLUMNS,
             (attempt_values(a) for a in attempts.values()),
         )
+        await _copy(
+            conn,
+            "provider_callback",
+            [*CALLBACK_COLUMNS, "applied_at"],
+            ((*callback_values(c), at) for c, at in callbacks.values()),
+        )
         async with conn.cursor() as cur:
             await cur.executemany(
-                UPSERT_OFFSET, [(PROJECTION, topic, p, o) for p, o in offsets.items()]
+                UPSERT_OFFSET, [(PROJECTION, t, p, o) for (t, p), o in offsets.items()]
             )
     return RebuildResult(events, skipped, time.monotonic() - started)
 

@@ -1,6 +1,7 @@
-"""Runs the NotificationLog projection inside a worker: consumes delivery.events in batches,
-applies each batch in one PostgreSQL transaction together with its offsets, and resumes from
-the offsets stored there. When PostgreSQL is down it waits with backoff and loses nothing."""
+"""Runs the NotificationLog projection inside a worker: consumes delivery.events and
+provider.callbacks in batches, applies each batch in one PostgreSQL transaction together with
+its offsets, and resumes from the offsets stored there. When PostgreSQL is down it waits with
+backoff and loses nothing."""
 
 from __future__ import annotations
 
@@ -11,13 +12,22 @@ from typing import Any
 
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from mode import Service
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
 from notifier.settings import Settings
 from notifier.topics import full_name
-from projections.notification_log import PROJECTION, Consumed, apply_batch, is_uuid, load_offsets
+from projections.notification_log import (
+    PROJECTION,
+    TOPICS,
+    Consumed,
+    apply_batch,
+    is_uuid,
+    load_offsets,
+)
 
 log = logging.getLogger("notifier.projection")
 BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
@@ -37,7 +47,8 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class ProjectionRunner(Service):
-    """The projection agent: delivery.events -> notification_log, exactly once in effect."""
+    """The projection agent: delivery.events and provider.callbacks -> notification_log,
+    exactly once in effect."""
 
     def __init__(
         self,
@@ -52,7 +63,7 @@ class ProjectionRunner(Service):
         self.codec = codec
         self.database_url = database_url
         self.dead_letter = dead_letter
-        self.topics = [full_name(settings, "delivery.events")]
+        self.topics = [full_name(settings, t) for t in TOPICS]
         self._consumer: AIOKafkaConsumer | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
@@ -70,6 +81,10 @@ class ProjectionRunner(Service):
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.session_timeout_s * 100),
             max_poll_records=2000,
+            # range gives partition n of both topics to the same worker: both are keyed by
+            # incident_id, so a notification's events and callbacks are folded by one worker
+            # (round robin only while older workers without range are still in the group)
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
         )
         self._consumer.subscribe(self.topics, listener=_SeekToStored(self))
         await self._consumer.start()

@@ -1,0 +1,470 @@
+"""Provider callbacks in the NotificationLog projection, against the real PostgreSQL: stored
+once each, folded when their notification's row exists, in whichever order they come."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from notifier.contracts.codec import AvroCodec
+from notifier.contracts.records import (
+    CallbackStatus,
+    Channel,
+    DeliveryAttempted,
+    DeliverySent,
+    NotificationKind,
+    NotificationQueued,
+    Priority,
+    ProviderCallback,
+    Record,
+    Tier,
+)
+from notifier.contracts.registry import LocalSchemaRegistry
+from notifier.domain.ids import notification_id
+from notifier.kafka_io import Publisher
+from notifier.settings import Settings
+from notifier.topics import full_name
+from projections.migrate import migrate
+from projections.notification_log import TOPICS, Consumed, apply_batch
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
+OFFSETS = itertools.count()
+
+
+def at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@contextlib.contextmanager
+def fresh_database(base: str, label: str) -> Iterator[str]:
+    """A new database on the test server, dropped afterwards."""
+    name = f"notifier_{label}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="module")
+def db(stack_env: dict[str, str]) -> Iterator[str]:
+    """A migrated database of this module's own (no worker writes to it)."""
+    with fresh_database(stack_env["DATABASE_URL"], "callbacks") as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture
+async def conn(db: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async with await psycopg.AsyncConnection.connect(db) as connection:
+        yield connection
+
+
+class Notification:
+    """The delivery events and provider callbacks of one SMS notification."""
+
+    def __init__(self, user: str = "carol") -> None:
+        self.incident_id = f"inc-{uuid.uuid4().hex[:12]}"
+        self.id = notification_id(self.incident_id, 1, user, Channel.SMS)
+        self.user = user
+
+    def _base(self, s: int) -> dict[str, Any]:
+        return {
+            "notification_id": self.id,
+            "incident_id": self.incident_id,
+            "user_id": self.user,
+            "channel": Channel.SMS,
+            "occurred_at": at(s),
+        }
+
+    def queued(self, s: int = 0) -> NotificationQueued:
+        return NotificationQueued(
+            event_id=f"{self.id}-q",
+            tier=Tier.PRIMARY,
+            escalation_level=1,
+            priority=Priority.HIGH,
+            kind=NotificationKind.ALERT,
+            **self._base(s),
+        )
+
+    def attempted(self, s: int = 1) -> DeliveryAttempted:
+        return DeliveryAttempted(
+            event_id=f"{self.id}-a1", attempt=1, provider="twilio", **self._base(s)
+        )
+
+    def sent(self, s: int = 2) -> DeliverySent:
+        return DeliverySent(
+            event_id=f"{self.id}-s1",
+            attempt=1,
+            provider="twilio",
+            provider_message_id=f"SM{self.id[:8]}",
+            latency_ms=40,
+            **self._base(s),
+        )
+
+    def events(self) -> list[Record]:
+        """Queued, attempted, sent: what the worker publishes for a sent SMS."""
+        return [self.queued(), self.attempted(), self.sent()]
+
+    def callback(
+        self, status: CallbackStatus, s: int, raw: str = "", error: str | None = None
+    ) -> ProviderCallback:
+        return ProviderCallback(
+            event_id=f"{self.id}-cb-{raw or status.value.lower()}-{s}",
+            occurred_at=at(s),
+            received_at=at(s) + timedelta(milliseconds=300),
+            incident_id=self.incident_id,
+            notification_id=self.id,
+            channel=Channel.SMS,
+            provider="twilio",
+            status=status,
+            raw_status=raw or status.value.lower(),
+            provider_message_id=f"SM{self.id[:8]}",
+            error=error,
+            user_id=self.user,
+        )
+
+
+def consumed(*records: Record) -> tuple[list[Consumed], dict[tuple[str, int], int]]:
+    """A batch as the runner makes it: each record at the next offset of its topic."""
+    batch = [
+        Consumed(
+            "provider.callbacks" if isinstance(r, ProviderCallback) else "delivery.events",
+            0,
+            next(OFFSETS),
+            r,
+        )
+        for r in records
+    ]
+    offsets = {(c.topic, c.partition): c.offset + 1 for c in batch}
+    return batch, offsets
+
+
+async def fold(conn: psycopg.AsyncConnection[Any], *records: Record) -> int:
+    """Apply one batch of `records` in its own transaction, as the runner does."""
+    batch, offsets = consumed(*records)
+    async with conn.transaction():
+        return await apply_batch(conn, batch, offsets)
+
+
+async def row(conn: psycopg.AsyncConnection[Any], nid: str) -> dict[str, Any] | None:
+    cursor = await conn.execute(
+        "SELECT status, provider, provider_message_id, error, error_category, sent_at, "
+        "delivered_at, failed_at FROM notification_log WHERE notification_id = %s",
+        (nid,),
+    )
+    found = await cursor.fetchone()
+    if found is None:
+        return None
+    assert cursor.description is not None
+    return dict(zip([c.name for c in cursor.description], found, strict=True))
+
+
+async def callbacks(conn: psycopg.AsyncConnection[Any], nid: str) -> list[tuple[Any, ...]]:
+    """(status, raw_status, error, occurred_at, applied) of a notification's callbacks."""
+    cursor = await conn.execute(
+        "SELECT status, raw_status, error, occurred_at, applied_at IS NOT NULL "
+        "FROM provider_callback WHERE notification_id = %s ORDER BY occurred_at, event_id",
+        (nid,),
+    )
+    return await cursor.fetchall()
+
+
+@pytest.mark.parametrize("later", [False, True], ids=["same batch", "later batch"])
+async def test_a_delivered_callback_before_its_notification_is_folded_when_the_row_comes(
+    conn: psycopg.AsyncConnection[Any], later: bool
+) -> None:
+    n = Notification()
+    delivered = n.callback(CallbackStatus.DELIVERED, 9)
+    if later:
+        assert await fold(conn, delivered) == 0
+        assert await row(conn, n.id) is None
+        assert await callbacks(conn, n.id) == [("DELIVERED", "delivered", None, at(9), False)]
+        written = await fold(conn, *n.events())
+    else:
+        written = await fold(conn, delivered, *n.events())
+
+    assert written == 1
+    found = await row(conn, n.id)
+    assert found is not None
+    assert (found["status"], found["delivered_at"], found["sent_at"]) == ("DELIVERED", at(9), at(2))
+    assert await callbacks(conn, n.id) == [("DELIVERED", "delivered", None, at(9), True)]
+
+
+async def test_the_first_event_of_a_notification_folds_what_waited_for_it(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    n = Notification()
+    await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
+    await fold(conn, n.queued())  # the row exists from here on
+    found = await row(conn, n.id)
+    assert found is not None and found["status"] == "DELIVERED"
+    await fold(conn, n.attempted(), n.sent())  # and late events do not move it back
+    found = await row(conn, n.id)
+    assert found is not None
+    assert (found["status"], found["delivered_at"], found["provider"]) == (
+        "DELIVERED",
+        at(9),
+        "twilio",
+    )
+
+
+async def test_waiting_callbacks_are_folded_in_the_providers_order(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    n = Notification()
+    # consumed out of order: the provider deferred (t=5) before it delivered (t=9)
+    await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
+    await fold(conn, n.callback(CallbackStatus.DEFERRED, 5, error="carrier busy"))
+    await fold(conn, *n.events())
+    found = await row(conn, n.id)
+    assert found is not None
+    # the deferral noted its error before delivery; folded after it, it would have changed nothing
+    assert (found["status"], found["error"], found["delivered_at"]) == (
+        "DELIVERED",
+        "carrier busy",
+        at(9),
+    )
+    assert [c[-1] for c in await callbacks(conn, n.id)] == [True, True]
+
+
+async def test_a_late_sent_callback_after_delivered_changes_nothing(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    n = Notification()
+    await fold(conn, *n.events(), n.callback(CallbackStatus.DELIVERED, 9))
+    before = await row(conn, n.id)
+    assert before is not None and before["status"] == "DELIVERED"
+    assert await fold(conn, n.callback(CallbackStatus.SENT, 11)) == 0
+    assert await row(conn, n.id) == before
+    assert [c[0] for c in await callbacks(conn, n.id)] == ["DELIVERED", "SENT"]  # both heard
+
+
+async def test_a_bounce_after_sent_fails_the_notification_with_the_providers_error(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    n = Notification()
+    await fold(conn, *n.events())
+    bounce = n.callback(
+        CallbackStatus.FAILED, 12, raw="undelivered", error="30005 unknown destination"
+    )
+    assert await fold(conn, bounce) == 1
+    found = await row(conn, n.id)
+    assert found is not None
+    assert (found["status"], found["error"], found["error_category"], found["failed_at"]) == (
+        "FAILED",
+        "30005 unknown destination",
+        "PERMANENT",
+        at(12),
+    )
+    assert found["sent_at"] == at(2) and found["delivered_at"] is None
+
+
+async def _snapshot(conn: psycopg.AsyncConnection[Any], incident_ids: Sequence[str]) -> Any:
+    queries = [
+        "SELECT * FROM notification_log WHERE incident_id = ANY(%s) ORDER BY notification_id",
+        "SELECT a.* FROM notification_attempt a JOIN notification_log l USING (notification_id) "
+        "WHERE l.incident_id = ANY(%s) ORDER BY a.notification_id, a.attempt",
+        "SELECT * FROM provider_callback WHERE incident_id = ANY(%s) ORDER BY event_id",
+    ]
+    return [await (await conn.execute(q, (list(incident_ids),))).fetchall() for q in queries]
+
+
+async def test_replaying_a_batch_changes_nothing(conn: psycopg.AsyncConnection[Any]) -> None:
+    first, second, orphan = Notification(), Notification("dave"), Notification("erin")
+    delivered = first.callback(CallbackStatus.DELIVERED, 9)
+    records: list[Record] = [
+        delivered,
+        *first.events(),
+        delivered,  # the bridge published it twice
+        *second.events(),
+        second.callback(CallbackStatus.SENT, 3),
+        second.callback(CallbackStatus.FAILED, 12, raw="bounce"),
+        orphan.callback(CallbackStatus.DELIVERED, 7),  # its events never come
+    ]
+    batch, offsets = consumed(*records)
+    incidents = [first.incident_id, second.incident_id, orphan.incident_id]
+
+    async with conn.transaction():
+        written = await apply_batch(conn, batch, offsets)
+    once = await _snapshot(conn, incidents)
+    async with conn.transaction():
+        again = await apply_batch(conn, batch, offsets)
+    twice = await _snapshot(conn, incidents)
+
+    assert (written, again) == (2, 0)
+    assert once == twice
+    rows = [await row(conn, n.id) for n in (first, second, orphan)]
+    assert [r and (r["status"], r["error"]) for r in rows] == [
+        ("DELIVERED", None),
+        ("FAILED", "bounce"),
+        None,
+    ]
+    stored = sorted((r[0].split("-cb-")[1], r[-1] is not None) for r in once[2])
+    # the duplicate is stored once; the orphan waits for a row
+    assert stored == [
+        ("bounce-12", True),
+        ("delivered-7", False),
+        ("delivered-9", True),
+        ("sent-3", True),
+    ]
+
+
+async def test_a_batch_that_did_not_commit_replays_as_if_new(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    n = Notification()
+    await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
+    batch, offsets = consumed(*n.events(), n.callback(CallbackStatus.SENT, 11))
+
+    class CrashError(Exception):
+        pass
+
+    with pytest.raises(CrashError):
+        async with conn.transaction():
+            await apply_batch(conn, batch, offsets)
+            raise CrashError  # the worker died before the commit: nothing of the batch stays
+    assert await row(conn, n.id) is None
+    assert [c[-1] for c in await callbacks(conn, n.id)] == [False]
+
+    async with conn.transaction():
+        assert await apply_batch(conn, batch, offsets) == 1
+    found = await row(conn, n.id)
+    assert found is not None and (found["status"], found["delivered_at"]) == ("DELIVERED", at(9))
+    assert [c[-1] for c in await callbacks(conn, n.id)] == [True, True]
+
+
+# --- through Kafka: the runner consumes both topics, and a rebuild reads both back ---------
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout_s: float = 30
+) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await probe()
+        if check(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s; last: {value!r}")
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def scratch(settings: Settings) -> Iterator[Settings]:
+    """Settings with the projection's two topics under a prefix of this test only."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    prefix = f"{settings.topic_prefix}cb{uuid.uuid4().hex[:6]}."
+    scratch = settings.model_copy(update={"topic_prefix": prefix})
+    names = [full_name(scratch, t) for t in TOPICS]
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for fut in admin.create_topics([NewTopic(n, 3, 1) for n in names]).values():
+        fut.result()
+    yield scratch
+    for fut in admin.delete_topics(names, operation_timeout=30).values():
+        fut.result()
+
+
+KAFKA_SNAPSHOT = [
+    "SELECT notification_id, incident_id, user_id, channel, tier, escalation_level, priority, "
+    "kind, repeat, status, provider, provider_message_id, error, error_category, "
+    "attempt_count, queued_at, sent_at, delivered_at, failed_at, cancelled_at, "
+    "last_attempt_at FROM notification_log ORDER BY notification_id",
+    "SELECT * FROM notification_attempt ORDER BY notification_id, attempt",
+    "SELECT event_id, notification_id, incident_id, channel, provider, provider_message_id, "
+    "status, raw_status, error, occurred_at, received_at, applied_at IS NOT NULL "
+    "FROM provider_callback ORDER BY event_id",
+    "SELECT topic, partition, next_offset FROM projection_offset ORDER BY topic, partition",
+]
+
+
+async def test_the_runner_and_a_rebuild_fold_both_topics(
+    scratch: Settings, stack_env: dict[str, str]
+) -> None:
+    from projections.rebuild import rebuild
+    from projections.runner import ProjectionRunner
+
+    codec = AvroCodec(LocalSchemaRegistry())
+    publisher = Publisher(scratch, codec)
+    first, bounced, orphan = Notification(), Notification("dave"), Notification("erin")
+    base = stack_env["DATABASE_URL"]
+    with fresh_database(base, "live") as live, fresh_database(base, "rebuilt") as rebuilt:
+        migrate(live)
+        runner = ProjectionRunner(scratch, codec, live)
+        await runner.start()
+        try:
+            async with await psycopg.AsyncConnection.connect(live, autocommit=True) as conn:
+                # the provider answers before the projection has seen the notification
+                publisher.publish(
+                    "provider.callbacks",
+                    first.incident_id,
+                    first.callback(CallbackStatus.DELIVERED, 9),
+                )
+                publisher.publish(
+                    "provider.callbacks",
+                    orphan.incident_id,
+                    orphan.callback(CallbackStatus.SENT, 4),
+                )
+                publisher.flush()
+                await eventually(lambda: callbacks(conn, first.id), lambda cs: len(cs) == 1)
+                assert await row(conn, first.id) is None
+                for n in (first, bounced):
+                    for record in n.events():
+                        publisher.publish("delivery.events", n.incident_id, record)
+                publisher.publish(
+                    "provider.callbacks",
+                    bounced.incident_id,
+                    bounced.callback(
+                        CallbackStatus.FAILED, 12, raw="bounce", error="550 no such user"
+                    ),
+                )
+                publisher.flush()
+
+                async def statuses() -> list[Any]:
+                    return [await row(conn, n.id) for n in (first, bounced)]
+
+                found = await eventually(
+                    statuses,
+                    lambda rs: [r and r["status"] for r in rs] == ["DELIVERED", "FAILED"],
+                )
+                assert found[0] is not None and found[0]["delivered_at"] == at(9)
+                assert found[1] is not None and found[1]["error"] == "550 no such user"
+                assert [c[-1] for c in await callbacks(conn, first.id)] == [True]
+                assert [c[-1] for c in await callbacks(conn, orphan.id)] == [False]
+                stored_topics = await (
+                    await conn.execute("SELECT DISTINCT topic FROM projection_offset")
+                ).fetchall()
+                assert sorted(t for (t,) in stored_topics) == sorted(
+                    full_name(scratch, t) for t in TOPICS
+                )
+        finally:
+            await runner.stop()
+            publisher.flush()
+
+        def snapshot(url: str) -> list[list[tuple[Any, ...]]]:
+            with psycopg.connect(url) as sync:
+                return [sync.execute(q).fetchall() for q in KAFKA_SNAPSHOT]
+
+        seen: list[tuple[int, int]] = []
+        result = await rebuild(
+            scratch, codec, rebuilt, lambda done, total: seen.append((done, total))
+        )
+        assert (result.events, result.skipped) == (9, 0)
+        assert seen and seen[-1] == (9, 9)
+        assert snapshot(rebuilt) == snapshot(live)
