@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 from email import message_from_bytes
@@ -104,6 +105,8 @@ async def _serve(request: web.Request, provider: str, handle: Any) -> web.Stream
     if fault.should_fail(state.rng):
         rec.fault = "injected"  # the ids in the request are still recorded
         status, payload, headers, _ = _fault_reply(provider, fault)
+        if fault.retry_after is not None:
+            headers = {**headers, "Retry-After": str(fault.retry_after)}
         fields = {k: v for k, v in fields.items() if k != "message_id"}
     rec.status = status
     rec.summary = {
@@ -502,9 +505,13 @@ class SmtpRecorder:
         rec.message_id = msg.get("Message-ID")
         rec.notification_id = msg.get("X-Notifier-Notification-Id")
         rec.incident_id = msg.get("X-Notifier-Incident-Id")
+        text = next((p for p in msg.walk() if p.get_content_type() == "text/plain"), None)
+        body = text.get_payload(decode=True) if text is not None else b""
         rec.summary = {
             "subject": msg.get("Subject"),
             "parts": [p.get_content_type() for p in msg.walk()],
+            # the acknowledge/resolve links, as a person would click them
+            "links": re.findall(r"https?://\S+/links/\S+", bytes(body).decode("utf-8", "replace")),
         }
         rec.status = 250
         rec.finished_at = time.time()

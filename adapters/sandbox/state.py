@@ -22,6 +22,7 @@ class Fault:
     latency_ms: int = 0  # added to every request
     hang: bool = False  # never answer (the client times out)
     drop: bool = False  # close the connection without answering
+    retry_after: int | None = None  # Retry-After seconds on injected failures
 
     def should_fail(self, rng: random.Random) -> bool:
         """Consume one 'fail next' or draw against the fail rate."""

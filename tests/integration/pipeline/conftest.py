@@ -1,5 +1,5 @@
 """One running pipeline for the session: test users published, then a real `notifier worker`
-process against the test stack and the sandbox."""
+and a real `notifier bridge` process against the test stack and the sandbox."""
 
 from __future__ import annotations
 
@@ -84,6 +84,9 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("bob", [Channel.EMAIL], sandbox_url),
         profile("solo", [Channel.EMAIL, Channel.SMS], sandbox_url),
         profile("opsy", [Channel.EMAIL], sandbox_url),
+        profile("slacky", [Channel.SLACK, Channel.PUSH], sandbox_url),
+        profile("pager", [Channel.SMS, Channel.VOICE], sandbox_url),
+        profile("receipted", [Channel.SMS, Channel.VOICE], sandbox_url),
     ]
 
 
@@ -99,6 +102,7 @@ class Pipeline:
     log: Path
     env: dict[str, str]
     command: list[str]
+    bridge_url: str
 
     def start_worker(self) -> None:
         """Start a worker process (after a crash test killed the previous one)."""
@@ -183,6 +187,19 @@ class Pipeline:
         """The end of the worker's log, for failure messages."""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
+    async def row(self, notification_id: str) -> dict[str, Any] | None:
+        """The notification's NotificationLog row, if the projection wrote it."""
+        import psycopg
+        from psycopg.rows import dict_row
+
+        assert self.settings.database_url is not None
+        url = self.settings.database_url.get_secret_value()
+        async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
+            cursor = await conn.execute(
+                "SELECT * FROM notification_log WHERE notification_id = %s", (notification_id,)
+            )
+            return await cursor.fetchone()
+
 
 async def eventually(
     probe: Callable[[], Awaitable[T]],
@@ -218,33 +235,70 @@ def pipeline(
     for user in pipeline_users(sandbox["SANDBOX_URL"]):
         publisher.publish("users", user.user_id, user)
     publisher.flush()
+    bridge_port = free_port()
+    bridge_url = f"http://127.0.0.1:{bridge_port}"
     env = {
         **cli_env,
         **{k: v for k, v in sandbox.items() if k.startswith("NOTIFIER_")},
+        "NOTIFIER_BRIDGE_PORT": str(bridge_port),
+        "NOTIFIER_RECEIPT_DEADLINE_S": "3",
         "NOTIFIER_RATE_LIMITS": "teams=600",
         "NOTIFIER_RATE_LIMIT_PER_MIN": "600000",
         "NOTIFIER_CHANNEL_CONCURRENCY": "10",
         "NOTIFIER_SEND_TIMEOUT_S": "5",
-        "NOTIFIER_CALLBACK_BASE_URL": "http://127.0.0.1:9/bridge",
+        "NOTIFIER_CALLBACK_BASE_URL": bridge_url,
         "NOTIFIER_LOG_LEVEL": "WARNING",
         "NOTIFIER_SESSION_TIMEOUT_S": "8",
         "NOTIFIER_OPS_USER_IDS": "opsy",
     }
-    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    logs = tmp_path_factory.mktemp("worker")
+    log = logs / "worker.log"
     command = [str(notifier_bin), "worker", "--loglevel", "warn"]
     with log.open("w") as out:
         worker = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    with (logs / "bridge.log").open("w") as out:
+        bridge = subprocess.Popen(
+            [str(notifier_bin), "bridge"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    wait_for_http(f"{bridge_url}/readyz", bridge, logs / "bridge.log")
     running = Pipeline(
-        registered, codec, publisher, sandbox["SANDBOX_URL"], worker, log, env, command
+        registered, codec, publisher, sandbox["SANDBOX_URL"], worker, log, env, command, bridge_url
     )
     yield running
-    running.worker.terminate()
-    try:
-        running.worker.wait(30)
-    except subprocess.TimeoutExpired:
-        running.worker.kill()
-        running.worker.wait(10)
+    for proc in (running.worker, bridge):
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
     codec.close()
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(
+    url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 30
+) -> None:
+    """Poll `url` until it answers 200; fail with the process's log if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{url}: process exited\n{log.read_text(errors='replace')}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready in {timeout_s} s\n{log.read_text(errors='replace')}")
 
 
 @pytest.fixture
