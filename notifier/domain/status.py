@@ -157,11 +157,9 @@ def apply_callback(row: LogRow, callback: ProviderCallback) -> LogRow:
     provider's error while the outcome is open. The same callback twice changes nothing.
     """
     at = callback.occurred_at
-    row = replace(
-        row,
-        provider=row.provider or callback.provider,
-        provider_message_id=row.provider_message_id or callback.provider_message_id,
-    )
+    # the message id is the one our send recorded, not the callback's: which of the two is
+    # folded first depends on batching, and a rebuild must give the same row as live
+    row = replace(row, provider=row.provider or callback.provider)
     if callback.status is CallbackStatus.DELIVERED:
         return replace(
             row, status=_advance(row.status, DELIVERED), delivered_at=_earlier(row.delivered_at, at)

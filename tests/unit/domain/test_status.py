@@ -241,9 +241,9 @@ def test_callback_transitions(events: list[Record], status: str) -> None:
             [queued(), attempted(), sent(), cb_delivered(s=9), cb_deferred(s=5)],
             {"error": None, "error_category": None},
         ),
-        (  # the provider's message id fills a row that has none
+        (  # the message id comes from our send only, so the fold order cannot change it
             [queued(), cb_delivered()],
-            {"provider_message_id": "SM1", "provider": "twilio", "delivered_at": at(10)},
+            {"provider_message_id": None, "provider": "twilio", "delivered_at": at(10)},
         ),
     ],
 )
@@ -252,9 +252,10 @@ def test_callback_fields(events: list[Record], expected: dict[str, Any]) -> None
     assert {k: getattr(row, k) for k in expected} == expected
 
 
-def test_a_callback_keeps_the_message_id_we_have() -> None:
+def test_the_message_id_is_the_sends_whichever_is_folded_first() -> None:
     other = replace(cb_delivered(), provider_message_id="SM-other")
     assert fold(queued(), attempted(), sent(), other).provider_message_id == "SM1"
+    assert fold(queued(), attempted(), other, sent()).provider_message_id == "SM1"
 
 
 @pytest.mark.parametrize(
