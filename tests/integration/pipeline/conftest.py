@@ -87,6 +87,7 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("slacky", [Channel.SLACK, Channel.PUSH], sandbox_url),
         profile("pager", [Channel.SMS, Channel.VOICE], sandbox_url),
         profile("receipted", [Channel.SMS, Channel.VOICE], sandbox_url),
+        profile("caller", [Channel.VOICE], sandbox_url),
     ]
 
 

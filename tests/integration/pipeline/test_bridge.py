@@ -15,7 +15,13 @@ import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from adapters.bridge.signatures import slack_signature, twilio_signature
+from adapters.bridge.signatures import (
+    sendgrid_keypair_from_seed,
+    sendgrid_sign,
+    slack_signature,
+    twilio_signature,
+)
+from adapters.sandbox.providers import SandboxCredentials
 from adapters.webhook import sign
 from notifier.contracts.records import (
     Channel,
@@ -23,9 +29,11 @@ from notifier.contracts.records import (
     DeliveryFailed,
     DeliverySent,
     IncidentAcknowledged,
+    IncidentResolved,
     NotificationKind,
     NotificationQueued,
     Priority,
+    ProviderCallback,
     RawCallback,
     ReceiptDue,
     TierEscalated,
@@ -404,3 +412,93 @@ async def test_a_critical_sms_delivered_in_time_does_not_escalate(clean_sandbox:
     assert not any(isinstance(e, TierEscalated) for e in events)
     requests = await pipeline.requests(provider="twilio", incident_id=incident)
     assert [r["path"].rsplit("/", 1)[1] for r in requests] == ["Messages.json"]
+
+
+async def test_pressing_1_on_the_call_acknowledges_and_other_keys_do_nothing(
+    clean_sandbox: Pipeline,
+) -> None:
+    pipeline = clean_sandbox
+    event = pipeline.incident("caller")
+    calls = await eventually(
+        lambda: pipeline.requests(provider="twilio", incident_id=event.incident_id),
+        lambda found: len(found) == 1,
+    )
+    async with httpx.AsyncClient(base_url=pipeline.sandbox_url) as client:
+        other = await client.post(
+            "/_sandbox/interact", json={"message_id": calls[0]["message_id"], "digits": "2"}
+        )
+        pressed = await client.post(
+            "/_sandbox/interact", json={"message_id": calls[0]["message_id"], "digits": "1"}
+        )
+    assert other.json()["status"] == 200 and "No action taken" in other.json()["body"]
+    assert pressed.json()["status"] == 200 and "acknowledged" in pressed.json()["body"]
+    events = await pipeline.events(
+        "incidents",
+        event.incident_id,
+        lambda found: any(isinstance(e, IncidentAcknowledged) for e in found),
+    )
+    acks = [e for e in events if isinstance(e, IncidentAcknowledged | IncidentResolved)]
+    assert [(a.via, a.by_user_id) for a in acks] == [("voice", "caller")]
+
+
+async def test_sendgrid_events_and_webhook_receipts_become_callbacks(
+    clean_sandbox: Pipeline,
+) -> None:
+    pipeline = clean_sandbox
+    incident = new_incident()
+    email = ids.notification_id(incident, 1, "mailer", Channel.EMAIL)
+    hook = ids.notification_id(incident, 1, "hooked", Channel.WEBHOOK)
+    key, _ = sendgrid_keypair_from_seed(SandboxCredentials().sendgrid_key_seed)
+    events = json.dumps(
+        [
+            {
+                "email": "mailer@example.com",
+                "timestamp": int(time.time()),
+                "event": "bounce",
+                "reason": "550 5.1.1 mailbox unknown",
+                "sg_event_id": uuid.uuid4().hex,
+                "sg_message_id": "msg123.filter0001.1.0",
+                "notification_id": email,
+                "incident_id": incident,
+                "user_id": "mailer",
+            },
+            {"event": "open", "timestamp": int(time.time()), "sg_event_id": "x"},
+        ]
+    ).encode()
+    ts = str(int(time.time()))
+    receipt = json.dumps(
+        {
+            "notification_id": hook,
+            "incident_id": incident,
+            "user_id": "hooked",
+            "status": "delivered",
+        }
+    ).encode()
+    secret = pipeline.env["NOTIFIER_WEBHOOK_SIGNING_SECRET"]
+    async with httpx.AsyncClient(base_url=pipeline.bridge_url) as client:
+        sendgrid = await client.post(
+            "/sendgrid/events",
+            content=events,
+            headers={
+                "X-Twilio-Email-Event-Webhook-Signature": sendgrid_sign(key, ts, events),
+                "X-Twilio-Email-Event-Webhook-Timestamp": ts,
+            },
+        )
+        hooked = await client.post(
+            "/webhook/receipts",
+            content=receipt,
+            headers={"X-Notifier-Signature": sign(secret, int(ts), receipt)},
+        )
+    assert (sendgrid.status_code, hooked.status_code) == (200, 204), sendgrid.text + hooked.text
+    found = await pipeline.events(
+        "provider.callbacks", incident, lambda found: len(found) >= 2
+    )
+    got = {
+        (c.provider, c.notification_id, c.status.value, c.raw_status, c.error)
+        for c in found
+        if isinstance(c, ProviderCallback)
+    }
+    assert got == {
+        ("sendgrid", email, "FAILED", "bounce", "550 5.1.1 mailbox unknown"),
+        ("webhook", hook, "DELIVERED", "delivered", None),
+    }
