@@ -153,8 +153,9 @@ def apply_callback(row: LogRow, callback: ProviderCallback) -> LogRow:
     """The row after a provider's status callback (folded only once the row exists).
 
     DELIVERED and FAILED (a bounce) move the row as the matching delivery events would, at the
-    provider's time; SENT moves QUEUED/SENDING to SENT; DEFERRED moves nothing but notes the
-    provider's error while the outcome is open. The same callback twice changes nothing.
+    provider's time; SENT moves QUEUED/SENDING to SENT; DEFERRED changes nothing (its error
+    stays in provider_callback: noted on the row, it would replace or be replaced by a failed
+    attempt's depending on which is folded first). The same callback twice changes nothing.
     """
     at = callback.occurred_at
     # the message id is the one our send recorded, not the callback's: which of the two is
@@ -180,9 +181,7 @@ def apply_callback(row: LogRow, callback: ProviderCallback) -> LogRow:
             error_category=FailureCategory.PERMANENT.value,
             failed_at=_earlier(row.failed_at, at),
         )
-    if row.status in (QUEUED, SENDING, SENT) and callback.error:  # DEFERRED: still trying
-        return replace(row, error=callback.error, error_category=FailureCategory.TRANSIENT.value)
-    return row
+    return row  # DEFERRED: the provider is still trying
 
 
 @dataclass(frozen=True)

@@ -233,9 +233,17 @@ def test_callback_transitions(events: list[Record], status: str) -> None:
             [queued(), attempted(), failed(final=True), cb_bounce()],
             {"error": "HTTP 503", "error_category": "TRANSIENT", "failed_at": at(2)},
         ),
-        (  # deferred: no status change, the provider's error noted as transient
+        (  # deferred: nothing changes (its error is kept with the callback)
             [queued(), attempted(), sent(), cb_deferred()],
-            {"status": "SENT", "error": "mailbox full", "error_category": "TRANSIENT"},
+            {"status": "SENT", "error": None, "error_category": None},
+        ),
+        (  # a deferral folded before or after a failed attempt leaves the attempt's error
+            [queued(), attempted(), cb_deferred(s=1), failed(s=2)],
+            {"status": "SENDING", "error": "HTTP 503", "error_category": "TRANSIENT"},
+        ),
+        (
+            [queued(), attempted(), failed(s=2), cb_deferred(s=1)],
+            {"status": "SENDING", "error": "HTTP 503", "error_category": "TRANSIENT"},
         ),
         (  # a late deferral does not touch a delivered row
             [queued(), attempted(), sent(), cb_delivered(s=9), cb_deferred(s=5)],
