@@ -187,6 +187,8 @@ async def apply_batch(
     changed_attempts: dict[tuple[str, int], AttemptRow] = {}
     fresh: dict[str, ProviderCallback] = {}  # callbacks to insert, by event_id
     applied: set[str] = set()
+    # a notification's callbacks are folded in order: one behind a waiting callback waits too
+    behind = {c.notification_id for c in waiting.values()}
 
     def fold_callback(callback: ProviderCallback) -> None:
         nid = callback.notification_id
@@ -201,10 +203,11 @@ async def apply_batch(
             if record.event_id in stored or record.event_id in fresh:
                 continue  # replayed: stored already (and folded, or waiting below)
             fresh[record.event_id] = record
-            if nid in rows:
+            if nid in rows and nid not in behind:
                 fold_callback(record)
             else:
                 waiting[record.event_id] = record
+                behind.add(nid)
             continue
         new_row = apply(rows.get(nid), record)
         if new_row != rows.get(nid):

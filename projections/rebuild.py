@@ -142,7 +142,7 @@ async def rebuild(
                     if record.event_id in callbacks:
                         continue  # the same callback again: stored and folded once
                     nid = record.notification_id
-                    if nid in rows:
+                    if nid in rows and nid not in waiting:  # in order, as live
                         rows[nid] = apply_callback(rows[nid], record)
                         callbacks[record.event_id] = (record, datetime.now(UTC))
                     else:

@@ -228,18 +228,28 @@ async def test_waiting_callbacks_are_folded_in_the_providers_order(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
     n = Notification()
-    # consumed out of order: the provider deferred (t=5) before it delivered (t=9)
+    # consumed out of order: the message was delivered (t=9), then bounced (t=12)
+    await fold(conn, n.callback(CallbackStatus.FAILED, 12, raw="bounce"))
     await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
-    await fold(conn, n.callback(CallbackStatus.DEFERRED, 5, error="carrier busy"))
     await fold(conn, *n.events())
     found = await row(conn, n.id)
     assert found is not None
-    # the deferral noted its error before delivery; folded after it, it would have changed nothing
-    assert (found["status"], found["error"], found["delivered_at"]) == (
-        "DELIVERED",
-        "carrier busy",
-        at(9),
-    )
+    # in the provider's order the bounce comes after delivery and changes nothing; in the
+    # order they were consumed the row would have ended FAILED
+    assert (found["status"], found["delivered_at"], found["error"]) == ("DELIVERED", at(9), None)
+    assert [c[-1] for c in await callbacks(conn, n.id)] == [True, True]
+
+
+async def test_a_callback_behind_a_waiting_one_waits_for_it(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    n = Notification()
+    await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
+    # the bounce is read after the row exists, but the delivery it follows is still waiting:
+    # folded at once it would come first and end the row FAILED
+    await fold(conn, *n.events(), n.callback(CallbackStatus.FAILED, 12, raw="bounce"))
+    found = await row(conn, n.id)
+    assert found is not None and (found["status"], found["error"]) == ("DELIVERED", None)
     assert [c[-1] for c in await callbacks(conn, n.id)] == [True, True]
 
 
