@@ -115,6 +115,9 @@ def create_app(
                     "%s failed", what, extra={"incident_id": getattr(record, "incident_id", None)}
                 )
                 await emitter.dead_letter(event, "handle", exc)
+            # acknowledged now, not when the stream asks for the next event: a rebalance
+            # right after this one would otherwise hand it to the next owner again
+            event.ack()
 
     async def escalate_one(record: Record) -> None:
         await emitter.send_many(escalate(record, tier_states, incident_status, settings))
@@ -151,6 +154,8 @@ def create_app(
         async def deliver(stream: Any, sender: ChannelSender = sender) -> None:
             async for events in stream.take_events(settings.batch_size, within=0.005):
                 await sender.handle(events)
+                for event in events:
+                    event.ack()
 
         app.agent(emitter.topic(channel_topic(channel)), name=f"send-{channel.value.lower()}")(
             deliver
