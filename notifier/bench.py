@@ -170,7 +170,7 @@ def run_bench(
         "NOTIFIER_CHANNEL_CONCURRENCY": "50",
         "NOTIFIER_LOG_LEVEL": "WARNING",
     }
-    with sandbox_and_worker(logs, extra) as (sandbox, worker):
+    with sandbox_and_worker(logs, extra) as (sandbox, worker, _):
         say(f"sandbox {sandbox}, worker pid {worker.pid}; warming up")
         warm = incident(0)
         publisher.publish("incidents", warm.incident_id, warm)

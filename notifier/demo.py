@@ -1,7 +1,9 @@
 """`notifier demo`: the whole flow on the local stack, with the provider sandbox.
 
-Starts the sandbox and a worker, publishes the sample users and an incident, prints every
-delivery event as it happens and what the sandbox received, then stops what it started.
+Starts the sandbox, the webhook bridge and a worker, publishes the sample users and an
+incident, prints every delivery event as it happens and what the sandbox received, then
+presses Acknowledge on the Slack message (through the bridge, signed as Slack signs it) and
+prints the acknowledgement notices, then stops what it started.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def describe(record: Record) -> str:
         f"{fields.get('user_id', ''):<6}",
         f"{channel.value if channel else '':<7}",
     ]
+    if isinstance(record, NotificationQueued) and record.kind.value != "ALERT":
+        parts.append(record.kind.value.lower().replace("_", " "))
     if "attempt" in fields:
         parts.append(f"attempt {fields['attempt']}")
     if isinstance(record, DeliverySent):
@@ -51,6 +55,49 @@ def describe(record: Record) -> str:
     if isinstance(record, UserUnreachable):
         parts.append(record.reason[:80])
     return "  ".join(parts)
+
+
+def _post_json(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def _follow(
+    settings: Settings,
+    codec: Any,
+    incident_id: str,
+    since: dict[int, int],
+    timeout_s: float,
+    say: Callable[[str], None],
+) -> tuple[set[str], set[str]]:
+    """Print the incident's delivery events from `since` until every queued notification
+    was sent or finally failed; (queued, done) notification ids."""
+    from notifier.kafka_io import read_topic
+
+    queued: set[str] = set()
+    done: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    for key, value, _, _ in read_topic(
+        settings, "delivery.events", from_beginning=False, start_offsets=since, timeout_s=timeout_s
+    ):
+        if key != incident_id.encode():
+            if time.monotonic() > deadline:
+                break
+            continue
+        record = codec.decode(value)
+        say("  " + describe(record))
+        if isinstance(record, NotificationQueued):
+            queued.add(record.notification_id)
+        if isinstance(record, DeliverySent) or (
+            isinstance(record, DeliveryFailed) and record.final
+        ):
+            done.add(record.notification_id)
+        if queued and done >= queued:
+            break
+    return queued, done
 
 
 def _wait_for_log(
@@ -65,9 +112,9 @@ def _wait_for_log(
     with psycopg.connect(database_url(settings)) as conn:
         while True:
             rows = conn.execute(
-                "SELECT user_id, channel, tier, status, provider, "
+                "SELECT user_id, channel, kind, status, provider, "
                 "to_char(sent_at, 'HH24:MI:SS.MS') FROM notification_log "
-                "WHERE incident_id = %s ORDER BY user_id, channel",
+                "WHERE incident_id = %s ORDER BY user_id, channel, queued_at",
                 (incident_id,),
             ).fetchall()
             settled = [r for r in rows if r[3] not in ("QUEUED", "SENDING")]
@@ -81,7 +128,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
     from notifier.contracts.convert import from_json
     from notifier.contracts.factory import build_codec
     from notifier.contracts.records import IncidentOpened, UserProfile
-    from notifier.kafka_io import Publisher, end_offsets, read_topic
+    from notifier.kafka_io import Publisher, end_offsets
 
     logs = settings.stack_dir / "demo"
     codec = build_codec(settings)
@@ -92,8 +139,11 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
         "NOTIFIER_LOG_LEVEL": "WARNING",
         "NOTIFIER_SESSION_TIMEOUT_S": "10",
     }
-    with sandbox_and_worker(logs, extra) as (sandbox_url, worker):
-        say(f"provider sandbox on {sandbox_url}, worker pid {worker.pid} (logs in {logs})")
+    with sandbox_and_worker(logs, extra, bridge=True) as (sandbox_url, worker, bridge_url):
+        say(
+            f"provider sandbox on {sandbox_url}, webhook bridge on {bridge_url}, "
+            f"worker pid {worker.pid} (logs in {logs})"
+        )
         publisher = Publisher(settings, codec)
         users = [
             from_json(UserProfile, {**u, "updated_at": int(time.time() * 1000)})
@@ -120,42 +170,38 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
             f"published {len(users)} users and IncidentOpened {incident_id} "
             f"for {', '.join(incident.user_ids)}; delivery events as they happen:"
         )
-        queued: set[str] = set()
-        done: set[str] = set()
-        deadline = time.monotonic() + timeout_s
-        for key, value, _, _ in read_topic(
-            settings,
-            "delivery.events",
-            from_beginning=False,
-            start_offsets=since,
-            timeout_s=timeout_s,
-        ):
-            if key != incident_id.encode():
-                if time.monotonic() > deadline:
-                    break
-                continue
-            record = codec.decode(value)
-            say("  " + describe(record))
-            if isinstance(record, NotificationQueued):
-                queued.add(record.notification_id)
-            if isinstance(record, DeliverySent) or (
-                isinstance(record, DeliveryFailed) and record.final
-            ):
-                done.add(record.notification_id)
-            if queued and done >= queued:
-                break
+        queued, done = _follow(settings, codec, incident_id, since, timeout_s, say)
         with urllib.request.urlopen(f"{sandbox_url}/_sandbox/requests") as resp:
             received = json.loads(resp.read())
         say(f"the sandbox received {len(received)} provider request(s):")
         for item in received:
             say(f"  {item['provider']:<8} -> {str(item['to'])[:32]:<32} HTTP/SMTP {item['status']}")
+        slack = [r for r in received if r["provider"] == "slack" and r["status"] == 200]
+        if bridge_url and slack and done >= queued:
+            since = end_offsets(settings, "delivery.events")
+            say(
+                f"{slack[0]['to']} presses Acknowledge on the Slack message; the bridge "
+                "verifies Slack's signature and publishes IncidentAcknowledged:"
+            )
+            _post_json(
+                f"{sandbox_url}/_sandbox/interact",
+                {
+                    "message_id": slack[0]["message_id"],
+                    "action": "acknowledge",
+                    "url": f"{bridge_url}/slack/actions",
+                },
+            )
+            notices, notices_done = _follow(settings, codec, incident_id, since, timeout_s, say)
+            queued |= notices
+            done |= notices_done
         rows = _wait_for_log(settings, incident_id, len(queued))
         say(f"the NotificationLog in PostgreSQL (notifier log {incident_id}):")
         for row in rows:
             say(
                 "  "
                 + "  ".join(
-                    f"{col!s:<{width}}" for col, width in zip(row, (6, 7, 8, 9, 9, 32), strict=True)
+                    f"{col!s:<{width}}"
+                    for col, width in zip(row, (6, 7, 19, 9, 9, 32), strict=True)
                 )
             )
     codec.close()

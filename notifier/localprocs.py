@@ -1,7 +1,9 @@
-"""Starting the sandbox and a worker as child processes, for the demo and the benchmark."""
+"""Starting the sandbox, a worker and the bridge as child processes, for the demo and the
+benchmark."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 
 def free_port() -> int:
@@ -54,24 +57,43 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
             time.sleep(0.1)
 
 
+class Services(NamedTuple):
+    """The started processes: where the sandbox and the bridge answer, and the worker."""
+
+    sandbox_url: str
+    worker: subprocess.Popen[bytes]
+    bridge_url: str | None
+
+
 @contextmanager
 def sandbox_and_worker(
-    logs: Path, extra_env: dict[str, str] | None = None
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A sandbox and a worker pointed at it; yields (sandbox URL, worker process)."""
+    logs: Path, extra_env: dict[str, str] | None = None, bridge: bool = False
+) -> Iterator[Services]:
+    """A sandbox and a worker pointed at it, and the webhook bridge if asked for."""
     from adapters.sandbox.server import sandbox_env
 
     logs.mkdir(parents=True, exist_ok=True)
     port, smtp_port = free_port(), free_port()
     env = {**os.environ, **sandbox_env("127.0.0.1", port, smtp_port), **(extra_env or {})}
+    bridge_url = None
+    if bridge:
+        bridge_port = free_port()
+        bridge_url = f"http://127.0.0.1:{bridge_port}"
+        env |= {"NOTIFIER_BRIDGE_PORT": str(bridge_port), "NOTIFIER_CALLBACK_BASE_URL": bridge_url}
     url = f"http://127.0.0.1:{port}"
-    with child(
-        notifier_command("sandbox", "--port", str(port), "--smtp-port", str(smtp_port)),
-        env,
-        logs / "sandbox.log",
-    ):
+    with contextlib.ExitStack() as started:
+        started.enter_context(
+            child(
+                notifier_command("sandbox", "--port", str(port), "--smtp-port", str(smtp_port)),
+                env,
+                logs / "sandbox.log",
+            )
+        )
         wait_http(f"{url}/_sandbox/stats")
-        with child(
-            notifier_command("worker", "--loglevel", "warn"), env, logs / "worker.log"
-        ) as worker:
-            yield url, worker
+        if bridge_url:
+            started.enter_context(child(notifier_command("bridge"), env, logs / "bridge.log"))
+            wait_http(f"{bridge_url}/readyz")
+        worker = started.enter_context(
+            child(notifier_command("worker", "--loglevel", "warn"), env, logs / "worker.log")
+        )
+        yield Services(url, worker, bridge_url)

@@ -64,6 +64,7 @@ async def everything_on(pipeline: Pipeline, topic: str) -> list[Any]:
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)
         found: list[Any] = []
+
         async def behind() -> bool:
             for tp, end in ends.items():
                 if await consumer.position(tp) < end:
@@ -490,9 +491,7 @@ async def test_sendgrid_events_and_webhook_receipts_become_callbacks(
             headers={"X-Notifier-Signature": sign(secret, int(ts), receipt)},
         )
     assert (sendgrid.status_code, hooked.status_code) == (200, 204), sendgrid.text + hooked.text
-    found = await pipeline.events(
-        "provider.callbacks", incident, lambda found: len(found) >= 2
-    )
+    found = await pipeline.events("provider.callbacks", incident, lambda found: len(found) >= 2)
     got = {
         (c.provider, c.notification_id, c.status.value, c.raw_status, c.error)
         for c in found
