@@ -392,7 +392,8 @@ def schemas_register() -> None:
 def projection_rebuild(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before dropping.")] = False,
 ) -> None:
-    """Drop the NotificationLog and rebuild it from delivery.events (stop the workers first)."""
+    """Drop the NotificationLog and rebuild it from delivery.events and provider.callbacks
+    (stop the workers first)."""
     import asyncio
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
@@ -577,6 +578,59 @@ def bridge(
     except OSError as exc:
         where = f"{settings.bridge_host}:{settings.bridge_port}"
         raise fail(f"bridge cannot listen on {where}: {exc}") from exc
+
+
+@app.command("reparse-callbacks")
+def reparse_callbacks(
+    since: Annotated[
+        str | None, typer.Option(help="Only requests received at or after this ISO time.")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Only one source, e.g. twilio_status, sendgrid_events.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Parse and count; publish nothing.")] = False,
+) -> None:
+    """Parse the archived bridge requests (callbacks.raw) again and publish what they mean:
+    after a parser fix, what was refused with a 400 goes through. Callback event ids come
+    from the providers' ids, so what was already published is not applied twice."""
+    from adapters.bridge.parse import MalformedRequestError
+    from adapters.bridge.server import outgoing, reparse
+    from notifier.contracts.records import RawCallback
+    from notifier.kafka_io import Publisher, read_topic
+
+    settings = _settings()
+    codec = _codec(settings)
+    cutoff = datetime.fromisoformat(since) if since else None
+    if cutoff is not None and cutoff.tzinfo is None:
+        raise fail("--since needs a time zone, e.g. 2026-11-25T03:00:00+00:00")
+    publisher = None if dry_run else Publisher(settings, codec)
+    read = published = malformed = 0
+    for _, value, _, _ in read_topic(settings, "callbacks.raw", from_beginning=True, timeout_s=3):
+        raw = codec.decode(value)
+        if not isinstance(raw, RawCallback) or (source and raw.source != source):
+            continue
+        if cutoff is not None and raw.received_at < cutoff:
+            continue
+        read += 1
+        try:
+            records = reparse(raw)
+        except MalformedRequestError as exc:
+            malformed += 1
+            out.print(f"still malformed: {raw.source} {raw.received_at:%Y-%m-%d %H:%M:%S}: {exc}")
+            continue
+        for record in records:
+            if publisher is not None:
+                publisher.publish(*outgoing(record))
+            published += 1
+        if read % 1000 == 0:
+            out.print(f"{read} requests read, {published} records", highlight=False)
+    if publisher is not None:
+        publisher.flush()
+    verb = "would publish" if dry_run else "published"
+    out.print(
+        f"{read} archived requests: {verb} {published} records, {malformed} still malformed",
+        highlight=False,
+    )
 
 
 @app.command("log")

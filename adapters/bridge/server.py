@@ -94,6 +94,32 @@ class Incoming:
         return dict(parse_qsl(self.url.partition("?")[2], keep_blank_values=True))
 
 
+def _gather(req: Incoming) -> list[Record]:
+    ack = parse.twilio_gather(req.query, req.form, req.received_at)
+    return [ack] if ack else []
+
+
+# what each verified source means; the routes and `reparse` share them
+PARSERS: dict[str, Callable[[Incoming], Sequence[Record]]] = {
+    "twilio_status": lambda req: [parse.twilio_status(req.query, req.form, req.received_at)],
+    "twilio_gather": _gather,
+    "sendgrid_events": lambda req: parse.sendgrid_events(req.body, req.received_at),
+    "slack_actions": lambda req: [parse.slack_action(req.form, req.received_at)],
+    "webhook_receipt": lambda req: [parse.webhook_receipt(req.body, req.received_at)],
+}
+
+
+def reparse(raw: RawCallback) -> Sequence[Record]:
+    """What an archived request means to today's parsers (MalformedRequestError if
+    nothing); email links are not parsed again: their action was taken when used."""
+    parser = PARSERS.get(raw.source)
+    if parser is None:
+        return []
+    return parser(
+        Incoming(raw.source, raw.url, raw.method, dict(raw.headers), raw.body, raw.received_at)
+    )
+
+
 def outgoing(record: Record) -> tuple[str, str, Record]:
     """Where a parsed record goes: acknowledgements to incidents, callbacks to theirs."""
     topic = (
@@ -229,7 +255,7 @@ class Bridge:
         return await self._twilio(
             request,
             "twilio_status",
-            lambda req: [parse.twilio_status(req.query, req.form, req.received_at)],
+            PARSERS["twilio_status"],
             lambda records: web.Response(status=204),
         )
 
@@ -246,11 +272,7 @@ class Bridge:
                 text=f"<Response><Say>{text}</Say></Response>", content_type="application/xml"
             )
 
-        def parser(req: Incoming) -> list[Record]:
-            ack = parse.twilio_gather(req.query, req.form, req.received_at)
-            return [ack] if ack else []
-
-        return await self._twilio(request, "twilio_gather", parser, said)
+        return await self._twilio(request, "twilio_gather", PARSERS["twilio_gather"], said)
 
     async def sendgrid_events(self, request: web.Request) -> web.StreamResponse:
         """SendGrid's signed event webhook."""
@@ -273,7 +295,7 @@ class Bridge:
         return await self.accept(
             req,
             signature,
-            lambda r: parse.sendgrid_events(r.body, r.received_at),
+            PARSERS["sendgrid_events"],
             lambda records: web.Response(status=200),
         )
 
@@ -298,7 +320,7 @@ class Bridge:
         return await self.accept(
             req,
             signature,
-            lambda r: [parse.slack_action(r.form, r.received_at)],
+            PARSERS["slack_actions"],
             lambda records: web.Response(status=200),
         )
 
@@ -322,7 +344,7 @@ class Bridge:
         return await self.accept(
             req,
             signature,
-            lambda r: [parse.webhook_receipt(r.body, r.received_at)],
+            PARSERS["webhook_receipt"],
             lambda records: web.Response(status=204),
         )
 

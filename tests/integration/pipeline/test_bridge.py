@@ -4,6 +4,8 @@ order, one-time email links, acknowledgements that stop retries, receipt deadlin
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -208,6 +210,30 @@ async def test_a_malformed_body_is_a_400_and_is_archived_for_reprocessing(
     assert len(archived) == 1
     assert archived[0].source == "slack_actions"
     assert archived[0].headers["x-slack-signature"] == headers["X-Slack-Signature"]
+
+
+def test_archived_requests_can_be_parsed_again(pipeline: Pipeline) -> None:
+    def reparse(*args: str) -> str:
+        run = subprocess.run(
+            [*pipeline.command[:1], "reparse-callbacks", "--dry-run", *args],
+            env=pipeline.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    # the malformed Slack request of the test above is still malformed to today's parser
+    slack = reparse("--source", "slack_actions")
+    assert "still malformed: slack_actions" in slack and "no actions" in slack
+    # the accepted Twilio callback means the same thing again (same event id: idempotent)
+    twilio = reparse("--source", "twilio_status")
+    assert re.search(
+        r"(\d+) archived requests: would publish \1 records, 0 still malformed", twilio
+    )
+    assert not twilio.startswith("0 archived")
 
 
 async def test_a_callback_before_its_send_ends_delivered_and_a_late_sent_changes_nothing(

@@ -34,9 +34,11 @@ def _url(pipeline: Pipeline) -> str:
 
 
 async def _caught_up(pipeline: Pipeline) -> bool:
-    topic = full_name(pipeline.settings, "delivery.events")
     ends = {
-        (topic, p): o for p, o in end_offsets(pipeline.settings, "delivery.events").items() if o > 0
+        (full_name(pipeline.settings, logical), p): o
+        for logical in ("delivery.events", "provider.callbacks")
+        for p, o in end_offsets(pipeline.settings, logical).items()
+        if o > 0
     }
     async with await psycopg.AsyncConnection.connect(_url(pipeline)) as conn:
         stored = dict(
