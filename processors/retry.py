@@ -1,6 +1,6 @@
 """The retry agent: holds commands from the delay topics until they are due, then puts them
-back on their channel's topic; holds receipt deadlines the same way and forwards them to
-delivery.events when due.
+back on their channel's topic. Every other timer of the pipeline waits here the same way
+(see WAITING): receipt deadlines, repeats of unacknowledged incidents, throttle windows.
 
 It also reads `incidents`: when one is acknowledged or resolved, the alerts of it that are
 waiting here are cancelled at once (DeliveryCancelled), not when they come due. Its
@@ -38,7 +38,9 @@ from notifier.contracts.records import (
     NotificationKind,
     ReceiptDue,
     Record,
+    RepeatDue,
     SendCommand,
+    ThrottleFlushDue,
 )
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name, retry_topic
@@ -47,6 +49,29 @@ from processors.emitter import Emitter
 from processors.metrics import RETRY_LATENESS
 
 CLOSED_REMEMBERED = 100_000  # acknowledged/resolved incidents kept in memory, newest
+Waiting = SendCommand | ReceiptDue | RepeatDue | ThrottleFlushDue
+# the topics whose records wait here, besides the retry topics of the backoff schedule
+TIMER_TOPICS = ("receipt.deadlines", "notify.repeats", "throttle.timers")
+
+
+def due_time(item: Waiting) -> float:
+    """When `item` is due (unix seconds)."""
+    if isinstance(item, SendCommand):
+        return item.not_before.timestamp() if item.not_before else time.time()
+    return item.due_at.timestamp()
+
+
+def target(item: Waiting) -> tuple[str, str, Record]:
+    """Where a due item goes: a command back to its channel, a receipt deadline to the
+    escalation, a repeat to the dispatcher, a throttle window to the throttle."""
+    if isinstance(item, SendCommand):
+        return channel_topic(item.channel), item.incident_id, item
+    if isinstance(item, ReceiptDue):
+        return "delivery.events", item.incident_id, item
+    if isinstance(item, RepeatDue):
+        return "dispatch.commands", item.incident_id, item
+    return "notify.throttle", item.user_id, item
+
 
 log = logging.getLogger("notifier.retry")
 
@@ -57,7 +82,7 @@ class _Waiting:
     seq: int
     tp: TopicPartition = field(compare=False)
     offset: int = field(compare=False)
-    command: SendCommand | ReceiptDue = field(compare=False)
+    command: Waiting = field(compare=False)
 
 
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -79,7 +104,7 @@ class RetryScheduler(Service):
         self.settings = settings
         self.emitter = emitter
         self.topics = [full_name(settings, retry_topic(d)) for d in settings.retry_delays_s]
-        self.topics.append(full_name(settings, "receipt.deadlines"))
+        self.topics += [full_name(settings, t) for t in TIMER_TOPICS]
         self.incidents_topic = full_name(settings, "incidents")
         self._closed: OrderedDict[str, str] = OrderedDict()
         self._heap: list[_Waiting] = []
@@ -138,7 +163,7 @@ class RetryScheduler(Service):
             return
         try:
             waiting = self.emitter.codec.decode(msg.value)
-            if not isinstance(waiting, SendCommand | ReceiptDue):
+            if not isinstance(waiting, Waiting):
                 raise ContractError(f"{type(waiting).__name__} does not wait on {msg.topic}")
         except ContractError as exc:
             await self.emitter.dead_letter_message(
@@ -148,11 +173,11 @@ class RetryScheduler(Service):
         if isinstance(waiting, SendCommand) and self._cancelled(waiting):
             await self._cancel([waiting], self._closed[waiting.incident_id])
             return
-        if isinstance(waiting, ReceiptDue):
-            due = waiting.due_at.timestamp()
-        else:
-            due = waiting.not_before.timestamp() if waiting.not_before else time.time()
-        heapq.heappush(self._heap, _Waiting(due, next(self._seq), tp, msg.offset, waiting))
+        if isinstance(waiting, RepeatDue) and waiting.incident_id in self._closed:
+            return  # the incident was acknowledged: no more repeats
+        heapq.heappush(
+            self._heap, _Waiting(due_time(waiting), next(self._seq), tp, msg.offset, waiting)
+        )
         self._pending.setdefault(tp, set()).add(msg.offset)
 
     def _cancelled(self, command: SendCommand) -> bool:
@@ -175,15 +200,25 @@ class RetryScheduler(Service):
         stopped = [
             w
             for w in self._heap
-            if isinstance(w.command, SendCommand) and self._cancelled(w.command)
+            if (isinstance(w.command, SendCommand) and self._cancelled(w.command))
+            or (isinstance(w.command, RepeatDue) and w.command.incident_id == event.incident_id)
         ]
         if not stopped:
             return
         self._heap = [w for w in self._heap if w not in stopped]
         heapq.heapify(self._heap)
-        await self._cancel([w.command for w in stopped], status)  # type: ignore[misc]
+        await self._cancel(
+            [w.command for w in stopped if isinstance(w.command, SendCommand)], status
+        )
         for waiting in stopped:
             self._pending.get(waiting.tp, set()).discard(waiting.offset)
+            if isinstance(waiting.command, RepeatDue):
+                log.info(
+                    "repeat %d stopped: incident %s",
+                    waiting.command.repeat,
+                    status,
+                    extra={"incident_id": waiting.command.incident_id},
+                )
 
     async def _cancel(self, commands: list[SendCommand], status: str) -> None:
         await self.emitter.send_many(
@@ -212,15 +247,16 @@ class RetryScheduler(Service):
             while self._heap and self._heap[0].due <= now:
                 due.append(heapq.heappop(self._heap))
             if due:
-                await self.emitter.send_many(self._target(w.command) for w in due)
+                await self.emitter.send_many(target(w.command) for w in due)
                 for waiting in due:
                     RETRY_LATENESS.observe(max(0.0, now - waiting.due))
                     self._pending.get(waiting.tp, set()).discard(waiting.offset)
                     log.info(
-                        "retry due" if isinstance(waiting.command, SendCommand) else "receipt due",
+                        "%s due",
+                        type(waiting.command).__name__,
                         extra={
-                            "incident_id": waiting.command.incident_id,
-                            "notification_id": waiting.command.notification_id,
+                            "incident_id": getattr(waiting.command, "incident_id", None),
+                            "notification_id": getattr(waiting.command, "notification_id", None),
                         },
                     )
                 await self._commit()
@@ -229,13 +265,6 @@ class RetryScheduler(Service):
             self._wake.clear()
             with contextlib.suppress(TimeoutError):  # woken by new commands or the next due
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 1.0))
-
-    @staticmethod
-    def _target(waiting: SendCommand | ReceiptDue) -> tuple[str, str, Record]:
-        """Where a due item goes: a command to its channel, a deadline to the escalation."""
-        if isinstance(waiting, ReceiptDue):
-            return "delivery.events", waiting.incident_id, waiting
-        return channel_topic(waiting.channel), waiting.incident_id, waiting
 
     async def _commit(self) -> None:
         """Commit, per partition, up to the oldest command still waiting."""

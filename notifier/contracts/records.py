@@ -207,6 +207,8 @@ class SendCommand(Record):
     provider: str | None = None
     repeat: int = 0
     not_before: datetime | None = None
+    bundled_notification_ids: list[str] = field(default_factory=list)
+    requested_by: str | None = None
 
 
 # --- delivery.events -------------------------------------------------------------------
@@ -382,6 +384,43 @@ class ReceiptDue(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class RepeatDue(Record):
+    AVRO_NAME: ClassVar[str] = "notifier.RepeatDue"
+    event_id: str
+    occurred_at: datetime
+    due_at: datetime
+    incident_id: str
+    user_id: str
+    escalation_level: int
+    tier: Tier
+    repeat: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResendRequested(Record):
+    AVRO_NAME: ClassVar[str] = "notifier.ResendRequested"
+    event_id: str
+    occurred_at: datetime
+    incident_id: str
+    notification_id: str
+    user_id: str
+    channel: Channel
+    escalation_level: int
+    attempt: int
+    requested_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleFlushDue(Record):
+    AVRO_NAME: ClassVar[str] = "notifier.ThrottleFlushDue"
+    event_id: str
+    occurred_at: datetime
+    due_at: datetime
+    user_id: str
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
 class EscalateTier(Record):
     AVRO_NAME: ClassVar[str] = "notifier.EscalateTier"
     command_id: str
@@ -429,6 +468,9 @@ TOP_LEVEL_RECORDS: tuple[type[Record], ...] = (
     ProviderCallback,
     RawCallback,
     ReceiptDue,
+    RepeatDue,
+    ResendRequested,
+    ThrottleFlushDue,
     EscalateTier,
     DeadLetter,
 )
