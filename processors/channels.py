@@ -4,6 +4,7 @@ per provider, a timeout per request, and an outcome event for every attempt."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -56,6 +57,25 @@ def delivery_fields(command: SendCommand, step: str) -> dict[str, Any]:
         "channel": command.channel,
         "attempt": command.attempt,
     }
+
+
+def bundled_outcomes(command: SendCommand, outcome: Any) -> list[tuple[str, str, Record]]:
+    """The attempt and outcome of a bundled message, recorded for every notification it
+    carries (a throttle held them back and bundled them): each row shows how it went out."""
+    out: list[tuple[str, str, Record]] = []
+    attempted = DeliveryAttempted(
+        **delivery_fields(command, "attempted"), provider=outcome.provider
+    )
+    for notification, incident in sorted(command.bundled.items()):
+        for event in (attempted, outcome):
+            copy = dataclasses.replace(
+                event,
+                event_id=ids.event_id(event.event_id, notification),
+                notification_id=notification,
+                incident_id=incident,
+            )
+            out.append(("delivery.events", incident, copy))
+    return out
 
 
 def per_second_limiter(per_minute: int) -> AsyncLimiter:
@@ -178,7 +198,9 @@ class ChannelSender:
             await self.emitter.send(
                 "receipt.deadlines", command.incident_id, self.receipt_due(command, outcome)
             )
-        await self.emitter.send("delivery.events", command.incident_id, outcome)
+        await self.emitter.send_many(
+            [("delivery.events", command.incident_id, outcome), *bundled_outcomes(command, outcome)]
+        )
 
     def needs_receipt(self, command: SendCommand) -> bool:
         """Alerts of the configured priorities, through a provider that reports delivery to

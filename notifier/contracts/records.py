@@ -207,7 +207,7 @@ class SendCommand(Record):
     provider: str | None = None
     repeat: int = 0
     not_before: datetime | None = None
-    bundled_notification_ids: list[str] = field(default_factory=list)
+    bundled: dict[str, str] = field(default_factory=dict)
     requested_by: str | None = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -89,6 +89,7 @@ def command(incident: str, priority: Priority = Priority.LOW, attempt: int = 1) 
         priority=priority,
         attempt=attempt,
         kind=NotificationKind.ALERT,
+        bundled={},
     )
 
 
@@ -177,3 +178,15 @@ async def test_undecodable_and_misrouted_commands_are_dead_lettered() -> None:
     )
     assert len(emitter.dead) == 2 and "command for SMS on the email topic" in emitter.dead[1]
     assert provider.calls == ["ok"]
+
+
+async def test_a_bundled_message_records_its_outcome_for_every_notification_it_carries() -> None:
+    provider = FakeProvider()
+    channel, emitter = sender(provider)
+    bundle = replace(command("inc-1"), bundled={"n-2": "inc-2", "n-3": "inc-3"})
+    await channel.handle([FakeEvent(emitter.codec.encode(bundle))])
+    assert len(provider.calls) == 1  # one message
+    sent = {(e.notification_id, e.incident_id) for e in emitter.sent if isinstance(e, DeliverySent)}
+    attempted = {e.notification_id for e in emitter.sent if isinstance(e, DeliveryAttempted)}
+    assert sent == {(bundle.notification_id, "inc-1"), ("n-2", "inc-2"), ("n-3", "inc-3")}
+    assert attempted == {bundle.notification_id, "n-2", "n-3"}
