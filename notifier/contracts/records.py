@@ -406,8 +406,10 @@ class ResendRequested(Record):
     user_id: str
     channel: Channel
     escalation_level: int
+    kind: NotificationKind
     attempt: int
     requested_by: str
+    repeat: int = 0
 
 
 @dataclass(frozen=True, slots=True)
