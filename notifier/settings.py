@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     receipt_priorities: Annotated[tuple[str, ...], NoDecode] = Field(
         ("CRITICAL",), description="Priorities whose alerts need a delivery receipt (comma list)."
     )
+    repeat_priorities: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("CRITICAL",),
+        description="Priorities whose last tier repeats until acknowledged (comma list).",
+    )
+    repeat_interval_s: float = Field(
+        300.0, gt=0, description="Time between repeats of the last tier (Grafana OnCall: 5 min)."
+    )
+    repeat_max: int = Field(3, ge=0, description="Most repeats of the last tier; 0 turns it off.")
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod
@@ -150,7 +158,7 @@ class Settings(BaseSettings):
 
         return os.environ.get(f"NOTIFIER_SECRET_{ref.upper()}")
 
-    @field_validator("ops_user_ids", "receipt_priorities", mode="before")
+    @field_validator("ops_user_ids", "receipt_priorities", "repeat_priorities", mode="before")
     @classmethod
     def _split_users(cls, value: Any) -> Any:
         if isinstance(value, str):
