@@ -125,7 +125,7 @@ def create_app(
     async def dispatch_one(record: Record) -> None:
         incident_id = getattr(record, "incident_id", "")
         memory = IncidentMemory.from_json(memories.get(incident_id))
-        dispatched, memory = plan(record, memory, directory, utcnow())
+        dispatched, memory = plan(record, memory, directory, utcnow(), settings)
         memories[incident_id] = memory.to_json()
         await emitter.send_many(outgoing(dispatched))
         log_dispatch(record, dispatched)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +14,8 @@ from notifier.contracts.records import (
     IncidentOpened,
     IncidentResolved,
     Record,
+    RepeatDue,
+    ResendRequested,
 )
 from notifier.domain.dispatch import (
     Dispatch,
@@ -20,8 +23,14 @@ from notifier.domain.dispatch import (
     dispatch_alert,
     dispatch_escalation,
     dispatch_notice,
+    dispatch_repeat,
+    dispatch_resend,
+    last_tier,
     remember,
+    repeat_key,
+    schedule_repeats,
 )
+from notifier.settings import Settings
 from notifier.topics import channel_topic
 from processors.directory import UserDirectory
 
@@ -31,9 +40,14 @@ Outgoing = list[tuple[str, str, Record]]
 
 
 def plan(
-    record: Record, memory: IncidentMemory, directory: UserDirectory, now: datetime
+    record: Record,
+    memory: IncidentMemory,
+    directory: UserDirectory,
+    now: datetime,
+    settings: Settings | None = None,
 ) -> tuple[Dispatch, IncidentMemory]:
     """What to emit for one incident event, and the incident memory after it."""
+    settings = settings or Settings()
     if isinstance(record, IncidentOpened | IncidentEscalated):
         users = {u: directory.get(u) for u in record.user_ids}
         dispatched = dispatch_alert(record, users, now)
@@ -50,10 +64,41 @@ def plan(
         key = f"{record.user_id}|{record.escalation_level}|{record.tier.value}"
         if dispatched.commands and key not in memory.escalations:
             memory.escalations.append(key)
-        return dispatched, memory
+        return _with_repeats(dispatched, memory, directory, now, settings), memory
+    elif isinstance(record, RepeatDue):
+        dispatched = dispatch_repeat(record, memory, directory.get(record.user_id), now)
+        if dispatched.commands:
+            memory.escalations.append(repeat_key(record))
+        return _with_repeats(dispatched, memory, directory, now, settings), memory
+    elif isinstance(record, ResendRequested):
+        return dispatch_resend(record, memory, directory.get(record.user_id), now), memory
     else:
         raise TypeError(f"{type(record).__name__} is not an incident event or command")
-    return dispatched, remember(memory, record, dispatched)
+    memory = remember(memory, record, dispatched)
+    return _with_repeats(dispatched, memory, directory, now, settings), memory
+
+
+def _with_repeats(
+    dispatched: Dispatch,
+    memory: IncidentMemory,
+    directory: UserDirectory,
+    now: datetime,
+    settings: Settings,
+) -> Dispatch:
+    """`dispatched` with the repeat timers of alerts that reached a user's last tier."""
+    if not dispatched.commands or not settings.repeat_max:
+        return dispatched
+    users = {c.user_id for c in dispatched.commands}
+    last = {u: last_tier(directory.get(u), memory.channels) for u in users}
+    repeats = schedule_repeats(
+        dispatched.commands,
+        last,
+        now,
+        settings.repeat_priorities,
+        settings.repeat_interval_s,
+        settings.repeat_max,
+    )
+    return replace(dispatched, repeats=repeats) if repeats else dispatched
 
 
 def outgoing(dispatched: Dispatch) -> Outgoing:
@@ -63,6 +108,7 @@ def outgoing(dispatched: Dispatch) -> Outgoing:
         for e in dispatched.events
     ]
     items += [(channel_topic(c.channel), c.incident_id, c) for c in dispatched.commands]
+    items += [("notify.repeats", r.incident_id, r) for r in dispatched.repeats]
     return items
 
 

@@ -4,8 +4,8 @@ in which tier. A pure function of the event, the users' profiles and the clock."
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from notifier.contracts.records import (
     Channel,
@@ -18,6 +18,8 @@ from notifier.contracts.records import (
     NotificationQueued,
     Priority,
     Record,
+    RepeatDue,
+    ResendRequested,
     SendCommand,
     Tier,
     UserProfile,
@@ -42,6 +44,7 @@ class Dispatch:
 
     commands: list[SendCommand] = field(default_factory=list)
     events: list[Record] = field(default_factory=list)
+    repeats: list[RepeatDue] = field(default_factory=list)  # timers for repeat-until-ack
 
 
 @dataclass
@@ -108,8 +111,9 @@ def _command(
     kind: NotificationKind,
     text: IncidentText,
     now: datetime,
+    repeat: int = 0,
 ) -> tuple[SendCommand, NotificationQueued]:
-    nid = ids.notification_id(incident_id, level, user_id, point.channel, kind=kind)
+    nid = ids.notification_id(incident_id, level, user_id, point.channel, repeat, kind)
     title, body = render(point.channel, kind, text)
     command = SendCommand(
         command_id=ids.command_id(nid, 1),
@@ -128,6 +132,7 @@ def _command(
         incident_at=event_time,
         address_params=dict(point.params),
         url=text.url,
+        repeat=repeat,
     )
     queued = NotificationQueued(
         event_id=ids.event_id(nid, "queued"),
@@ -140,6 +145,7 @@ def _command(
         escalation_level=level,
         priority=priority,
         kind=kind,
+        repeat=repeat,
     )
     return command, queued
 
@@ -152,6 +158,7 @@ def dispatch_alert(
     tiers: Mapping[Channel, Tier] = DEFAULT_TIERS,
     tier: Tier | None = None,
     user_ids: list[str] | None = None,
+    repeat: int = 0,
 ) -> Dispatch:
     """Notifications for an opened or escalated incident: each user's first usable tier
     (or `tier`, for a tier escalation; or every tier with skip_tiers), all channels at once."""
@@ -193,6 +200,7 @@ def dispatch_alert(
                     NotificationKind.ALERT,
                     text,
                     now,
+                    repeat,
                 )
                 out.commands.append(command)
                 out.events.append(queued)
@@ -272,16 +280,13 @@ def dispatch_escalation(
     key = f"{command.user_id}|{command.escalation_level}|{command.tier.value}"
     if memory.status != "open" or key in memory.escalations:
         return Dispatch()
-    alert = IncidentOpened(
-        event_id=command.command_id,
-        occurred_at=command.occurred_at,
-        incident_id=command.incident_id,
-        title=memory.title or command.incident_id,
-        priority=Priority(memory.priority),
-        escalation_level=command.escalation_level,
-        user_ids=[command.user_id],
-        url=memory.url,
-        channels=[Channel(c) for c in memory.channels] if memory.channels else None,
+    alert = _alert_of(
+        memory,
+        command.incident_id,
+        command.command_id,
+        command.occurred_at,
+        command.escalation_level,
+        command.user_id,
     )
     tier: Tier | None = command.tier
     while tier is not None:
@@ -290,3 +295,171 @@ def dispatch_escalation(
             return out
         tier = TIER_ORDER[TIER_ORDER.index(tier) + 1] if tier is not TIER_ORDER[-1] else None
     return Dispatch()
+
+
+def _alert_of(
+    memory: IncidentMemory,
+    incident_id: str,
+    event_id: str,
+    occurred_at: datetime,
+    level: int,
+    user_id: str,
+) -> IncidentOpened:
+    """The incident as remembered, addressed to one user: what escalations and repeats send."""
+    return IncidentOpened(
+        event_id=event_id,
+        occurred_at=occurred_at,
+        incident_id=incident_id,
+        title=memory.title or incident_id,
+        priority=Priority(memory.priority),
+        escalation_level=level,
+        user_ids=[user_id],
+        url=memory.url,
+        channels=[Channel(c) for c in memory.channels] if memory.channels else None,
+    )
+
+
+def repeat_key(due: RepeatDue) -> str:
+    """How the incident memory remembers that a repeat was sent."""
+    return f"{due.user_id}|{due.escalation_level}|{due.tier.value}|repeat={due.repeat}"
+
+
+def dispatch_repeat(
+    due: RepeatDue,
+    memory: IncidentMemory,
+    profile: UserProfile | None,
+    now: datetime,
+    *,
+    tiers: Mapping[Channel, Tier] = DEFAULT_TIERS,
+) -> Dispatch:
+    """Repeat number `due.repeat` of the user's last tier, as new notifications (their ids
+    carry the repeat number). Nothing when the incident is no longer open or this repeat was
+    already sent (a replayed timer)."""
+    if memory.status != "open" or repeat_key(due) in memory.escalations:
+        return Dispatch()
+    alert = _alert_of(
+        memory, due.incident_id, due.event_id, due.occurred_at, due.escalation_level, due.user_id
+    )
+    return dispatch_alert(
+        alert, {due.user_id: profile}, now, tiers=tiers, tier=due.tier, repeat=due.repeat
+    )
+
+
+def last_tier(profile: UserProfile | None, channels: list[str] | None = None) -> Tier | None:
+    """The last tier in which the user has a usable channel."""
+    only = [Channel(c) for c in channels] if channels else None
+    reach = reachability(profile, only=only)
+    usable = [t for t in TIER_ORDER if reach.tier(t)]
+    return usable[-1] if usable else None
+
+
+def schedule_repeats(
+    commands: list[SendCommand],
+    last_tiers: Mapping[str, Tier | None],
+    now: datetime,
+    priorities: tuple[str, ...],
+    interval_s: float,
+    most: int,
+) -> list[RepeatDue]:
+    """Repeat-until-acknowledged: alerts of a repeating priority that reached the user's
+    last tier are sent again `interval_s` later, up to `most` times."""
+    out: dict[str, RepeatDue] = {}
+    for c in commands:
+        if (
+            c.kind is not NotificationKind.ALERT
+            or c.priority.value not in priorities
+            or c.repeat >= most
+            or last_tiers.get(c.user_id) is not c.tier
+        ):
+            continue
+        repeat = c.repeat + 1
+        event_id = ids.event_id(
+            c.incident_id, c.user_id, c.escalation_level, c.tier.value, "repeat", repeat
+        )
+        out[event_id] = RepeatDue(
+            event_id=event_id,
+            occurred_at=now,
+            due_at=now + timedelta(seconds=interval_s),
+            incident_id=c.incident_id,
+            user_id=c.user_id,
+            escalation_level=c.escalation_level,
+            tier=c.tier,
+            repeat=repeat,
+        )
+    return list(out.values())
+
+
+class ResendRefusedError(ValueError):
+    """A resend that names a notification this incident never had."""
+
+
+def dispatch_resend(
+    request: ResendRequested,
+    memory: IncidentMemory,
+    profile: UserProfile | None,
+    now: datetime,
+    *,
+    tiers: Mapping[Channel, Tier] = DEFAULT_TIERS,
+) -> Dispatch:
+    """One more attempt of a notification, asked for by an operator: the same notification
+    id, the next attempt number, sent even if the incident is no longer open. An event says
+    so when the user can no longer be reached on that channel."""
+    nid = ids.notification_id(
+        request.incident_id,
+        request.escalation_level,
+        request.user_id,
+        request.channel,
+        request.repeat,
+        request.kind,
+    )
+    if nid != request.notification_id:
+        raise ResendRefusedError(
+            f"notification {request.notification_id} is not {request.kind.value} "
+            f"{request.channel.value} of {request.user_id} in incident {request.incident_id}"
+        )
+    reach = reachability(profile, tiers=tiers)
+    point = next(
+        (p for t in TIER_ORDER for p in reach.tier(t) if p.channel is request.channel), None
+    )
+    if point is None:
+        reason = f"resend: {request.channel.value.lower()} is no longer usable for this user"
+        return Dispatch(
+            events=[
+                UserUnreachable(
+                    event_id=ids.event_id(request.event_id, "unreachable"),
+                    occurred_at=now,
+                    incident_id=request.incident_id,
+                    user_id=request.user_id,
+                    escalation_level=request.escalation_level,
+                    reason=reason,
+                )
+            ]
+        )
+    text = IncidentText(
+        memory.title or request.incident_id,
+        Priority(memory.priority),
+        request.escalation_level,
+        url=memory.url,
+    )
+    command, _ = _command(
+        now,
+        request.incident_id,
+        request.user_id,
+        point,
+        request.escalation_level,
+        Priority(memory.priority),
+        request.kind,
+        text,
+        now,
+        request.repeat,
+    )
+    return Dispatch(
+        commands=[
+            replace(
+                command,
+                command_id=ids.command_id(nid, request.attempt),
+                attempt=request.attempt,
+                requested_by=request.requested_by,
+            )
+        ]
+    )
