@@ -159,7 +159,12 @@ class ChannelSender:
         dropped: list[tuple[str, str, Record]] = []
         for command in commands:
             status = self.incident_status(command.incident_id)
-            if command.kind is NotificationKind.ALERT and status != "open":
+            # an operator's resend goes out whatever the incident's state: they asked for it
+            if (
+                command.kind is NotificationKind.ALERT
+                and status != "open"
+                and not command.requested_by
+            ):
                 dropped.append(
                     (
                         "delivery.events",
