@@ -147,6 +147,7 @@ class ChannelSender:
                 DeliveryAttempted(
                     **delivery_fields(c, "attempted"),
                     provider=self.provider.name,
+                    requested_by=c.requested_by,
                 ),
             )
             for c in commands

@@ -241,6 +241,7 @@ class DeliveryAttempted(Record):
     channel: Channel
     attempt: int
     provider: str
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Status transition rules of the NotificationLog: one pure function folds each delivery
 event into a notification's row, another each provider callback. Monotonic: a late SENT never
-overwrites DELIVERED, FAILED and CANCELLED are terminal, and applying the same event twice
-changes nothing."""
+overwrites DELIVERED, FAILED and CANCELLED are terminal (until an operator's resend: a later
+attempt reopens the row), and applying the same event twice changes nothing."""
 
 from __future__ import annotations
 
@@ -104,6 +104,9 @@ def apply(row: LogRow | None, event: Record) -> LogRow:
             queued_at=_earlier(row.queued_at, at),
         )
     if isinstance(event, DeliveryAttempted):
+        if row.status in TERMINAL and event.requested_by and event.attempt > row.attempt_count:
+            # an attempt after the one that ended the row: an operator's resend reopens it
+            row = replace(row, status=SENDING)
         return replace(
             row,
             status=_advance(row.status, SENDING),

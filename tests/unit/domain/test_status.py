@@ -306,3 +306,43 @@ def test_attempt_rows() -> None:
     row2 = apply_attempt(apply_attempt(None, attempted(2, s=30)), sent(2, s=31))
     assert row2 is not None and row2.outcome == "SENT" and row2.latency_ms == 40
     assert apply_attempt(None, queued()) is None
+
+
+def resend(n: int, s: int) -> DeliveryAttempted:
+    return replace(attempted(n, s), requested_by="ops")
+
+
+@pytest.mark.parametrize(
+    ("events", "status", "attempts"),
+    [
+        ([queued(), attempted(1), failed(1, final=True), resend(2, 9), sent(2, s=10)], "SENT", 2),
+        ([queued(), attempted(1), failed(1, final=True), resend(2, 9)], "SENDING", 2),
+        ([queued(), cancelled(), resend(1, 9), sent(1, s=10)], "SENT", 1),
+        # the pipeline's own later attempt, or a replayed resend, does not reopen
+        ([queued(), attempted(1), failed(1, final=True), attempted(2, s=9)], "FAILED", 2),
+        ([queued(), cancelled(), attempted(1, s=9), sent(1, s=10)], "CANCELLED", 1),
+        (
+            [
+                queued(),
+                attempted(1),
+                failed(1, True),
+                resend(2, 9),
+                failed(2, True, 10),
+                resend(2, 9),
+            ],
+            "FAILED",
+            2,
+        ),
+    ],
+    ids=[
+        "resend-sent",
+        "resend-in-flight",
+        "cancelled-resent",
+        "own-attempt",
+        "cancelled-own-attempt",
+        "replayed-resend",
+    ],
+)
+def test_a_resend_reopens_a_terminal_row(events: list[Record], status: str, attempts: int) -> None:
+    row = fold(*events)
+    assert (row.status, row.attempt_count) == (status, attempts)

@@ -90,6 +90,7 @@ def command(incident: str, priority: Priority = Priority.LOW, attempt: int = 1) 
         attempt=attempt,
         kind=NotificationKind.ALERT,
         bundled={},
+        requested_by=None,
     )
 
 
@@ -190,3 +191,20 @@ async def test_a_bundled_message_records_its_outcome_for_every_notification_it_c
     attempted = {e.notification_id for e in emitter.sent if isinstance(e, DeliveryAttempted)}
     assert sent == {(bundle.notification_id, "inc-1"), ("n-2", "inc-2"), ("n-3", "inc-3")}
     assert attempted == {bundle.notification_id, "n-2", "n-3"}
+
+
+async def test_an_operators_resend_goes_out_even_for_an_acknowledged_incident() -> None:
+    provider = FakeProvider()
+    emitter = RecordingEmitter()
+    channel = ChannelSender(
+        Channel.EMAIL,
+        provider,
+        Settings(),
+        emitter,  # type: ignore[arg-type]
+        incident_status=lambda incident_id: "acknowledged",
+    )
+    resend = replace(command("inc-r", attempt=2), requested_by="ops")
+    await channel.handle([FakeEvent(emitter.codec.encode(resend))])
+    assert provider.calls == ["inc-r"]
+    attempted = [e for e in emitter.sent if isinstance(e, DeliveryAttempted)]
+    assert [(a.attempt, a.requested_by) for a in attempted] == [(2, "ops")]
