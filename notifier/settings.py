@@ -14,6 +14,16 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The providers each channel can be sent through, by name (adapters/providers.py builds them).
+KNOWN_PROVIDERS: dict[str, tuple[str, ...]] = {
+    "EMAIL": ("smtp", "sendgrid"),
+    "SMS": ("twilio",),
+    "VOICE": ("twilio",),
+    "PUSH": ("fcm",),
+    "SLACK": ("slack",),
+    "TEAMS": ("teams",),
+    "WEBHOOK": ("webhook",),
+}
 
 
 class Settings(BaseSettings):
@@ -74,6 +84,11 @@ class Settings(BaseSettings):
         (), description="Who is paged when email and SMS both failed for someone (comma list)."
     )
     email_provider: str = Field("smtp", description="Email adapter: smtp or sendgrid.")
+    providers: Annotated[dict[str, tuple[str, ...]], NoDecode] = Field(
+        default_factory=dict,
+        description="Providers of a channel in failover order, e.g. EMAIL=smtp,sendgrid;"
+        "SMS=twilio; a channel not named has its one provider (email: email_provider).",
+    )
     email_from: str = Field("notifier@example.com", description="Sender address of emails.")
     callback_base_url: str = Field(
         "", description="Public URL of the webhook bridge, put in provider status callbacks."
@@ -148,6 +163,55 @@ class Settings(BaseSettings):
             return {name: int(rate) for name, rate in pairs}
         return value
 
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        lists: dict[str, tuple[str, ...]] = {}
+        for item in value.replace(" ", "").split(";"):
+            if not item:
+                continue
+            channel, equals, names = item.partition("=")
+            if not equals:
+                raise ValueError(f"{item!r} is not CHANNEL=provider,...; e.g. EMAIL=smtp,sendgrid")
+            lists[channel.upper()] = tuple(n.lower() for n in names.split(",") if n)
+        return lists
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for channel, names in value.items():
+            if channel not in KNOWN_PROVIDERS:
+                raise ValueError(
+                    f"unknown channel {channel!r}; channels: {', '.join(KNOWN_PROVIDERS)}"
+                )
+            known = KNOWN_PROVIDERS[channel]
+            if not names:
+                raise ValueError(f"{channel} names no provider; known: {', '.join(known)}")
+            for name in names:
+                if name not in known:
+                    raise ValueError(
+                        f"unknown {channel} provider {name!r}; known: {', '.join(known)}"
+                    )
+            if len(set(names)) != len(names):
+                raise ValueError(f"{channel} names a provider twice: {','.join(names)}")
+        return value
+
+    @field_validator("email_provider")
+    @classmethod
+    def _known_email_provider(cls, value: str) -> str:
+        if value not in KNOWN_PROVIDERS["EMAIL"]:
+            known = ", ".join(KNOWN_PROVIDERS["EMAIL"])
+            raise ValueError(f"unknown email provider {value!r}; known: {known}")
+        return value
+
+    def providers_of(self, channel: str) -> tuple[str, ...]:
+        """The providers of `channel` (EMAIL, SMS, ...) in failover order."""
+        if channel in self.providers:
+            return self.providers[channel]
+        return (self.email_provider,) if channel == "EMAIL" else KNOWN_PROVIDERS[channel][:1]
+
     def rate_limit(self, provider: str) -> int:
         """Sends per minute allowed to `provider`."""
         return self.rate_limits.get(provider, self.rate_limit_per_min)
@@ -187,6 +251,8 @@ class Settings(BaseSettings):
                 text = mask_url(secret) if "://" in secret else "***"
             elif isinstance(value, tuple):
                 text = ",".join(str(v) for v in value)
+            elif isinstance(value, dict) and all(isinstance(v, tuple) for v in value.values()):
+                text = ";".join(f"{k}={','.join(v)}" for k, v in value.items())
             elif isinstance(value, dict):
                 text = ",".join(f"{k}={v}" for k, v in value.items())
             else:
