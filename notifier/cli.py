@@ -633,6 +633,81 @@ def reparse_callbacks(
     )
 
 
+@app.command()
+def resend(
+    notification_ids: Annotated[
+        list[str], typer.Argument(help="NotificationLog ids of failed or cancelled notifications.")
+    ],
+    by: Annotated[
+        str, typer.Option(help="Who asks (recorded on the attempt); default: $USER.")
+    ] = "",
+    dry_run: Annotated[bool, typer.Option(help="Check and say what would be sent.")] = False,
+) -> None:
+    """Send failed or cancelled notifications once more, as a new attempt of each (recorded
+    in the NotificationLog; sent even if the incident is no longer open)."""
+    import psycopg
+    from rich.progress import Progress
+
+    from notifier.contracts.records import Channel, NotificationKind, ResendRequested
+    from notifier.kafka_io import Publisher
+    from projections.database import DatabaseNotConfiguredError, database_url
+
+    settings = _settings()
+    who = by or os.environ.get("USER") or "operator"
+    try:
+        url = database_url(settings)
+    except DatabaseNotConfiguredError as exc:
+        raise fail(str(exc)) from exc
+    with psycopg.connect(url) as conn:
+        rows = {
+            str(r[0]): r
+            for r in conn.execute(
+                "SELECT notification_id, incident_id, user_id, channel, escalation_level, kind, "
+                "repeat, status, attempt_count FROM notification_log "
+                "WHERE notification_id = ANY(%s::uuid[])",
+                (notification_ids,),
+            ).fetchall()
+        }
+    problems = [
+        f"{nid}: no such notification"
+        if nid not in rows
+        else f"{nid}: {rows[nid][7]}, only FAILED or CANCELLED notifications are resent"
+        for nid in notification_ids
+        if nid not in rows or rows[nid][7] not in ("FAILED", "CANCELLED")
+    ]
+    if problems:
+        raise fail("\n".join(problems))
+    publisher = None if dry_run else Publisher(settings, _codec(settings))
+    with Progress(console=out, transient=True) as progress:
+        task = progress.add_task("resend", total=len(notification_ids))
+        for nid in notification_ids:
+            _, incident, user, channel, level, kind, repeat, status, attempts = rows[nid]
+            request = ResendRequested(
+                event_id=str(uuid.uuid4()),
+                occurred_at=_now(),
+                incident_id=incident,
+                notification_id=nid,
+                user_id=user,
+                channel=Channel(channel),
+                escalation_level=level or 1,
+                kind=NotificationKind(kind or "ALERT"),
+                repeat=repeat,
+                attempt=attempts + 1,
+                requested_by=who,
+            )
+            if publisher is not None:
+                publisher.publish("dispatch.commands", incident, request)
+            verb = "would resend" if dry_run else "resend"
+            out.print(
+                f"{verb} {nid} ({channel.lower()} to {user}, {status.lower()}) "
+                f"as attempt {attempts + 1}",
+                highlight=False,
+            )
+            progress.advance(task)
+    if publisher is not None:
+        publisher.flush()
+
+
 @app.command("log")
 def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")]) -> None:
     """Show the NotificationLog rows of an incident: who was told what, when, and did it arrive."""
