@@ -88,6 +88,8 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("pager", [Channel.SMS, Channel.VOICE], sandbox_url),
         profile("receipted", [Channel.SMS, Channel.VOICE], sandbox_url),
         profile("caller", [Channel.VOICE], sandbox_url),
+        profile("repeated", [Channel.SMS, Channel.VOICE], sandbox_url),
+        profile("resendy", [Channel.EMAIL], sandbox_url),
     ]
 
 
@@ -243,6 +245,7 @@ def pipeline(
         **{k: v for k, v in sandbox.items() if k.startswith("NOTIFIER_")},
         "NOTIFIER_BRIDGE_PORT": str(bridge_port),
         "NOTIFIER_RECEIPT_DEADLINE_S": "3",
+        "NOTIFIER_REPEAT_INTERVAL_S": "4",
         "NOTIFIER_RATE_LIMITS": "teams=600",
         "NOTIFIER_RATE_LIMIT_PER_MIN": "600000",
         "NOTIFIER_CHANNEL_CONCURRENCY": "10",
