@@ -1,8 +1,9 @@
-"""Build each channel's provider from the settings: the one place adapters are chosen."""
+"""Build each channel's providers from the settings: the one place adapters are chosen."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import httpx
 from httpx_aiohttp import HttpxAiohttpClient
@@ -46,21 +47,44 @@ def _with_links(email: Provider, settings: Settings) -> Provider:
     return EmailWithLinks(email, BridgeStore(url), settings)
 
 
-def build_providers(settings: Settings) -> dict[Channel, Provider]:
-    """One provider per channel, each with its own pooled HTTP client."""
-    email: Provider = (
-        SendGridEmail(_client(settings), settings)
-        if settings.email_provider == "sendgrid"
-        else SmtpEmail(settings)
-    )
-    if settings.callback_base_url:  # a bridge is deployed: alerts carry one-time links
-        email = _with_links(email, settings)
+Builder = Callable[[Settings], Provider]
+
+# Every provider by (channel, name); the names are those notifier.settings.KNOWN_PROVIDERS
+# lists, the ones NOTIFIER_PROVIDERS may name.
+BUILDERS: dict[tuple[Channel, str], Builder] = {
+    (Channel.EMAIL, "smtp"): SmtpEmail,
+    (Channel.EMAIL, "sendgrid"): lambda s: SendGridEmail(_client(s), s),
+    (Channel.SMS, "twilio"): lambda s: TwilioSms(_client(s), s),
+    (Channel.VOICE, "twilio"): lambda s: TwilioVoice(_client(s), s),
+    (Channel.PUSH, "fcm"): lambda s: FcmPush(_client(s), s),
+    (Channel.SLACK, "slack"): lambda s: SlackMessage(_client(s), s),
+    (Channel.TEAMS, "teams"): lambda s: TeamsCard(_client(s)),
+    (Channel.WEBHOOK, "webhook"): lambda s: GenericWebhook(_client(s), s),
+}
+
+
+def build_provider(channel: Channel, name: str, settings: Settings) -> Provider:
+    """One provider of `channel`, with its own pooled HTTP client; emails get acknowledge
+    links when a bridge is deployed."""
+    provider = BUILDERS[(channel, name)](settings)
+    if channel is Channel.EMAIL and settings.callback_base_url:
+        provider = _with_links(provider, settings)  # alerts carry one-time links
+    return provider
+
+
+def build_channel_providers(settings: Settings) -> dict[Channel, list[Provider]]:
+    """Each channel's providers in failover order (NOTIFIER_PROVIDERS)."""
     return {
-        Channel.EMAIL: email,
-        Channel.SMS: TwilioSms(_client(settings), settings),
-        Channel.VOICE: TwilioVoice(_client(settings), settings),
-        Channel.PUSH: FcmPush(_client(settings), settings),
-        Channel.SLACK: SlackMessage(_client(settings), settings),
-        Channel.TEAMS: TeamsCard(_client(settings)),
-        Channel.WEBHOOK: GenericWebhook(_client(settings), settings),
+        channel: [
+            build_provider(channel, n, settings) for n in settings.providers_of(channel.value)
+        ]
+        for channel in Channel
+    }
+
+
+def build_providers(settings: Settings) -> dict[Channel, Provider]:
+    """The first provider of each channel, each with its own pooled HTTP client."""
+    return {
+        channel: build_provider(channel, settings.providers_of(channel.value)[0], settings)
+        for channel in Channel
     }

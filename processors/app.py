@@ -10,7 +10,7 @@ import faust
 from mode import Service
 
 from adapters.base import Provider
-from adapters.providers import build_providers
+from adapters.providers import build_channel_providers
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
 from notifier.contracts.factory import build_codec
@@ -44,9 +44,10 @@ def create_app(
     settings: Settings,
     *,
     codec: AvroCodec | None = None,
-    providers: dict[Channel, Provider] | None = None,
+    providers: dict[Channel, list[Provider]] | None = None,
 ) -> faust.App:
-    """The Faust app with the dispatcher and one agent per channel."""
+    """The Faust app with the dispatcher and one agent per channel (`providers`: each
+    channel's providers in failover order; built from the settings when not given)."""
     codec = codec or build_codec(settings)
     brokers = [f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")]
     app = faust.App(
@@ -79,11 +80,11 @@ def create_app(
         return IncidentMemory.from_json(memories.get(incident_id)).status
 
     app.add_dependency(RetryScheduler(settings, emitter))
-    providers = providers or build_providers(settings)
-    app.add_dependency(ProviderConnections(list(providers.values())))
+    providers = providers or build_channel_providers(settings)
+    app.add_dependency(ProviderConnections([p for ps in providers.values() for p in ps]))
     senders = {
-        channel: ChannelSender(channel, provider, settings, emitter, incident_status)
-        for channel, provider in providers.items()
+        channel: ChannelSender(channel, ps, settings, emitter, incident_status)
+        for channel, ps in providers.items()
     }
 
     dispatch_input = app.topic(

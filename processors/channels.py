@@ -1,5 +1,6 @@
 """Sending one channel's commands: bounded concurrency, a rate limit and a circuit breaker
-per provider, a timeout per request, and an outcome event for every attempt."""
+per provider, a timeout per request, an outcome event for every attempt, and failover from
+one provider of the channel to the next."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,9 +34,10 @@ from notifier.contracts.records import (
 from notifier.domain import ids
 from notifier.domain.backoff import next_attempt, retry_step
 from notifier.domain.dispatch import PRIORITY_RANK
+from notifier.domain.failover import AfterFailure, Wait, after_failure, choose
 from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
-from notifier.topics import retry_topic
+from notifier.topics import channel_topic, retry_topic
 from processors.emitter import Emitter
 from processors.metrics import CIRCUIT_OPEN, CIRCUIT_TRANSITIONS, SENDS
 
@@ -86,34 +89,65 @@ def per_second_limiter(per_minute: int) -> AsyncLimiter:
     return AsyncLimiter(1, 60 / per_minute)
 
 
+@dataclass
+class Route:
+    """One provider of a channel, with its own rate limit and circuit breaker."""
+
+    provider: Provider
+    limiter: AsyncLimiter
+    breaker: CircuitBreaker
+    send: Callable[[Route, SendCommand], Awaitable[str]]  # refused while the circuit is open
+
+    @property
+    def name(self) -> str:
+        """The provider's name: the label of its metrics and logs."""
+        return self.provider.name
+
+
 class ChannelSender:
-    """Delivers batches of one channel's commands through its provider."""
+    """Delivers batches of one channel's commands through its providers, failing over from
+    one to the next in their configured order (docs/FAILOVER.md)."""
 
     def __init__(
         self,
         channel: Channel,
-        provider: Provider,
+        providers: Sequence[Provider],
         settings: Settings,
         emitter: Emitter,
         incident_status: Callable[[str], str] = lambda incident_id: "open",
         rng: random.Random | None = None,
     ) -> None:
+        if not providers:
+            raise ValueError(f"{channel.value} has no provider")
         self.channel = channel
-        self.provider = provider
         self.settings = settings
         self.emitter = emitter
         self.incident_status = incident_status
         self.rng = rng or random.Random()
         self.slots = asyncio.Semaphore(settings.channel_concurrency)
-        self.limiter = per_second_limiter(settings.rate_limit(provider.name))
-        self.breaker = CircuitBreaker(
-            failure_threshold=settings.breaker_failures,
-            recovery_timeout=settings.breaker_cooldown_s,
-            expected_exception=_counts_against_provider,
-            name=f"{channel.value.lower()}:{provider.name}",
-        )
-        # the decorated call is the one that refuses while open (call_async alone does not)
-        self._guarded_send = self.breaker(self._send)
+        self.routes: dict[str, Route] = {}
+        for provider in providers:
+            breaker = CircuitBreaker(
+                failure_threshold=settings.breaker_failures,
+                recovery_timeout=settings.breaker_cooldown_s,
+                expected_exception=_counts_against_provider,
+                name=f"{channel.value.lower()}:{provider.name}",
+            )
+            self.routes[provider.name] = Route(
+                provider,
+                per_second_limiter(settings.rate_limit(provider.name)),
+                breaker,
+                # the decorated call is the one that refuses while open (call_async alone
+                # does not)
+                breaker(self._send),
+            )
+        self.order = tuple(self.routes)  # provider names in failover order
+
+    def route(self, command: SendCommand) -> Route:
+        """The provider `command` goes to: the one it names, else the first whose circuit
+        is not open."""
+        open_now = {n for n, r in self.routes.items() if r.breaker.state == STATE_OPEN}
+        return self.routes[choose(self.order, command.provider, open_now)]
 
     def decode(self, value: bytes | None) -> SendCommand:
         """The command in a message; ContractError when it is not one for this channel."""
@@ -140,19 +174,21 @@ class ChannelSender:
         if not commands:
             return
         commands.sort(key=lambda c: PRIORITY_RANK[c.priority])
+        # each command's provider is chosen once: the attempt recorded is the one made
+        routed = [(c, self.route(c)) for c in commands]
         await self.emitter.send_many(
             (
                 "delivery.events",
                 c.incident_id,
                 DeliveryAttempted(
                     **delivery_fields(c, "attempted"),
-                    provider=self.provider.name,
+                    provider=route.name,
                     requested_by=c.requested_by,
                 ),
             )
-            for c in commands
+            for c, route in routed
         )
-        await asyncio.gather(*(self._deliver(c) for c in commands))
+        await asyncio.gather(*(self._deliver(c, route) for c, route in routed))
 
     async def _drop_cancelled(self, commands: list[SendCommand]) -> list[SendCommand]:
         """Alerts of acknowledged or resolved incidents are not sent: DeliveryCancelled."""
@@ -182,24 +218,14 @@ class ChannelSender:
             await self.emitter.send_many(dropped)
         return keep
 
-    async def _deliver(self, command: SendCommand) -> None:
+    async def _deliver(self, command: SendCommand, route: Route) -> None:
         async with self.slots:
-            outcome = await self._attempt(command)
-        retry = None
-        if isinstance(outcome, DeliveryFailed) and not outcome.final:
-            retry = next_attempt(
-                command,
-                self.settings.retry_delays_s,
-                datetime.now(UTC),
-                self.rng,
-                (outcome.retry_after_ms or 0) / 1000 or None,
-            )
-        if retry is not None:
-            step, again = retry
+            outcome, after = await self._attempt(command, route)
+        if isinstance(outcome, DeliveryFailed) and after is not None and not after.final:
             # the retry is queued before the failure is recorded: never a non-final failure
-            # without its next attempt (both follow retry_step, so one exists for it)
-            await self.emitter.send(retry_topic(step), command.incident_id, again)
-        if isinstance(outcome, DeliverySent) and self.needs_receipt(command):
+            # without its next attempt
+            await self.emitter.send(*self.next_attempt(command, outcome, after))
+        if isinstance(outcome, DeliverySent) and self.needs_receipt(command, route.provider):
             # the deadline is queued before the send is recorded, as retries are
             await self.emitter.send(
                 "receipt.deadlines", command.incident_id, self.receipt_due(command, outcome)
@@ -208,18 +234,43 @@ class ChannelSender:
             [("delivery.events", command.incident_id, outcome), *bundled_outcomes(command, outcome)]
         )
 
-    def needs_receipt(self, command: SendCommand) -> bool:
+    def next_attempt(
+        self, command: SendCommand, failed: DeliveryFailed, after: AfterFailure
+    ) -> tuple[str, str, SendCommand]:
+        """(topic, key, command) of the attempt that follows a non-final failure: in the
+        delay topic of its backoff step, or straight on the channel's topic when it goes to
+        the next provider at once."""
+        now = datetime.now(UTC)
+        if after.wait is Wait.BACKOFF:
+            # a Retry-After speaks for the provider that sent it, not for the next one
+            retry_after = None if after.failover else (failed.retry_after_ms or 0) / 1000 or None
+            retry = next_attempt(command, self.settings.retry_delays_s, now, self.rng, retry_after)
+            if retry is None:  # after_failure waits a step only when the schedule has one
+                raise RuntimeError(f"no backoff step after attempt {command.attempt}")
+            step, again = retry
+            return retry_topic(step), command.incident_id, replace(again, provider=after.provider)
+        attempt = command.attempt + 1
+        again = replace(
+            command,
+            attempt=attempt,
+            command_id=ids.command_id(command.notification_id, attempt),
+            not_before=now,
+            provider=after.provider,
+        )
+        return channel_topic(self.channel), command.incident_id, again
+
+    def needs_receipt(self, command: SendCommand, provider: Provider) -> bool:
         """Alerts of the configured priorities, through a provider that reports delivery to
         a deployed bridge, must be confirmed delivered in time."""
         return (
             command.kind is NotificationKind.ALERT
             and command.priority.value in self.settings.receipt_priorities
-            and getattr(self.provider, "receipts", False)
+            and getattr(provider, "receipts", False)
             and bool(self.settings.callback_base_url)
         )
 
     def receipt_due(self, command: SendCommand, sent: DeliverySent) -> ReceiptDue:
-        """The deadline of a sent alert's delivery receipt."""
+        """The deadline of a sent alert's delivery receipt, from the provider that sent it."""
         return ReceiptDue(
             event_id=ids.event_id(command.command_id, "receipt-due"),
             occurred_at=sent.occurred_at,
@@ -228,83 +279,97 @@ class ChannelSender:
             incident_id=command.incident_id,
             user_id=command.user_id,
             channel=command.channel,
-            provider=self.provider.name,
+            provider=sent.provider,
         )
 
-    async def _attempt(self, command: SendCommand) -> Record:
+    async def _attempt(
+        self, command: SendCommand, route: Route
+    ) -> tuple[Record, AfterFailure | None]:
+        """One send through `route`: its outcome event, and what follows it if it failed."""
+        name = route.name
         extra = {
             "incident_id": command.incident_id,
             "notification_id": command.notification_id,
             "channel": command.channel.value,
             "attempt": command.attempt,
+            "provider": name,
         }
-        before = self.breaker.state
+        before = route.breaker.state
         started = time.monotonic()
+        circuit_open = False
         try:
-            await self.limiter.acquire()
-            message_id = await self._guarded_send(command)
+            await route.limiter.acquire()
+            message_id = await route.send(route, command)
         except CircuitBreakerError:
+            circuit_open = True
             error = ProviderError(
-                Failure(FailureKind.CIRCUIT_OPEN), f"{self.provider.name}: circuit open, not called"
+                Failure(FailureKind.CIRCUIT_OPEN), f"{name}: circuit open, not called"
             )
         except ProviderError as exc:
             error = exc
         except Exception as exc:  # an adapter bug must not stop the channel
-            log.exception("adapter %s raised", self.provider.name, extra=extra)
+            log.exception("adapter %s raised", name, extra=extra)
             error = ProviderError(Failure(FailureKind.CONNECTION), f"{type(exc).__name__}: {exc}")
         else:
-            self._log_breaker(before)
-            SENDS.labels(self.channel.value, self.provider.name, "sent").inc()
+            self._log_breaker(route, before)
+            SENDS.labels(self.channel.value, name, "sent").inc()
             latency = int((time.monotonic() - started) * 1000)
-            log.info("sent", extra={**extra, "provider": self.provider.name, "latency_ms": latency})
-            return DeliverySent(
+            log.info("sent", extra={**extra, "latency_ms": latency})
+            sent = DeliverySent(
                 **delivery_fields(command, "sent"),
-                provider=self.provider.name,
+                provider=name,
                 provider_message_id=message_id,
                 latency_ms=latency,
             )
-        self._log_breaker(before)
+            return sent, None
+        self._log_breaker(route, before)
         category = error.category
-        SENDS.labels(self.channel.value, self.provider.name, category.value.lower()).inc()
-        final = (
-            category is not FailureCategory.TRANSIENT
-            or retry_step(command.attempt, self.settings.retry_delays_s) is None
-        )
+        SENDS.labels(self.channel.value, name, category.value.lower()).inc()
+        attempts_left = retry_step(command.attempt, self.settings.retry_delays_s) is not None
+        after = after_failure(self.order, name, category, circuit_open, attempts_left)
         log.warning(
             "send failed: %s",
             error.reason,
-            extra={**extra, "category": category.value, "final": final},
+            extra={
+                **extra,
+                "category": category.value,
+                "final": after.final,
+                "next_provider": after.provider if after.failover else None,
+            },
         )
-        return DeliveryFailed(
+        failed = DeliveryFailed(
             **delivery_fields(command, "failed"),
             category=category,
             error=error.reason,
-            final=final,
-            provider=self.provider.name,
+            final=after.final,
+            provider=name,
             status_code=error.failure.status,
             retry_after_ms=int(error.retry_after_s * 1000) if error.retry_after_s else None,
         )
+        return failed, after
 
-    async def _send(self, command: SendCommand) -> str:
+    async def _send(self, route: Route, command: SendCommand) -> str:
+        provider = route.provider
         try:
-            return await asyncio.wait_for(self.provider.send(command), self.settings.send_timeout_s)
+            return await asyncio.wait_for(provider.send(command), self.settings.send_timeout_s)
         except TimeoutError as exc:
             raise ProviderError(
                 Failure(FailureKind.TIMEOUT),
-                f"{self.provider.name}: no answer in {self.settings.send_timeout_s:g} s",
+                f"{provider.name}: no answer in {self.settings.send_timeout_s:g} s",
             ) from exc
 
-    def _log_breaker(self, before: str) -> None:
-        after = self.breaker.state
-        CIRCUIT_OPEN.labels(self.breaker.name).set(1 if after == STATE_OPEN else 0)
+    def _log_breaker(self, route: Route, before: str) -> None:
+        breaker = route.breaker
+        after = breaker.state
+        CIRCUIT_OPEN.labels(breaker.name).set(1 if after == STATE_OPEN else 0)
         if after != before:
-            CIRCUIT_TRANSITIONS.labels(self.breaker.name, after).inc()
+            CIRCUIT_TRANSITIONS.labels(breaker.name, after).inc()
             level = logging.INFO if after == STATE_CLOSED else logging.WARNING
             log.log(
                 level,
                 "circuit %s: %s -> %s",
-                self.breaker.name,
+                breaker.name,
                 before,
                 after,
-                extra={"breaker": self.breaker.name, "state": after},
+                extra={"breaker": breaker.name, "state": after},
             )

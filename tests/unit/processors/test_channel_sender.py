@@ -1,10 +1,12 @@
-"""ChannelSender with a fake provider and a recording emitter: ordering, outcomes, breaker."""
+"""ChannelSender with fake providers and a recording emitter: ordering, outcomes, breaker,
+failover from one provider to the next."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -20,6 +22,7 @@ from notifier.contracts.records import (
     FailureCategory,
     NotificationKind,
     Priority,
+    ReceiptDue,
     Record,
     SendCommand,
 )
@@ -36,10 +39,12 @@ class RecordingEmitter:
     def __init__(self) -> None:
         self.codec = AvroCodec(LocalSchemaRegistry())
         self.sent: list[Record] = []
+        self.topics: list[tuple[str, Record]] = []
         self.dead: list[str] = []
 
     async def send(self, topic: str, key: str, record: Record) -> None:
         self.sent.append(record)
+        self.topics.append((topic, record))
 
     async def send_many(self, items: Any) -> None:
         for topic, key, record in items:
@@ -50,10 +55,10 @@ class RecordingEmitter:
 
 
 class FakeProvider:
-    name = "fake"
     channel = Channel.EMAIL
 
-    def __init__(self, failures: Sequence[ProviderError | None] = ()) -> None:
+    def __init__(self, failures: Sequence[ProviderError | None] = (), name: str = "fake") -> None:
+        self.name = name
         self.failures = list(failures)
         self.calls: list[str] = []
 
@@ -77,7 +82,7 @@ class FakeEvent:
 def sender(provider: FakeProvider, **settings: Any) -> tuple[ChannelSender, RecordingEmitter]:
     emitter = RecordingEmitter()
     settings.setdefault("rate_limit_per_min", 600_000)
-    channel = ChannelSender(Channel.EMAIL, provider, Settings(**settings), emitter)  # type: ignore[arg-type]
+    channel = ChannelSender(Channel.EMAIL, [provider], Settings(**settings), emitter)  # type: ignore[arg-type]
     return channel, emitter
 
 
@@ -128,7 +133,7 @@ async def test_alerts_of_acknowledged_incidents_are_cancelled_not_sent() -> None
     status = {"acked": "acknowledged", "done": "resolved"}
     channel = ChannelSender(
         Channel.EMAIL,
-        provider,
+        [provider],
         Settings(rate_limit_per_min=600_000),
         emitter,  # type: ignore[arg-type]
         lambda incident: status.get(incident, "open"),
@@ -198,7 +203,7 @@ async def test_an_operators_resend_goes_out_even_for_an_acknowledged_incident() 
     emitter = RecordingEmitter()
     channel = ChannelSender(
         Channel.EMAIL,
-        provider,
+        [provider],
         Settings(),
         emitter,  # type: ignore[arg-type]
         incident_status=lambda incident_id: "acknowledged",
@@ -208,3 +213,151 @@ async def test_an_operators_resend_goes_out_even_for_an_acknowledged_incident() 
     assert provider.calls == ["inc-r"]
     attempted = [e for e in emitter.sent if isinstance(e, DeliveryAttempted)]
     assert [(a.attempt, a.requested_by) for a in attempted] == [(2, "ops")]
+
+
+# --- failover: two providers of one channel ---------------------------------------------
+
+
+def down(status: int = 503) -> ProviderError:
+    return ProviderError(Failure(FailureKind.HTTP, status), f"HTTP {status}")
+
+
+def two(
+    first: Sequence[ProviderError | None] = (),
+    second: Sequence[ProviderError | None] = (),
+    **settings: Any,
+) -> tuple[ChannelSender, RecordingEmitter, FakeProvider, FakeProvider]:
+    a, b = FakeProvider(first, name="smtp"), FakeProvider(second, name="sendgrid")
+    emitter = RecordingEmitter()
+    settings.setdefault("rate_limit_per_min", 600_000)
+    settings.setdefault("retry_delays_s", (1, 2))
+    channel = ChannelSender(Channel.EMAIL, [a, b], Settings(**settings), emitter)  # type: ignore[arg-type]
+    return channel, emitter, a, b
+
+
+async def run(channel: ChannelSender, emitter: RecordingEmitter, *commands: SendCommand) -> None:
+    await channel.handle([FakeEvent(emitter.codec.encode(c)) for c in commands])
+
+
+def retries(emitter: RecordingEmitter) -> list[tuple[str, SendCommand]]:
+    return [(t, r) for t, r in emitter.topics if isinstance(r, SendCommand)]
+
+
+def outcomes(emitter: RecordingEmitter) -> list[tuple[str, str, int, bool | None]]:
+    """(event, provider, attempt, final) of every attempt and outcome."""
+    return [
+        (type(e).__name__, e.provider or "", e.attempt, getattr(e, "final", None))
+        for e in emitter.sent
+        if isinstance(e, DeliveryAttempted | DeliverySent | DeliveryFailed)
+    ]
+
+
+async def test_a_transient_failure_fails_over_to_the_next_provider_after_its_step() -> None:
+    channel, emitter, smtp, sendgrid = two([down(503)])
+    before = datetime.now(UTC)
+    await run(channel, emitter, command("inc"))
+    assert outcomes(emitter) == [
+        ("DeliveryAttempted", "smtp", 1, None),
+        ("DeliveryFailed", "smtp", 1, False),
+    ]
+    [(topic, again)] = retries(emitter)
+    assert topic == "notify.retry.1s" and again.provider == "sendgrid" and again.attempt == 2
+    assert again.not_before is not None and again.not_before > before + timedelta(seconds=0.7)
+    assert sendgrid.calls == []
+    # the retry comes back from the delay topic: it goes out through SendGrid
+    emitter.sent.clear()
+    await run(channel, emitter, again)
+    assert outcomes(emitter) == [
+        ("DeliveryAttempted", "sendgrid", 2, None),
+        ("DeliverySent", "sendgrid", 2, None),
+    ]
+    assert (smtp.calls, sendgrid.calls) == (["inc"], ["inc"])
+
+
+async def test_a_configuration_error_fails_over_at_once() -> None:
+    channel, emitter, _, _ = two([down(401)])
+    before = datetime.now(UTC)
+    await run(channel, emitter, command("inc"))
+    failed = [e for e in emitter.sent if isinstance(e, DeliveryFailed)]
+    assert failed[0].category is FailureCategory.CONFIGURATION and not failed[0].final
+    [(topic, again)] = retries(emitter)
+    assert topic == "notify.email" and again.provider == "sendgrid"  # not through a delay
+    assert again.not_before is not None and again.not_before - before < timedelta(seconds=1)
+
+
+async def test_an_open_circuit_fails_over_at_once_and_new_sends_skip_it() -> None:
+    refused = [ProviderError(Failure(FailureKind.CONNECTION), "refused") for _ in range(2)]
+    channel, emitter, smtp, sendgrid = two(refused, channel_concurrency=1, breaker_failures=2)
+    await run(channel, emitter, command("i0"), command("i1"))  # the circuit opens
+    assert REGISTRY.get_sample_value("notifier_circuit_open", {"breaker": "email:smtp"}) == 1
+    assert REGISTRY.get_sample_value("notifier_circuit_open", {"breaker": "email:sendgrid"}) in (
+        None,
+        0,
+    )
+    emitter.sent.clear()
+    emitter.topics.clear()
+    # a retry that names SMTP is refused without a call, and goes to SendGrid at once
+    named = replace(command("i0", attempt=2), provider="smtp")
+    await run(channel, emitter, named)
+    assert len(smtp.calls) == 2
+    failed = [e for e in emitter.sent if isinstance(e, DeliveryFailed)]
+    assert "circuit open" in failed[0].error and failed[0].provider == "smtp"
+    [(topic, again)] = retries(emitter)
+    assert (topic, again.provider, again.attempt) == ("notify.email", "sendgrid", 3)
+    # a new notification goes straight to SendGrid while SMTP's circuit is open
+    emitter.sent.clear()
+    await run(channel, emitter, command("i2"))
+    assert outcomes(emitter) == [
+        ("DeliveryAttempted", "sendgrid", 1, None),
+        ("DeliverySent", "sendgrid", 1, None),
+    ]
+    assert len(smtp.calls) == 2 and sendgrid.calls == ["i2"]
+
+
+async def test_when_every_provider_failed_the_schedule_decides() -> None:
+    channel, emitter, _, _ = two([], [down(503), down(503), down(401)])
+    later = replace(command("inc", attempt=2), provider="sendgrid")
+    await run(channel, emitter, later)
+    [(topic, again)] = retries(emitter)  # attempts left: the first provider after the step
+    assert topic == "notify.retry.2s" and again.provider is None and again.attempt == 3
+    emitter.topics.clear()
+    await run(channel, emitter, replace(command("last", attempt=3), provider="sendgrid"))
+    assert retries(emitter) == []  # the schedule is spent: final
+    await run(channel, emitter, replace(command("conf", attempt=1), provider="sendgrid"))
+    assert retries(emitter) == []  # a configuration error on the last provider: final
+    finals = {e.incident_id: e.final for e in emitter.sent if isinstance(e, DeliveryFailed)}
+    assert finals == {"inc": False, "last": True, "conf": True}
+
+
+async def test_the_last_attempt_of_the_schedule_still_fails_over() -> None:
+    channel, emitter, _, _ = two([down(503)])
+    await run(channel, emitter, command("inc", attempt=3))  # no step after attempt 3 of (1, 2)
+    failed = [e for e in emitter.sent if isinstance(e, DeliveryFailed)]
+    assert not failed[0].final
+    [(topic, again)] = retries(emitter)
+    assert (topic, again.provider, again.attempt) == ("notify.email", "sendgrid", 4)
+
+
+async def test_a_bad_recipient_is_final_on_the_first_provider() -> None:
+    channel, emitter, _, sendgrid = two([down(400)])
+    await run(channel, emitter, command("inc"))
+    failed = [e for e in emitter.sent if isinstance(e, DeliveryFailed)]
+    assert failed[0].category is FailureCategory.PERMANENT and failed[0].final
+    assert retries(emitter) == [] and sendgrid.calls == []
+
+
+async def test_the_receipt_deadline_names_the_provider_that_sent() -> None:
+    channel, emitter, smtp, sendgrid = two(callback_base_url="http://bridge")
+    smtp.receipts = False  # type: ignore[attr-defined]
+    sendgrid.receipts = True  # type: ignore[attr-defined]
+    critical = replace(command("inc", Priority.CRITICAL), provider="sendgrid")
+    await run(channel, emitter, critical, replace(command("other", Priority.CRITICAL)))
+    due = [e for e in emitter.sent if isinstance(e, ReceiptDue)]
+    assert [(d.incident_id, d.provider) for d in due] == [("inc", "sendgrid")]
+
+
+async def test_a_provider_the_channel_lacks_takes_the_first() -> None:
+    channel, emitter, smtp, _ = two()
+    await run(channel, emitter, replace(command("inc"), provider="mailgun"))
+    assert smtp.calls == ["inc"]
+    assert {e.provider for e in emitter.sent if isinstance(e, DeliverySent)} == {"smtp"}
