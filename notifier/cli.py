@@ -782,6 +782,146 @@ def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")
         out.print(f"no notifications recorded for incident {incident_id}", highlight=False)
 
 
+deadletter_app = typer.Typer(
+    help="Messages the pipeline could not decode or handle: list them, put them back.",
+    no_args_is_help=True,
+)
+app.add_typer(deadletter_app, name="deadletter")
+ReasonOption = Annotated[
+    str | None,
+    typer.Option(help="Only these: text in the reason, error type or stage (any case)."),
+]
+SinceOption = Annotated[
+    str | None, typer.Option(help="Only dead-lettered at or after this ISO time with zone.")
+]
+SourceTopicOption = Annotated[
+    str | None, typer.Option(help="Only messages read from this topic, e.g. incidents.")
+]
+
+
+def _dead_letters(
+    settings: Settings, codec: Any, reason: str | None, since: str | None, topic: str | None
+) -> list[Any]:
+    from notifier import deadletters as dl
+
+    try:
+        chosen = dl.selection(settings, reason, since, topic)
+        return dl.select(dl.read_dead_letters(settings, codec), chosen)
+    except (ValueError, dl.DeadLetterReadError) as exc:
+        raise fail(str(exc)) from exc
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    reason: ReasonOption = None,
+    since: SinceOption = None,
+    topic: SourceTopicOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show the newest this many.")] = 50,
+) -> None:
+    """Show dead letters: when, where from, why, and a preview of the message (contacts
+    masked); `replayed` when `deadletter replay` put it back."""
+    import psycopg
+
+    from notifier import deadletters as dl
+    from projections.database import DatabaseNotConfiguredError, database_url
+
+    settings = _settings()
+    codec = _codec(settings)
+    found = _dead_letters(settings, codec, reason, since, topic)
+    shown = found[-limit:]
+    try:
+        ledger = dl.ReplayLedger.connect(database_url(settings))
+        try:
+            replayed = ledger.replayed(shown)
+        finally:
+            ledger.close()
+    except (DatabaseNotConfiguredError, dl.LedgerMissingError, psycopg.Error) as exc:
+        err.print(f"replays not shown: {exc}", highlight=False)
+        replayed = {}
+    table = Table("time (UTC)", "source", "stage", "reason", "preview", "replayed")
+    for column in table.columns[3:5]:
+        column.no_wrap, column.overflow, column.ratio = True, "ellipsis", 1
+    for entry in shown:
+        table.add_row(*dl.list_row(entry, codec, replayed.get(entry.original)))
+    codec.close()
+    if not found:
+        out.print("no dead letters match", highlight=False)
+        return
+    out.print(table)
+    more = f", the newest {len(shown)} shown" if len(shown) < len(found) else ""
+    out.print(f"{len(found)} dead letter(s) match{more}", highlight=False)
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    reason: ReasonOption = None,
+    since: SinceOption = None,
+    topic: SourceTopicOption = None,
+    dry_run: Annotated[bool, typer.Option(help="Publish nothing; say what would be.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before publishing.")] = False,
+) -> None:
+    """Put the selected dead letters' original messages back on their source topics, each
+    once: a second replay skips what was replayed (ledger in PostgreSQL)."""
+    import psycopg
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from notifier import deadletters as dl
+    from projections.database import DatabaseNotConfiguredError, database_url
+
+    settings = _settings()
+    codec = _codec(settings)
+    found = _dead_letters(settings, codec, reason, since, topic)
+    codec.close()
+    try:
+        ledger = dl.ReplayLedger.connect(database_url(settings))
+    except (DatabaseNotConfiguredError, dl.LedgerMissingError, psycopg.Error) as exc:
+        raise fail(str(exc)) from exc
+    try:
+        todo = dl.plan(found, ledger.replayed(found))
+        skipped = len(todo.already) + len(todo.duplicates)
+        if not todo.todo:
+            out.print(
+                f"nothing to replay: {len(found)} dead letter(s) match, {skipped} already replayed",
+                highlight=False,
+            )
+            return
+        for entry in todo.todo:
+            verb = "would replay" if dry_run else "replay"
+            out.print(f"{verb} {dl.describe(entry)}", highlight=False)
+        if dry_run:
+            out.print(
+                f"dry run: would replay {len(todo.todo)} of {len(found)} matching dead "
+                f"letter(s), {skipped} already replayed",
+                highlight=False,
+            )
+            return
+        if not yes and not typer.confirm(f"Put {len(todo.todo)} message(s) back?"):
+            raise typer.Exit(1)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err,
+        ) as bar:
+            task = bar.add_task("replaying", total=len(todo.todo))
+            result = dl.replay(
+                todo.todo, ledger, dl.RawSender(settings), lambda _: bar.advance(task)
+            )
+    except psycopg.Error as exc:
+        raise fail(f"PostgreSQL: {exc}") from exc
+    finally:
+        ledger.close()
+    for entry, why in result.failed:
+        err.print(f"[red]not replayed[/red] {entry.address}: {why}", highlight=False)
+    out.print(
+        f"replayed {result.replayed} of {len(found)} matching dead letter(s); "
+        f"{skipped + result.skipped} already replayed, {len(result.failed)} failed",
+        highlight=False,
+    )
+    if result.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point."""
     from notifier.logs import configure
