@@ -147,6 +147,11 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Time between repeats of the last tier (Grafana OnCall: 5 min)."
     )
     repeat_max: int = Field(3, ge=0, description="Most repeats of the last tier; 0 turns it off.")
+    throttles: str = Field(
+        "SMS=5/900,20/3600;VOICE=3/900",
+        description="Most messages per person and channel in layered windows, limit/seconds "
+        "(CHANNEL=5/900,20/3600;...); over them messages are held and bundled. Empty: none.",
+    )
 
     @field_validator("retry_delays_s", mode="before")
     @classmethod
@@ -234,6 +239,14 @@ class Settings(BaseSettings):
     def _positive_delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or any(v <= 0 for v in value):
             raise ValueError("needs one or more positive delays, e.g. 30,60,120,240")
+        return value
+
+    @field_validator("throttles")
+    @classmethod
+    def _valid_throttles(cls, value: str) -> str:
+        from notifier.domain.throttle import parse_throttles
+
+        parse_throttles(value)  # ValueError says which part is wrong
         return value
 
     @property
