@@ -16,6 +16,7 @@ from notifier.contracts.errors import ContractError
 from notifier.contracts.factory import build_codec
 from notifier.contracts.records import Channel, Record
 from notifier.domain.dispatch import IncidentMemory
+from notifier.domain.throttle import parse_throttles
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name
 from processors.channels import ChannelSender
@@ -24,6 +25,8 @@ from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
 from processors.emitter import Emitter
 from processors.escalation import escalate
 from processors.retry import RetryScheduler
+from processors.throttle import TABLE as THROTTLE_TABLE
+from processors.throttle import throttle
 
 log = logging.getLogger("notifier.app")
 
@@ -97,6 +100,9 @@ def create_app(
         internal=False,
     )
     tier_states = app.Table("tier-state", default=None, partitions=settings.topic_partitions)
+    # keyed user|channel, updated only by the throttle agent, whose input is keyed by user
+    throttles = app.Table(THROTTLE_TABLE, default=None, partitions=settings.topic_partitions)
+    windows = parse_throttles(settings.throttles)
 
     async def each_event(
         stream: Any, handle: Callable[[Record], Awaitable[None]], what: str
@@ -128,7 +134,7 @@ def create_app(
         memory = IncidentMemory.from_json(memories.get(incident_id))
         dispatched, memory = plan(record, memory, directory, utcnow(), settings)
         memories[incident_id] = memory.to_json()
-        await emitter.send_many(outgoing(dispatched))
+        await emitter.send_many(outgoing(dispatched, throttled=windows.keys()))
         log_dispatch(record, dispatched)
 
     escalation_input = app.topic(
@@ -149,6 +155,13 @@ def create_app(
     async def dispatcher(stream: Any) -> None:
         await directory.ready.wait()
         await each_event(stream, dispatch_one, "dispatch")
+
+    async def throttle_one(record: Record) -> None:
+        await emitter.send_many(throttle(record, throttles, windows, utcnow()))
+
+    @app.agent(emitter.topic("notify.throttle"), name="throttle")
+    async def throttle_agent(stream: Any) -> None:
+        await each_event(stream, throttle_one, "throttle")
 
     for channel, sender in senders.items():
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from notifier.contracts.records import (
+    Channel,
     EscalateTier,
     IncidentAcknowledged,
     IncidentEscalated,
@@ -101,13 +103,23 @@ def _with_repeats(
     return replace(dispatched, repeats=repeats) if repeats else dispatched
 
 
-def outgoing(dispatched: Dispatch) -> Outgoing:
-    """Events first, then commands: a NotificationQueued precedes its first attempt."""
+THROTTLED = frozenset({Channel.SMS, Channel.VOICE})  # the channels of the default windows
+
+
+def outgoing(dispatched: Dispatch, throttled: Collection[Channel] = THROTTLED) -> Outgoing:
+    """Events first, then commands: a NotificationQueued precedes its first attempt.
+    Commands of the `throttled` channels (those with throttle windows) go to the person's
+    throttle, keyed by user, which sends them on to their channel."""
     items: Outgoing = [
         ("delivery.events", e.incident_id, e)  # type: ignore[attr-defined]
         for e in dispatched.events
     ]
-    items += [(channel_topic(c.channel), c.incident_id, c) for c in dispatched.commands]
+    items += [
+        ("notify.throttle", c.user_id, c)
+        if c.channel in throttled
+        else (channel_topic(c.channel), c.incident_id, c)
+        for c in dispatched.commands
+    ]
     items += [("notify.repeats", r.incident_id, r) for r in dispatched.repeats]
     return items
 
