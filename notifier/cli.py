@@ -838,16 +838,12 @@ def deadletter_list(
     except (DatabaseNotConfiguredError, dl.LedgerMissingError, psycopg.Error) as exc:
         err.print(f"replays not shown: {exc}", highlight=False)
         replayed = {}
-    table = Table("time (UTC)", "source", "stage", "reason", "preview", "replayed")
-    for column in table.columns[3:5]:
-        column.no_wrap, column.overflow, column.ratio = True, "ellipsis", 1
-    for entry in shown:
-        table.add_row(*dl.list_row(entry, codec, replayed.get(entry.original)))
+    rows = [dl.list_row(entry, codec, replayed.get(entry.original)) for entry in shown]
     codec.close()
     if not found:
         out.print("no dead letters match", highlight=False)
         return
-    out.print(table)
+    out.print(dl.list_table(rows, out.width))
     more = f", the newest {len(shown)} shown" if len(shown) < len(found) else ""
     out.print(f"{len(found)} dead letter(s) match{more}", highlight=False)
 

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from rich.table import Table
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
@@ -46,6 +47,7 @@ TOPIC = "deadletter"
 REPLAYED_FROM = "notifier-replayed-from"
 PREVIEW_CHARS = 160
 HEX_BYTES = 16
+LIST_HEADERS = ("time (UTC)", "source", "stage", "reason", "preview", "replayed")
 
 Original = tuple[str, int, int]
 """Where a message was first read: (real source topic, partition, offset)."""
@@ -256,6 +258,22 @@ def list_row(
         preview(codec, r.value),
         _when(replayed_at) if replayed_at else "",
     )
+
+
+def list_table(rows: Iterable[tuple[str, ...]], width: int) -> Table:
+    """The rows of `list_row` as a table `width` columns wide, one line per dead letter (the
+    reason and the preview are cut to fit; `notifier tail deadletter` shows everything)."""
+    rows = list(rows)
+    table = Table(*LIST_HEADERS)
+    longest = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(LIST_HEADERS)]
+    left = width - sum(longest[i] for i in (0, 1, 2, 5)) - 3 * len(LIST_HEADERS) - 1
+    reason = max(10, min(longest[3], left * 2 // 5))
+    widths = [*longest[:3], reason, max(10, left - reason), longest[5]]
+    for column, column_width in zip(table.columns, widths, strict=True):
+        column.width, column.no_wrap, column.overflow = column_width, True, "ellipsis"
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 def _when(value: datetime) -> str:
