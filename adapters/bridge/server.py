@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
+import psycopg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
@@ -432,9 +433,22 @@ def _page(status: int, title: str, body: str, escaped: bool = False) -> web.Resp
     )
 
 
+@web.middleware
+async def store_unavailable(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """PostgreSQL down (replay check, links): 503, so the provider sends it again later."""
+    try:
+        return await handler(request)
+    except psycopg.Error as exc:
+        REQUESTS.labels(request.path.split("/")[1] or "root", "unavailable").inc()
+        log.error("state store unavailable for %s: %s", request.path.split("/")[1], exc)
+        return web.Response(status=503, text="state store unavailable, try again")
+
+
 def build_app(bridge: Bridge) -> web.Application:
     """The bridge's aiohttp application."""
-    app = web.Application(client_max_size=1024 * 1024)
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[store_unavailable])
     routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
         ("POST", "/twilio/status", bridge.twilio_status),
         ("POST", "/twilio/gather", bridge.twilio_gather),
