@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl
 import psycopg
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from pydantic import SecretStr
 
 from adapters.bridge import parse
 from adapters.bridge.parse import MalformedRequestError
@@ -228,35 +229,35 @@ class Bridge:
 
     # --- providers ----------------------------------------------------------------------
 
-    def _twilio_tokens(self) -> list[str]:
-        return [
-            t.get_secret_value()
-            for t in (self.settings.twilio_auth_token, self.settings.twilio_auth_token_previous)
-            if t is not None
-        ]
+    def _secret(self, value: SecretStr | None) -> str:
+        # an unset secret verifies nothing: the verifiers refuse with "not configured"
+        return value.get_secret_value() if value is not None else ""
 
-    async def _twilio(
+    async def _signed(
         self,
         request: web.Request,
         source: str,
-        parser: Callable[[Incoming], Sequence[Record]],
+        header: str,
+        verify: Callable[[Incoming, str | None], None],
         reply: Callable[[Sequence[Record]], web.StreamResponse],
     ) -> web.StreamResponse:
+        """Verify the request's signature (in `header`), then accept it with its parser."""
         req = await self.incoming(request, source)
-        signature = request.headers.get("X-Twilio-Signature")
+        signature = request.headers.get(header)
         try:
-            verify_twilio(self._twilio_tokens(), req.url, req.form, signature)
+            verify(req, signature)
         except SignatureError as exc:
             return self.refuse(source, exc)
-        assert signature is not None
-        return await self.accept(req, signature, parser, reply)
+        assert signature is not None  # every verifier refuses a missing signature
+        return await self.accept(req, signature, PARSERS[source], reply)
 
     async def twilio_status(self, request: web.Request) -> web.StreamResponse:
         """Twilio message or call status callback."""
-        return await self._twilio(
+        return await self._signed(
             request,
             "twilio_status",
-            PARSERS["twilio_status"],
+            "X-Twilio-Signature",
+            self._verify_twilio,
             lambda records: web.Response(status=204),
         )
 
@@ -273,79 +274,65 @@ class Bridge:
                 text=f"<Response><Say>{text}</Say></Response>", content_type="application/xml"
             )
 
-        return await self._twilio(request, "twilio_gather", PARSERS["twilio_gather"], said)
+        return await self._signed(
+            request, "twilio_gather", "X-Twilio-Signature", self._verify_twilio, said
+        )
+
+    def _verify_twilio(self, req: Incoming, signature: str | None) -> None:
+        tokens = [
+            t.get_secret_value()
+            for t in (self.settings.twilio_auth_token, self.settings.twilio_auth_token_previous)
+            if t is not None
+        ]
+        verify_twilio(tokens, req.url, req.form, signature)
 
     async def sendgrid_events(self, request: web.Request) -> web.StreamResponse:
         """SendGrid's signed event webhook."""
-        req = await self.incoming(request, "sendgrid_events")
-        signature = request.headers.get("X-Twilio-Email-Event-Webhook-Signature")
-        try:
-            if not self.settings.sendgrid_webhook_public_key:
-                raise SignatureError("SendGrid verification key is not configured")
-            verify_sendgrid(
+        return await self._signed(
+            request,
+            "sendgrid_events",
+            "X-Twilio-Email-Event-Webhook-Signature",
+            lambda req, signature: verify_sendgrid(
                 self.settings.sendgrid_webhook_public_key,
                 request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp"),
                 req.body,
                 signature,
                 self.clock(),
                 self.settings.request_max_age_s,
-            )
-        except SignatureError as exc:
-            return self.refuse(req.source, exc)
-        assert signature is not None
-        return await self.accept(
-            req,
-            signature,
-            PARSERS["sendgrid_events"],
+            ),
             lambda records: web.Response(status=200),
         )
 
     async def slack_actions(self, request: web.Request) -> web.StreamResponse:
         """Slack interactivity: a button of one of our messages was pressed."""
-        req = await self.incoming(request, "slack_actions")
-        signature = request.headers.get("X-Slack-Signature")
-        try:
-            if self.settings.slack_signing_secret is None:
-                raise SignatureError("Slack signing secret is not configured")
-            verify_slack(
-                self.settings.slack_signing_secret.get_secret_value(),
+        return await self._signed(
+            request,
+            "slack_actions",
+            "X-Slack-Signature",
+            lambda req, signature: verify_slack(
+                self._secret(self.settings.slack_signing_secret),
                 request.headers.get("X-Slack-Request-Timestamp"),
                 req.body,
                 signature,
                 self.clock(),
                 self.settings.request_max_age_s,
-            )
-        except SignatureError as exc:
-            return self.refuse(req.source, exc)
-        assert signature is not None
-        return await self.accept(
-            req,
-            signature,
-            PARSERS["slack_actions"],
+            ),
             lambda records: web.Response(status=200),
         )
 
     async def webhook_receipt(self, request: web.Request) -> web.StreamResponse:
         """A delivery receipt from a generic webhook receiver, signed with our scheme."""
-        req = await self.incoming(request, "webhook_receipt")
-        signature = request.headers.get(SIGNATURE_HEADER)
-        try:
-            if self.settings.webhook_signing_secret is None:
-                raise SignatureError("webhook signing secret is not configured")
-            verify_notifier(
-                self.settings.webhook_signing_secret.get_secret_value(),
+        return await self._signed(
+            request,
+            "webhook_receipt",
+            SIGNATURE_HEADER,
+            lambda req, signature: verify_notifier(
+                self._secret(self.settings.webhook_signing_secret),
                 signature,
                 req.body,
                 self.clock(),
                 self.settings.request_max_age_s,
-            )
-        except SignatureError as exc:
-            return self.refuse(req.source, exc)
-        assert signature is not None
-        return await self.accept(
-            req,
-            signature,
-            PARSERS["webhook_receipt"],
+            ),
             lambda records: web.Response(status=204),
         )
 
