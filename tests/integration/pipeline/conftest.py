@@ -254,6 +254,8 @@ def pipeline(
         "NOTIFIER_LOG_LEVEL": "WARNING",
         "NOTIFIER_SESSION_TIMEOUT_S": "8",
         "NOTIFIER_OPS_USER_IDS": "opsy",
+        # email fails over from SMTP to SendGrid (the sandbox env carries SendGrid's key)
+        "NOTIFIER_PROVIDERS": "EMAIL=smtp,sendgrid",
     }
     logs = tmp_path_factory.mktemp("worker")
     log = logs / "worker.log"

@@ -1,0 +1,177 @@
+"""Email fails over from SMTP to SendGrid on the real pipeline (the session's worker runs
+with NOTIFIER_PROVIDERS=EMAIL=smtp,sendgrid; the retry schedule is 1 s, 2 s)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from notifier.contracts.records import (
+    Channel,
+    DeliveryAttempted,
+    DeliveryFailed,
+    DeliverySent,
+    IncidentOpened,
+    NotificationQueued,
+    TierEscalated,
+)
+from notifier.domain import ids
+from notifier.topics import full_name
+from tests.integration.pipeline.conftest import Pipeline, eventually
+
+pytestmark = pytest.mark.integration
+DOC = Path(__file__).resolve().parents[3] / "docs" / "FAILOVER.md"
+QUERIES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), re.S)
+
+
+async def _query(p: Pipeline, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    assert p.settings.database_url is not None
+    async with await psycopg.AsyncConnection.connect(
+        p.settings.database_url.get_secret_value()
+    ) as conn:
+        return await (await conn.execute(sql, args or None)).fetchall()
+
+
+async def _attempts(p: Pipeline, notification_id: str) -> list[tuple[Any, ...]]:
+    """The documented per-notification query: (attempt, provider, outcome, category, ...)."""
+    return await _query(p, QUERIES[0].replace("<notification-id>", notification_id))
+
+
+async def _smtp_down_then_sent(p: Pipeline, status: int) -> tuple[IncidentOpened, list[Any]]:
+    """SMTP fails every message with `status` until our email's first attempt failed; the
+    incident's delivery events up to its DeliverySent."""
+    await p.fault("smtp", fail_next=1000, status=status)
+    try:
+        event = p.incident("mailer", title=f"smtp down {status}")
+        await p.events(
+            "delivery.events",
+            event.incident_id,
+            lambda found: any(isinstance(e, DeliveryFailed) for e in found),
+        )
+    finally:
+        await p.fault("smtp")  # cleared at once: other emails of the session are not hit
+    events = await p.events(
+        "delivery.events",
+        event.incident_id,
+        lambda found: any(isinstance(e, DeliverySent) for e in found),
+        timeout_s=30,
+    )
+    return event, events
+
+
+async def _everything(p: Pipeline, incident_id: str) -> list[Any]:
+    """Every delivery event of the incident on the topic now (read up to its end offsets)."""
+    topic = full_name(p.settings, "delivery.events")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=p.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, n) for n in range(p.settings.topic_partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        found: list[Any] = []
+        deadline = time.monotonic() + 30
+        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+            assert time.monotonic() < deadline, "delivery.events not read to its end in time"
+            for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                found += [
+                    p.codec.decode(m.value) for m in messages if m.key == incident_id.encode()
+                ]
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _no_escalation(p: Pipeline, incident_id: str) -> None:
+    """A moment after the email was sent, nothing else happened to the incident."""
+    await asyncio.sleep(2)  # an escalation follows a final failure within milliseconds
+    events = await _everything(p, incident_id)
+    assert not [e for e in events if isinstance(e, TierEscalated)]
+    assert not [e for e in events if isinstance(e, DeliveryFailed) and e.final]
+    queued = [(q.channel.value, q.tier.value) for q in events if isinstance(q, NotificationQueued)]
+    assert queued == [("EMAIL", "PRIMARY")]
+
+
+def _attempt_events(events: list[Any]) -> list[tuple[str, int, str | None]]:
+    return [
+        (type(e).__name__, e.attempt, e.provider)
+        for e in events
+        if isinstance(e, DeliveryAttempted | DeliveryFailed | DeliverySent)
+    ]
+
+
+async def test_smtp_down_the_email_goes_out_through_sendgrid(clean_sandbox: Pipeline) -> None:
+    p = clean_sandbox
+    started = time.time()
+    event, events = await _smtp_down_then_sent(p, 451)  # SMTP 4xx: transient
+    nid = ids.notification_id(event.incident_id, 1, "mailer", Channel.EMAIL)
+    # one notification, attempted through SMTP, then through SendGrid
+    assert {e.notification_id for e in events} == {nid}
+    assert _attempt_events(events) == [
+        ("DeliveryAttempted", 1, "smtp"),
+        ("DeliveryFailed", 1, "smtp"),
+        ("DeliveryAttempted", 2, "sendgrid"),
+        ("DeliverySent", 2, "sendgrid"),
+    ]
+    failed = next(e for e in events if isinstance(e, DeliveryFailed))
+    assert (failed.category.value, failed.final) == ("TRANSIENT", False)
+    # the sandbox: SMTP refused it, SendGrid took it, once
+    grid = await p.requests(provider="sendgrid", notification_id=nid)
+    assert [r["status"] for r in grid] == [202]
+    refused = [
+        r
+        for r in await p.requests(provider="smtp")
+        if r["fault"] == "injected" and r["started_at"] >= started
+    ]
+    assert refused and not await p.requests(provider="smtp", notification_id=nid)
+    # a transient failure waits its backoff step (1 s +-20%) before the other provider
+    assert grid[0]["started_at"] - min(r["finished_at"] for r in refused) >= 0.75
+    # the NotificationLog: both providers at work, the row sent by SendGrid
+    rows = await eventually(lambda: _attempts(p, nid), _settled)
+    assert [r[:4] for r in rows] == [
+        (1, "smtp", "FAILED", "TRANSIENT"),
+        (2, "sendgrid", "SENT", None),
+    ]
+    row = await p.row(nid)
+    assert row is not None
+    assert (row["status"], row["provider"], row["attempt_count"]) == ("SENT", "sendgrid", 2)
+    paths = await _query(p, QUERIES[1])
+    assert (nid, event.incident_id, "EMAIL", "SENT", "smtp:FAILED -> sendgrid:SENT") in [
+        (str(r[0]), *r[1:]) for r in paths
+    ]
+    await _no_escalation(p, event.incident_id)
+
+
+async def test_smtp_refusing_our_credentials_fails_over_at_once(clean_sandbox: Pipeline) -> None:
+    p = clean_sandbox
+    event, events = await _smtp_down_then_sent(p, 535)  # authentication failed: configuration
+    nid = ids.notification_id(event.incident_id, 1, "mailer", Channel.EMAIL)
+    failed = next(e for e in events if isinstance(e, DeliveryFailed))
+    assert (failed.provider, failed.category.value, failed.final) == (
+        "smtp",
+        "CONFIGURATION",
+        False,
+    )
+    sent = next(e for e in events if isinstance(e, DeliverySent))
+    assert (sent.provider, sent.attempt) == ("sendgrid", 2)
+    # straight back on notify.email, not through the 1 s delay topic
+    assert (sent.occurred_at - failed.occurred_at).total_seconds() < 0.7
+    rows = await eventually(lambda: _attempts(p, nid), _settled)
+    assert [r[:4] for r in rows] == [
+        (1, "smtp", "FAILED", "CONFIGURATION"),
+        (2, "sendgrid", "SENT", None),
+    ]
+    await _no_escalation(p, event.incident_id)
+
+
+def _settled(rows: list[tuple[Any, ...]]) -> bool:
+    return len(rows) == 2 and rows[1][2] != "PENDING"
