@@ -90,15 +90,18 @@ def create_app(
         for channel, ps in providers.items()
     }
 
-    dispatch_input = app.topic(
-        full_name(settings, "incidents"),
-        full_name(settings, "dispatch.commands"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=False,
-    )
+    def raw_input(*logical: str) -> Any:
+        # several topics feeding one agent, bytes in: the agents decode with the codec
+        return app.topic(
+            *(full_name(settings, name) for name in logical),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            internal=False,
+        )
+
+    dispatch_input = raw_input("incidents", "dispatch.commands")
     tier_states = app.Table("tier-state", default=None, partitions=settings.topic_partitions)
     # keyed user|channel, updated only by the throttle agent, whose input is keyed by user
     throttles = app.Table(THROTTLE_TABLE, default=None, partitions=settings.topic_partitions)
@@ -137,15 +140,7 @@ def create_app(
         await emitter.send_many(outgoing(dispatched, throttled=windows.keys()))
         log_dispatch(record, dispatched)
 
-    escalation_input = app.topic(
-        full_name(settings, "delivery.events"),
-        full_name(settings, "provider.callbacks"),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        internal=False,
-    )
+    escalation_input = raw_input("delivery.events", "provider.callbacks")
 
     @app.agent(escalation_input, name="escalation")
     async def escalation(stream: Any) -> None:
