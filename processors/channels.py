@@ -39,7 +39,14 @@ from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
 from notifier.topics import channel_topic, retry_topic
 from processors.emitter import Emitter
-from processors.metrics import CIRCUIT_OPEN, CIRCUIT_TRANSITIONS, SENDS
+from processors.metrics import (
+    CIRCUIT_OPEN,
+    CIRCUIT_TRANSITIONS,
+    RATE_LIMIT_WAIT,
+    RETRIES_SCHEDULED,
+    SENDS,
+    request_starting,
+)
 
 log = logging.getLogger("notifier.channel")
 
@@ -248,6 +255,7 @@ class ChannelSender:
             if retry is None:  # after_failure waits a step only when the schedule has one
                 raise RuntimeError(f"no backoff step after attempt {command.attempt}")
             step, again = retry
+            RETRIES_SCHEDULED.labels(self.channel.value, retry_topic(step)).inc()
             return retry_topic(step), command.incident_id, replace(again, provider=after.provider)
         attempt = command.attempt + 1
         again = replace(
@@ -299,6 +307,7 @@ class ChannelSender:
         circuit_open = False
         try:
             await route.limiter.acquire()
+            RATE_LIMIT_WAIT.labels(self.channel.value, name).observe(time.monotonic() - started)
             message_id = await route.send(route, command)
         except CircuitBreakerError:
             circuit_open = True
@@ -350,6 +359,7 @@ class ChannelSender:
 
     async def _send(self, route: Route, command: SendCommand) -> str:
         provider = route.provider
+        request_starting(self.channel.value, command.incident_at)
         try:
             return await asyncio.wait_for(provider.send(command), self.settings.send_timeout_s)
         except TimeoutError as exc:

@@ -35,6 +35,7 @@ from notifier.domain.dispatch import (
 from notifier.settings import Settings
 from notifier.topics import channel_topic
 from processors.directory import UserDirectory
+from processors.metrics import notifications_queued
 
 log = logging.getLogger("notifier.dispatcher")
 
@@ -125,7 +126,8 @@ def outgoing(dispatched: Dispatch, throttled: Collection[Channel] = THROTTLED) -
 
 
 def log_dispatch(record: Any, dispatched: Dispatch) -> None:
-    """One line per incident event with what it caused."""
+    """One line per incident event with what it caused (and the queued ones counted)."""
+    notifications_queued(dispatched.events)
     log.info(
         "dispatched %s: %d notifications",
         type(record).__name__,

@@ -20,6 +20,7 @@ from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
 from notifier.settings import Settings
 from notifier.topics import full_name
+from processors.metrics import projected
 from projections.notification_log import (
     PROJECTION,
     TOPICS,
@@ -156,6 +157,7 @@ class ProjectionRunner(Service):
             written = await self._with_backoff(
                 lambda conn, b=batch, o=offsets: apply_batch(conn, b, o), "the batch"
             )
+            projected(c.record for c in batch)
             log.debug(
                 "projected %d events, %d rows in %.0f ms",
                 len(batch),
