@@ -118,6 +118,12 @@ class Settings(BaseSettings):
     # --- webhook bridge (inbound callbacks and acknowledgements) ------------------------
     bridge_host: str = Field("127.0.0.1", description="Address the webhook bridge listens on.")
     bridge_port: int = Field(8090, description="Port of the webhook bridge.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of the worker's /metrics, /healthz and /readyz."
+    )
+    metrics_port: int = Field(
+        9464, ge=0, le=65535, description="Port of the worker's metrics endpoint; 0 disables it."
+    )
     twilio_auth_token_previous: SecretStr | None = Field(
         None, description="The Twilio auth token being rotated out; accepted until unset."
     )
