@@ -173,11 +173,45 @@ def create_app(
     return app
 
 
+def declare_changelogs(app: faust.App, settings: Settings, timeout_s: float = 30.0) -> None:
+    """Create the tables' changelog topics that do not exist yet, before the worker starts.
+
+    Faust subscribes to a table's changelog before it creates it; a table written to before
+    the consumer's next metadata refresh then finds it with 0 partitions (PartitionsMismatch)
+    and every event of its agent is dead-lettered. Created here, as Faust would (compacted).
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = admin.list_topics(timeout=timeout_s).topics
+    missing = [
+        NewTopic(
+            table.changelog_topic.get_topic_name(),
+            table.partitions or settings.topic_partitions,
+            app.conf.topic_replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
+        for table in app.tables.values()
+        if table.changelog_topic.get_topic_name() not in existing
+    ]
+    if not missing:
+        return
+    for name, fut in admin.create_topics(missing, request_timeout=timeout_s).items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+        log.info("created changelog topic %s", name)
+
+
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the Faust worker with every agent until interrupted."""
     from faust.worker import Worker
 
     app = create_app(settings)
+    declare_changelogs(app, settings)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     # Faust's start-up spinner sets the root logger to DEBUG so that it can spin on every
     # record, and leaves it there: every debug call in aiokafka then builds a LogRecord
