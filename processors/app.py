@@ -23,6 +23,7 @@ from processors.channels import ChannelSender
 from processors.directory import UserDirectory
 from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
 from processors.emitter import Emitter
+from processors.endpoint import WorkerEndpoint
 from processors.escalation import escalate
 from processors.retry import RetryScheduler
 from processors.throttle import TABLE as THROTTLE_TABLE
@@ -70,6 +71,9 @@ def create_app(
     )
     emitter = Emitter(app, settings, codec)
     directory = UserDirectory(settings, codec)
+    endpoint = WorkerEndpoint(settings, app, directory)  # /metrics, /healthz, /readyz, lag
+    if settings.metrics_port:
+        app.add_dependency(endpoint)  # first: it answers while the others start
     app.add_dependency(directory)  # started and stopped with the app
     # JSON values (the app's default serializer): internal state, not a published contract
     memories = app.Table("incident-memory", default=None, partitions=settings.topic_partitions)
@@ -77,12 +81,13 @@ def create_app(
         from projections.database import database_url
         from projections.runner import ProjectionRunner
 
-        app.add_dependency(ProjectionRunner(settings, codec, database_url(settings)))
+        runner = ProjectionRunner(settings, codec, database_url(settings))
+        app.add_dependency(endpoint.lag_of("projection", runner))
 
     def incident_status(incident_id: str) -> str:
         return IncidentMemory.from_json(memories.get(incident_id)).status
 
-    app.add_dependency(RetryScheduler(settings, emitter))
+    app.add_dependency(endpoint.lag_of("retry", RetryScheduler(settings, emitter)))
     providers = providers or build_channel_providers(settings)
     app.add_dependency(ProviderConnections([p for ps in providers.values() for p in ps]))
     senders = {

@@ -244,6 +244,7 @@ def pipeline(
         **cli_env,
         **{k: v for k, v in sandbox.items() if k.startswith("NOTIFIER_")},
         "NOTIFIER_BRIDGE_PORT": str(bridge_port),
+        "NOTIFIER_METRICS_PORT": str(free_port()),  # the worker's /metrics, /healthz, /readyz
         "NOTIFIER_RECEIPT_DEADLINE_S": "3",
         "NOTIFIER_REPEAT_INTERVAL_S": "4",
         "NOTIFIER_RATE_LIMITS": "teams=600",
