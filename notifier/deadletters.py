@@ -16,8 +16,9 @@ where the original message was first read (source topic, partition, offset), so 
   Kafka's acknowledgement and the commit would replay that one message again (at least once
   rather than at most once: a page sent twice beats a page lost).
 
-Reading the source topics back to look for the header would also work, but costs a full
-read of every source topic on every replay; the `projection rebuild` leaves this table alone.
+Finding earlier replays by their header instead would need a full read of every source
+topic on every replay. `notifier projection rebuild` drops only the read model's tables, so
+the ledger survives it.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ def preview(codec: AvroCodec, value: bytes | None, limit: int | None = PREVIEW_C
         text = f"{name.split('.')[-1]} {json.dumps(body, default=_plain, ensure_ascii=False)}"
     except ContractError as exc:
         more = "…" if len(value) > HEX_BYTES else ""
-        text = f"undecodable ({exc.reason}); {len(value)} bytes: {value[:HEX_BYTES].hex(' ')}{more}"
+        text = f"undecodable, {len(value)} bytes: {value[:HEX_BYTES].hex(' ')}{more} ({exc.reason})"
     text = mask(text)
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
 
