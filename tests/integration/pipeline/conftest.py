@@ -90,6 +90,7 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("caller", [Channel.VOICE], sandbox_url),
         profile("repeated", [Channel.SMS, Channel.VOICE], sandbox_url),
         profile("resendy", [Channel.EMAIL], sandbox_url),
+        profile("texted", [Channel.SMS], sandbox_url),  # the throttle's: SMS only
     ]
 
 
@@ -255,6 +256,8 @@ def pipeline(
         "NOTIFIER_LOG_LEVEL": "WARNING",
         "NOTIFIER_SESSION_TIMEOUT_S": "8",
         "NOTIFIER_OPS_USER_IDS": "opsy",
+        # the default SMS window is 15 minutes: one minute keeps the throttle test short
+        "NOTIFIER_THROTTLES": "SMS=5/60,20/3600;VOICE=3/900",
         # email fails over from SMTP to SendGrid (the sandbox env carries SendGrid's key)
         "NOTIFIER_PROVIDERS": "EMAIL=smtp,sendgrid",
     }
