@@ -451,3 +451,41 @@ def test_a_voice_bundle_reads_out_every_incident() -> None:
     assert message.body.startswith("This is the incident notifier. HIGH. disk 0 full")
     assert "3 more incidents" in message.body
     assert all(f"Incident inc-{n}: disk {n} full." in message.body for n in range(1, 4))
+
+
+# --- where the agent sends things (processors/throttle.py, the dispatcher's routing) ----
+
+
+def test_the_agent_sends_on_keyed_by_incident_and_schedules_keyed_by_user() -> None:
+    from notifier.contracts.records import ThrottleFlushDue
+    from processors.throttle import flush_timer, state_key, throttle
+
+    table: dict[str, Any] = {}
+    sent = [throttle(command(f"inc-{n}"), table, DEFAULTS, at(n)) for n in range(6)]
+    assert sent[:5] == [[("notify.sms", f"inc-{n}", command(f"inc-{n}"))] for n in range(5)]
+    ((topic, key, timer),) = sent[5]
+    assert (topic, key) == ("throttle.timers", "u1")
+    assert isinstance(timer, ThrottleFlushDue) and timer.due_at == at(900)
+    json.dumps(table[state_key("u1", Channel.SMS)])  # the table holds JSON
+    # the same due time gives the same event id; at its time the held one goes out
+    assert flush_timer("u1", Channel.SMS, at(900), at(7)).event_id == timer.event_id
+    assert throttle(timer, table, DEFAULTS, at(900)) == [
+        ("notify.sms", "inc-5", bundle([command("inc-5")], at(900)))
+    ]
+
+
+def test_the_dispatcher_sends_sms_and_voice_through_the_throttle() -> None:
+    from notifier.domain.dispatch import Dispatch
+    from processors.dispatcher import outgoing
+
+    commands = [
+        command("inc-1", channel) for channel in (Channel.SMS, Channel.VOICE, Channel.EMAIL)
+    ]
+    routes = [(topic, key) for topic, key, _ in outgoing(Dispatch(commands=commands))]
+    assert routes == [
+        ("notify.throttle", "u1"),
+        ("notify.throttle", "u1"),
+        ("notify.email", "inc-1"),
+    ]
+    only_sms = outgoing(Dispatch(commands=commands), throttled={Channel.SMS})
+    assert [t for t, _, _ in only_sms] == ["notify.throttle", "notify.voice", "notify.email"]
