@@ -198,29 +198,48 @@ class ChannelSender:
         await asyncio.gather(*(self._deliver(c, route) for c, route in routed))
 
     async def _drop_cancelled(self, commands: list[SendCommand]) -> list[SendCommand]:
-        """Alerts of acknowledged or resolved incidents are not sent: DeliveryCancelled."""
+        """Alerts of acknowledged or resolved incidents are not sent: DeliveryCancelled. A
+        bundle is sent for its notifications whose incidents are still open, each closed one
+        cancelled on its own."""
         keep: list[SendCommand] = []
         dropped: list[tuple[str, str, Record]] = []
         for command in commands:
-            status = self.incident_status(command.incident_id)
             # an operator's resend goes out whatever the incident's state: they asked for it
-            if (
-                command.kind is NotificationKind.ALERT
-                and status != "open"
-                and not command.requested_by
-            ):
-                dropped.append(
-                    (
-                        "delivery.events",
-                        command.incident_id,
-                        DeliveryCancelled(
-                            **delivery_fields(command, "cancelled"),
-                            reason=f"incident {status}",
-                        ),
-                    )
-                )
-            else:
+            if command.kind is not NotificationKind.ALERT or command.requested_by:
                 keep.append(command)
+                continue
+            members = {command.notification_id: command.incident_id, **command.bundled}
+            status = {n: self.incident_status(i) for n, i in members.items()}
+            cancelled = delivery_fields(command, "cancelled")
+            for notification, incident in members.items():
+                if status[notification] == "open":
+                    continue
+                event_id = cancelled["event_id"]
+                if notification != command.notification_id:
+                    event_id = ids.event_id(event_id, notification)
+                fields = {
+                    **cancelled,
+                    "event_id": event_id,
+                    "notification_id": notification,
+                    "incident_id": incident,
+                }
+                reason = f"incident {status[notification]}"
+                dropped.append(
+                    ("delivery.events", incident, DeliveryCancelled(**fields, reason=reason))
+                )
+            still_open = [(n, i) for n, i in members.items() if status[n] == "open"]
+            if not still_open:
+                continue
+            if len(still_open) < len(members):
+                lead, incident = still_open[0]
+                command = dataclasses.replace(
+                    command,
+                    command_id=ids.command_id(lead, command.attempt),
+                    notification_id=lead,
+                    incident_id=incident,
+                    bundled=dict(still_open[1:]),
+                )
+            keep.append(command)
         if dropped:
             await self.emitter.send_many(dropped)
         return keep

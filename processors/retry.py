@@ -181,7 +181,13 @@ class RetryScheduler(Service):
         self._pending.setdefault(tp, set()).add(msg.offset)
 
     def _cancelled(self, command: SendCommand) -> bool:
-        return command.kind is NotificationKind.ALERT and command.incident_id in self._closed
+        # bundles are the channel sender's to split; resends were asked for by hand
+        return (
+            command.kind is NotificationKind.ALERT
+            and not command.bundled
+            and not command.requested_by
+            and command.incident_id in self._closed
+        )
 
     async def _incident(self, msg: Any) -> None:
         """An acknowledgement or resolution cancels the incident's waiting alerts now."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from prometheus_client import REGISTRY
 
 from adapters.base import ProviderError
@@ -361,3 +362,39 @@ async def test_a_provider_the_channel_lacks_takes_the_first() -> None:
     await run(channel, emitter, replace(command("inc"), provider="mailgun"))
     assert smtp.calls == ["inc"]
     assert {e.provider for e in emitter.sent if isinstance(e, DeliverySent)} == {"smtp"}
+
+
+@pytest.mark.parametrize(
+    ("closed", "sent_for", "cancelled"),
+    [
+        (set(), {"lead", "n-2", "n-3"}, set()),
+        ({"inc-1"}, {"n-2", "n-3"}, {"lead"}),  # the lead's incident closed: the rest still go
+        ({"inc-2"}, {"lead", "n-3"}, {"n-2"}),
+        ({"inc-1", "inc-2", "inc-3"}, set(), {"lead", "n-2", "n-3"}),
+    ],
+    ids=["all-open", "lead-closed", "one-carried-closed", "all-closed"],
+)
+async def test_a_bundle_is_sent_for_its_open_incidents_and_cancelled_for_the_others(
+    closed: set[str], sent_for: set[str], cancelled: set[str]
+) -> None:
+    provider = FakeProvider()
+    emitter = RecordingEmitter()
+    channel = ChannelSender(
+        Channel.EMAIL,
+        [provider],
+        Settings(rate_limit_per_min=600_000),
+        emitter,  # type: ignore[arg-type]
+        incident_status=lambda incident: "acknowledged" if incident in closed else "open",
+    )
+    bundle = replace(
+        command("inc-1"), notification_id="lead", bundled={"n-2": "inc-2", "n-3": "inc-3"}
+    )
+    await channel.handle([FakeEvent(emitter.codec.encode(bundle))])
+    assert len(provider.calls) == (1 if sent_for else 0)
+    got_sent = {e.notification_id for e in emitter.sent if isinstance(e, DeliverySent)}
+    got_cancelled = {
+        (e.notification_id, e.incident_id) for e in emitter.sent if isinstance(e, DeliveryCancelled)
+    }
+    owner = {"lead": "inc-1", "n-2": "inc-2", "n-3": "inc-3"}
+    assert got_sent == sent_for
+    assert got_cancelled == {(n, owner[n]) for n in cancelled}
