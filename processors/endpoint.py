@@ -111,12 +111,16 @@ class WorkerEndpoint(Service):
             )
         return None
 
-    async def on_start(self) -> None:
+    def build_app(self) -> web.Application:
+        """The endpoint's aiohttp application."""
         app = web.Application()
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
-        self._runner = web.AppRunner(app, access_log=None)
+        return app
+
+    async def on_start(self) -> None:
+        self._runner = web.AppRunner(self.build_app(), access_log=None)
         await self._runner.setup()
         host, port = self.settings.metrics_host, self.settings.metrics_port
         try:
