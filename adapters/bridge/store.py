@@ -59,15 +59,20 @@ class BridgeStore:
 
     async def _run(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         async with self._lock:
-            try:
-                conn = await self._connection()
-                cursor = await conn.execute(sql, params)
-                return await cursor.fetchall() if cursor.description else []
-            except psycopg.OperationalError:
-                if self._conn is not None:
-                    await self._conn.close()
-                self._conn = None
-                raise
+            # a connection broken since its last use (PostgreSQL restarted) fails its next
+            # statement: reconnect and try once more before answering 503
+            for tries_left in (1, 0):
+                try:
+                    conn = await self._connection()
+                    cursor = await conn.execute(sql, params)
+                    return await cursor.fetchall() if cursor.description else []
+                except psycopg.OperationalError:
+                    if self._conn is not None:
+                        await self._conn.close()
+                    self._conn = None
+                    if not tries_left:
+                        raise
+            raise AssertionError("unreachable")
 
     async def close(self) -> None:
         """Close the connection."""

@@ -407,9 +407,9 @@ class ResendRequested(Record):
     user_id: str
     channel: Channel
     escalation_level: int
-    kind: NotificationKind
     attempt: int
     requested_by: str
+    kind: NotificationKind = NotificationKind.ALERT
     repeat: int = 0
 
 

@@ -71,18 +71,18 @@ async def test_rebuild_equals_the_live_table(
             ).fetchone()
             return int(row[0]) if row else 0
 
-    async def unsettled() -> int:
+    async def unsettled() -> list[tuple[Any, ...]]:
         async with await psycopg.AsyncConnection.connect(_url(pipeline)) as conn:
-            row = await (
+            return await (
                 await conn.execute(
-                    "SELECT count(*) FROM notification_log WHERE status IN ('QUEUED', 'SENDING')"
+                    "SELECT incident_id, user_id, channel, kind, repeat, status, attempt_count "
+                    "FROM notification_log WHERE status IN ('QUEUED', 'SENDING')"
                 )
-            ).fetchone()
-            return int(row[0]) if row else 0
+            ).fetchall()
 
     await eventually(sent, lambda n: n == 3, timeout_s=30)
     # quiet first: a retry an earlier test left waiting would land between the two snapshots
-    await eventually(unsettled, lambda n: n == 0, timeout_s=60)
+    await eventually(unsettled, lambda rows: not rows, timeout_s=60)
     await eventually(lambda: _caught_up(pipeline), bool, timeout_s=30)
     live = _snapshot(pipeline)
     assert len(live[0]) >= 3
