@@ -38,6 +38,7 @@ from rich.table import Table
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
 from notifier.contracts.records import DeadLetter
+from notifier.kafka_io import producer_config
 from notifier.logs import mask
 from notifier.settings import Settings
 from notifier.topics import full_name
@@ -393,16 +394,7 @@ class RawSender:
 
         self.timeout_s = timeout_s
         self._errors: list[str] = []
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                # murmur2, as kafka_io.Publisher and Faust: the key lands where its peers are
-                "partitioner": "murmur2_random",
-                "logger": logging.getLogger("notifier.kafka.producer"),
-            }
-        )
+        self._producer = Producer(producer_config(settings))
 
     def send(self, entry: DeadLetterEntry) -> None:
         """Put `entry`'s original message back on its source topic and wait for the ack."""

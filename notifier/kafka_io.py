@@ -13,6 +13,20 @@ from notifier.settings import Settings
 from notifier.topics import full_name
 
 
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """confluent-kafka producer settings every notifier producer shares: acknowledged by all
+    in-sync replicas, idempotent, and keyed with murmur2 as Faust and Java clients are (one
+    key, one partition, whoever produces it)."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "partitioner": "murmur2_random",
+        "logger": logging.getLogger("notifier.kafka.producer"),
+        **overrides,
+    }
+
+
 class PublishError(RuntimeError):
     """Kafka did not acknowledge a message."""
 
@@ -25,17 +39,7 @@ class Publisher:
 
         self.settings = settings
         self.codec = codec
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                # murmur2, as Java clients and aiokafka (Faust) use: one key, one partition
-                "partitioner": "murmur2_random",
-                "logger": logging.getLogger("notifier.kafka.producer"),
-            }
-        )
+        self._producer = Producer(producer_config(settings, **{"linger.ms": 5}))
         self._errors: list[str] = []
 
     def publish(self, topic: str, key: str, record: Record) -> None:

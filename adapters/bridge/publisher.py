@@ -12,6 +12,7 @@ from typing import Any
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.records import Record
+from notifier.kafka_io import producer_config
 from notifier.settings import Settings
 from notifier.topics import full_name
 
@@ -32,16 +33,9 @@ class AsyncPublisher:
         self.codec = codec
         self.timeout_s = timeout_s
         self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 2,
-                "message.timeout.ms": int(timeout_s * 1000),
-                # murmur2, as Faust and Java clients use: one key, one partition everywhere
-                "partitioner": "murmur2_random",
-                "logger": logging.getLogger("notifier.kafka.producer"),
-            }
+            producer_config(
+                settings, **{"linger.ms": 2, "message.timeout.ms": int(timeout_s * 1000)}
+            )
         )
         self._stop = threading.Event()
         # delivery reports are served by poll(): a thread keeps polling so no request waits
