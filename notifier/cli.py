@@ -586,7 +586,11 @@ def reparse_callbacks(
         str | None, typer.Option(help="Only requests received at or after this ISO time.")
     ] = None,
     source: Annotated[
-        str | None, typer.Option(help="Only one source, e.g. twilio_status, sendgrid_events.")
+        str | None,
+        typer.Option(
+            help="Only one source, e.g. twilio_status, sendgrid_events. Acknowledgements "
+            "(slack_actions, twilio_gather) are parsed again only when named here."
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Parse and count; publish nothing.")] = False,
 ) -> None:
@@ -594,7 +598,7 @@ def reparse_callbacks(
     after a parser fix, what was refused with a 400 goes through. Callback event ids come
     from the providers' ids, so what was already published is not applied twice."""
     from adapters.bridge.parse import MalformedRequestError
-    from adapters.bridge.server import outgoing, reparse
+    from adapters.bridge.server import ACK_SOURCES, outgoing, reparse
     from notifier.contracts.records import RawCallback
     from notifier.kafka_io import Publisher, read_topic
 
@@ -609,6 +613,8 @@ def reparse_callbacks(
         raw = codec.decode(value)
         if not isinstance(raw, RawCallback) or (source and raw.source != source):
             continue
+        if source is None and raw.source in ACK_SOURCES:
+            continue  # an old "Resolve" must not close an incident opened again since
         if cutoff is not None and raw.received_at < cutoff:
             continue
         read += 1

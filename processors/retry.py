@@ -34,6 +34,8 @@ from notifier.contracts.errors import ContractError
 from notifier.contracts.records import (
     DeliveryCancelled,
     IncidentAcknowledged,
+    IncidentEscalated,
+    IncidentOpened,
     IncidentResolved,
     NotificationKind,
     ReceiptDue,
@@ -195,6 +197,12 @@ class RetryScheduler(Service):
             event = self.emitter.codec.decode(msg.value)
         except ContractError:
             return  # the dispatcher dead-letters it; one dead letter per message
+        if isinstance(event, IncidentOpened | IncidentEscalated):
+            # opened again after it was resolved: its alerts are wanted again (as the
+            # dispatcher's memory reopens it)
+            if self._closed.get(event.incident_id) == "resolved":
+                del self._closed[event.incident_id]
+            return
         if not isinstance(event, IncidentAcknowledged | IncidentResolved):
             return
         status = "resolved" if isinstance(event, IncidentResolved) else "acknowledged"
@@ -276,6 +284,9 @@ class RetryScheduler(Service):
         """Commit, per partition, up to the oldest command still waiting."""
         if self._consumer is None:
             return
+        # what was forwarded must be in Kafka before the offsets move past it: outside an
+        # agent's event Faust only queues a send
+        await self.emitter.app.producer.flush()
         offsets = {}
         for tp, read in self._read_up_to.items():
             waiting = self._pending.get(tp)

@@ -236,7 +236,8 @@ def webhook_receipt(body: bytes, received_at: datetime) -> ProviderCallback:
         received_at=received_at,
         incident_id=_required(fields, "incident_id", where),
         notification_id=notification,
-        channel=_channel(fields.get("channel", "WEBHOOK"), where),
+        # a webhook receiver can only speak for webhook notifications, whatever it claims
+        channel=Channel.WEBHOOK,
         provider="webhook",
         provider_message_id=fields.get("message_id"),
         status=status,

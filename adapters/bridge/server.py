@@ -19,6 +19,7 @@ callback was not acknowledged by Kafka (503) sends it again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import logging
 import time
@@ -35,7 +36,7 @@ from pydantic import SecretStr
 
 from adapters.bridge import parse
 from adapters.bridge.parse import MalformedRequestError
-from adapters.bridge.publisher import AsyncPublisher, PublishFailedError
+from adapters.bridge.publisher import AsyncPublisher
 from adapters.bridge.signatures import (
     SignatureError,
     verify_notifier,
@@ -101,6 +102,8 @@ def _gather(req: Incoming) -> list[Record]:
     return [ack] if ack else []
 
 
+# sources whose records are people's acknowledgements, not provider reports
+ACK_SOURCES = frozenset({"slack_actions", "twilio_gather"})
 # what each verified source means; the routes and `reparse` share them
 PARSERS: dict[str, Callable[[Incoming], Sequence[Record]]] = {
     "twilio_status": lambda req: [parse.twilio_status(req.query, req.form, req.received_at)],
@@ -164,6 +167,18 @@ class Bridge:
             received_at=datetime.fromtimestamp(self.clock(), UTC),
         )
 
+    @staticmethod
+    def replay_key(req: Incoming) -> str:
+        """What makes two requests the same: where they went, when the provider says it sent
+        them and what they said; not the signature's bytes, which some schemes let one
+        rewrite without breaking it (ECDSA's (r, n-s), extra fields in ours)."""
+        stamp = next(
+            (v for k, v in req.headers.items() if k.endswith("timestamp")),
+            "",
+        )
+        digest = hashlib.sha256(req.body).hexdigest()
+        return f"{req.source}|{req.url}|{stamp}|{digest}"
+
     def archived(self, req: Incoming, url: str | None = None) -> tuple[str, str, Record]:
         """The raw request as it goes to callbacks.raw."""
         raw = RawCallback(
@@ -180,12 +195,12 @@ class Bridge:
     async def accept(
         self,
         req: Incoming,
-        signature: str,
         parser: Callable[[Incoming], Sequence[Record]],
         reply: Callable[[Sequence[Record]], web.StreamResponse],
     ) -> web.StreamResponse:
         """Refuse replays, archive, parse, publish, then answer."""
-        if not await self.store.first_time(req.source, signature):
+        replay_key = self.replay_key(req)
+        if not await self.store.first_time(req.source, replay_key):
             return self.refuse(req.source, SignatureError("replayed request"))
         malformed: MalformedRequestError | None = None
         records: Sequence[Record] = []
@@ -193,10 +208,13 @@ class Bridge:
             records = parser(req)
         except MalformedRequestError as exc:
             malformed = exc
+        except Exception as exc:  # a parser bug: keep the request for a reparse after the fix
+            log.exception("%s: parser failed", req.source)
+            malformed = MalformedRequestError(f"not understood ({type(exc).__name__})")
         try:
             await self.publisher.publish([self.archived(req)] + [outgoing(r) for r in records])
-        except PublishFailedError as exc:
-            await self.store.forget(signature)
+        except Exception as exc:  # Kafka down, queue full, not encodable: nothing was taken
+            await self.store.forget(replay_key)
             return self.unavailable(req.source, exc)
         if malformed is not None:
             REQUESTS.labels(req.source, "malformed").inc()
@@ -248,8 +266,7 @@ class Bridge:
             verify(req, signature)
         except SignatureError as exc:
             return self.refuse(source, exc)
-        assert signature is not None  # every verifier refuses a missing signature
-        return await self.accept(req, signature, PARSERS[source], reply)
+        return await self.accept(req, PARSERS[source], reply)
 
     async def twilio_status(self, request: web.Request) -> web.StreamResponse:
         """Twilio message or call status callback."""
@@ -377,7 +394,7 @@ class Bridge:
         archived_url = req.url.replace(token, f"sha256:{token_hash(token)}")
         try:
             await self.publisher.publish([self.archived(req, archived_url), outgoing(record)])
-        except PublishFailedError as exc:
+        except Exception as exc:  # not published: the link can be used again
             await self.store.unuse(token)
             return self.unavailable("email_link", exc)
         REQUESTS.labels("email_link", "accepted").inc()
@@ -469,7 +486,10 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     try:
         while True:
             await asyncio.sleep(3600)
-            await store.prune(keep_s=7 * 24 * 3600)
+            try:
+                await store.prune(keep_s=7 * 24 * 3600)
+            except Exception as exc:  # PostgreSQL away this hour: prune the next one
+                log.warning("pruning old links and signatures failed: %s", exc)
     finally:
         await runner.cleanup()
         await store.close()

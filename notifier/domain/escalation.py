@@ -100,7 +100,9 @@ def observe(state: TierState, event: Record) -> TierState:
     if tier is None:
         return state
     channel = event.channel.value  # type: ignore[attr-defined]
-    current = state.channels[tier].get(channel, PENDING)
+    if channel not in state.channels.get(tier, {}):
+        return state  # not a channel this tier alerted on: a mistaken or forged report
+    current = state.channels[tier][channel]
     delivered = isinstance(event, DeliveryDelivered) or (
         isinstance(event, ProviderCallback) and event.status is CallbackStatus.DELIVERED
     )

@@ -71,10 +71,10 @@ async def bridge() -> AsyncIterator[tuple[str, FakePublisher, FakeStore]]:
     await runner.cleanup()
 
 
-def slack_click() -> tuple[bytes, dict[str, str]]:
+def slack_click(user: object = None) -> tuple[bytes, dict[str, str]]:
     payload = {
         "type": "block_actions",
-        "user": {"id": "U1"},
+        "user": user if user is not None else {"id": "U1"},
         "actions": [{"action_id": "acknowledge", "value": "inc-1|n-1|alice", "action_ts": "1.2"}],
     }
     body = urlencode({"payload": json.dumps(payload)}).encode()
@@ -116,3 +116,12 @@ async def test_postgresql_down_is_a_503_and_nothing_published(bridge: Any) -> No
         reply = await client.post(f"{url}/slack/actions", content=body, headers=headers)
     assert reply.status_code == 503 and "try again" in reply.text
     assert publisher.published == []
+
+
+async def test_a_parser_bug_is_a_400_and_the_request_is_archived(bridge: Any) -> None:
+    url, publisher, _ = bridge
+    body, headers = slack_click(user="bob")  # not the object Slack sends
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(f"{url}/slack/actions", content=body, headers=headers)
+    assert reply.status_code == 400 and "not understood" in reply.text
+    assert [type(r) for r in publisher.published] == [RawCallback]

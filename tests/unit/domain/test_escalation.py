@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -76,7 +77,7 @@ def sent(channel: Channel) -> Record:
     )
 
 
-def callback(channel: Channel, status: CallbackStatus) -> Record:
+def callback(channel: Channel, status: CallbackStatus) -> ProviderCallback:
     fields = base(channel)
     return ProviderCallback(
         event_id="c",
@@ -142,6 +143,8 @@ def tiers(decisions: list[Escalate | Critical]) -> list[str]:
             [queued(E), queued(P), sent(E), sent(P), overdue(E), callback(P, BOUNCED)],
             ["SECONDARY"],
         ),
+        # a report naming a channel the tier never alerted on changes nothing (no self-alert)
+        ([queued(S), replace(callback(S, BOUNCED), channel=E), callback(S, BOUNCED)], ["FALLBACK"]),
     ],
     ids=[
         "one-of-three",
@@ -160,6 +163,7 @@ def tiers(decisions: list[Escalate | Critical]) -> list[str]:
         "delivered-then-bounce",
         "overdue-after-failure",
         "primary-overdue-and-bounced",
+        "foreign-channel",
     ],
 )
 def test_escalation_table(events: list[Record], expected: list[str]) -> None:
