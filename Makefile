@@ -41,7 +41,7 @@ down: venv ## Stop everything the stack started (no process is left behind)
 status: venv ## Show what runs in the stack, with pids and addresses
 	$(DEVSTACK) status --stack $(STACK)
 
-run: up ## Set everything up, run sandbox + worker, publish an incident, show its deliveries
+run: up ## Set everything up, run sandbox, bridge and worker, page two people, acknowledge from Slack
 	@set -a; source .stack/$(STACK)/stack.env; set +a; $(BIN)/notifier demo
 
 bench: up ## Measure throughput, latency and the raw Kafka ceiling against the sandbox
