@@ -4,6 +4,7 @@ and a real `notifier bridge` process against the test stack and the sandbox."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import time
 import uuid
@@ -15,9 +16,10 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from notifier.contracts.codec import AvroCodec
+from notifier.contracts.errors import ContractError
 from notifier.contracts.factory import build_codec
 from notifier.contracts.records import (
     Channel,
@@ -186,6 +188,36 @@ class Pipeline:
         finally:
             await consumer.stop()
         return found
+
+    async def everything_on(
+        self, topic: str, key: str | None = None, timeout_s: float = 30
+    ) -> list[Any]:
+        """Every record on `topic` (with `key`) up to the topic's end offsets as of now;
+        undecodable messages (other tests' garbage) are skipped."""
+        name = full_name(self.settings, topic)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            parts = [TopicPartition(name, n) for n in range(self.settings.topic_partitions)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            found: list[Any] = []
+            deadline = time.monotonic() + timeout_s
+            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
+                assert time.monotonic() < deadline, f"{topic} not read to its end in time"
+                for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                    for m in messages:
+                        if key is None or m.key == key.encode():
+                            with contextlib.suppress(ContractError):
+                                found.append(self.codec.decode(m.value))
+            return found
+        finally:
+            await consumer.stop()
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of the worker's log, for failure messages."""

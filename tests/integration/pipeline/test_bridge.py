@@ -3,7 +3,6 @@ order, one-time email links, acknowledgements that stop retries, receipt deadlin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
@@ -16,7 +15,6 @@ from urllib.parse import urlencode
 import httpx
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.bridge.signatures import (
     sendgrid_keypair_from_seed,
@@ -26,7 +24,6 @@ from adapters.bridge.signatures import (
 )
 from adapters.sandbox.providers import SandboxCredentials
 from adapters.webhook import sign
-from notifier.contracts.errors import ContractError
 from notifier.contracts.records import (
     Channel,
     DeliveryCancelled,
@@ -43,7 +40,6 @@ from notifier.contracts.records import (
     TierEscalated,
 )
 from notifier.domain import ids
-from notifier.topics import full_name
 from tests.integration.pipeline.conftest import Pipeline, eventually
 
 pytestmark = pytest.mark.integration
@@ -51,39 +47,6 @@ pytestmark = pytest.mark.integration
 
 def new_incident() -> str:
     return f"inc-{uuid.uuid4().hex[:12]}"
-
-
-async def everything_on(pipeline: Pipeline, topic: str) -> list[Any]:
-    """Every record on `topic` up to its current end (decoded where possible)."""
-    name = full_name(pipeline.settings, topic)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=pipeline.settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(name, p) for p in range(pipeline.settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[Any] = []
-
-        async def behind() -> bool:
-            for tp, end in ends.items():
-                if await consumer.position(tp) < end:
-                    return True
-            return False
-
-        while await behind():
-            batch = await consumer.getmany(timeout_ms=1000)
-            for messages in batch.values():
-                for m in messages:
-                    with contextlib.suppress(ContractError):  # other tests' garbage
-                        found.append(pipeline.codec.decode(m.value))
-        return found
-    finally:
-        await consumer.stop()
 
 
 def twilio_form(
@@ -186,12 +149,12 @@ async def test_forged_stale_and_replayed_requests_are_refused_and_nothing_publis
     assert accepted.status_code == 204, accepted.text
     assert replayed.status_code == 403 and "replay" in replayed.text
     callbacks = [
-        c for c in await everything_on(pipeline, "provider.callbacks") if c.incident_id == incident
+        c for c in await pipeline.everything_on("provider.callbacks") if c.incident_id == incident
     ]
     assert [(c.status.value, c.raw_status) for c in callbacks] == [("DELIVERED", "delivered")]
     acks = [
         e
-        for e in await everything_on(pipeline, "incidents")
+        for e in await pipeline.everything_on("incidents")
         if getattr(e, "incident_id", None) == incident
     ]
     assert acks == []
@@ -208,7 +171,7 @@ async def test_a_malformed_body_is_a_400_and_is_archived_for_reprocessing(
     assert reply.status_code == 400 and "no actions" in reply.text
     archived = [
         r
-        for r in await everything_on(clean_sandbox, "callbacks.raw")
+        for r in await clean_sandbox.everything_on("callbacks.raw")
         if isinstance(r, RawCallback) and r.body == body
     ]
     assert len(archived) == 1

@@ -11,7 +11,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from notifier.contracts.records import (
     Channel,
@@ -23,7 +22,6 @@ from notifier.contracts.records import (
     TierEscalated,
 )
 from notifier.domain import ids
-from notifier.topics import full_name
 from tests.integration.pipeline.conftest import Pipeline, eventually
 
 pytestmark = pytest.mark.integration
@@ -66,35 +64,10 @@ async def _smtp_down_then_sent(p: Pipeline, status: int) -> tuple[IncidentOpened
     return event, events
 
 
-async def _everything(p: Pipeline, incident_id: str) -> list[Any]:
-    """Every delivery event of the incident on the topic now (read up to its end offsets)."""
-    topic = full_name(p.settings, "delivery.events")
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=p.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, n) for n in range(p.settings.topic_partitions)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        found: list[Any] = []
-        deadline = time.monotonic() + 30
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            assert time.monotonic() < deadline, "delivery.events not read to its end in time"
-            for messages in (await consumer.getmany(timeout_ms=1000)).values():
-                found += [
-                    p.codec.decode(m.value) for m in messages if m.key == incident_id.encode()
-                ]
-        return found
-    finally:
-        await consumer.stop()
-
-
 async def _no_escalation(p: Pipeline, incident_id: str) -> None:
     """A moment after the email was sent, nothing else happened to the incident."""
     await asyncio.sleep(2)  # an escalation follows a final failure within milliseconds
-    events = await _everything(p, incident_id)
+    events = await p.everything_on("delivery.events", incident_id)
     assert not [e for e in events if isinstance(e, TierEscalated)]
     assert not [e for e in events if isinstance(e, DeliveryFailed) and e.final]
     queued = [(q.channel.value, q.tier.value) for q in events if isinstance(q, NotificationQueued)]
