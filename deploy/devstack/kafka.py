@@ -288,3 +288,29 @@ def stop_all(config: StackConfig) -> list[int]:
     for node in nodes:
         (node_dir(config, node) / "pid").unlink(missing_ok=True)
     return nodes
+
+
+def stop_node(config: StackConfig, node: int, grace_s: float = 60.0) -> bool:
+    """Stop one node (SIGTERM: a controlled shutdown, its data kept), for failure drills;
+    returns whether it was running. The others keep the quorum of a three-node cluster."""
+    if not 1 <= node <= config.brokers:
+        raise StackError(f"stack '{config.name}' has nodes 1..{config.brokers}, not {node}")
+    home = node_dir(config, node)
+    pid = read_pid(home / "pid")
+    if node not in running_nodes(config) or pid is None:
+        return False
+    stop_many([(pid, str(home / "server.properties"))], grace_s=grace_s)
+    (home / "pid").unlink(missing_ok=True)
+    say(f"kafka node {node} stopped")
+    return True
+
+
+def start_node(config: StackConfig, node: int) -> bool:
+    """Start a stopped node again on its data and wait until every broker answers; returns
+    whether it had to be started. Like `start`, it starts any other stopped node too."""
+    if not 1 <= node <= config.brokers:
+        raise StackError(f"stack '{config.name}' has nodes 1..{config.brokers}, not {node}")
+    if node in running_nodes(config):
+        return False
+    start(config)
+    return True
