@@ -67,6 +67,9 @@ class ProjectionRunner(Service):
         self.topics = [full_name(settings, t) for t in TOPICS]
         self._consumer: AIOKafkaConsumer | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        # the rebalance listener (reading offsets) and the batch loop share the connection,
+        # from different tasks: one transaction at a time, or psycopg refuses the nesting
+        self._db_lock = asyncio.Lock()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -112,29 +115,30 @@ class ProjectionRunner(Service):
     async def _with_backoff(self, work: Any, what: str) -> Any:
         attempt = 0
         while True:
-            try:
-                conn = await self._connection()
-                async with conn.transaction():
-                    return await work(conn)
-            except psycopg.Error as exc:
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
-                if isinstance(exc, psycopg.OperationalError):
-                    log.warning(
-                        "PostgreSQL unavailable (%s), retrying %s in %s s", exc, what, delay
-                    )
-                else:  # a bug or a schema drift: keep the batch, say so loudly, try again
-                    log.error(
-                        "projecting failed (%s: %s), retrying %s in %s s",
-                        type(exc).__name__,
-                        exc,
-                        what,
-                        delay,
-                    )
-                if self._conn is not None:
-                    await self._conn.close()
-                self._conn = None
-                attempt += 1
-                await asyncio.sleep(delay)
+            async with self._db_lock:
+                try:
+                    conn = await self._connection()
+                    async with conn.transaction():
+                        return await work(conn)
+                except psycopg.Error as exc:
+                    delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                    if isinstance(exc, psycopg.OperationalError):
+                        log.warning(
+                            "PostgreSQL unavailable (%s), retrying %s in %s s", exc, what, delay
+                        )
+                    else:  # a bug or a schema drift: keep the batch, say so loudly, try again
+                        log.error(
+                            "projecting failed (%s: %s), retrying %s in %s s",
+                            type(exc).__name__,
+                            exc,
+                            what,
+                            delay,
+                        )
+                    if self._conn is not None:
+                        await self._conn.close()
+                    self._conn = None
+            attempt += 1
+            await asyncio.sleep(delay)
 
     @Service.task
     async def _project(self) -> None:
