@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -23,14 +24,23 @@ from notifier.topics import full_name
 log = logging.getLogger("notifier.directory")
 
 
+CACHE_SIZE = 10_000  # decoded profiles kept; the rest stay as their Avro bytes
+
+
 class UserDirectory(Service):
-    """Reads `users` from the beginning and keeps following it; `ready` once caught up."""
+    """Reads `users` from the beginning and keeps following it; `ready` once caught up.
+
+    Profiles are kept as the Avro bytes they arrived in (a few hundred bytes each, where a
+    decoded profile costs kilobytes of Python objects) and decoded when asked for, the most
+    recent `CACHE_SIZE` kept decoded: 100k users fit in tens of MB.
+    """
 
     def __init__(self, settings: Settings, codec: AvroCodec, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.codec = codec
-        self.profiles: dict[str, UserProfile | None] = {}
+        self._encoded: dict[str, bytes] = {}
+        self._decoded: OrderedDict[str, UserProfile] = OrderedDict()
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._end: dict[TopicPartition, int] = {}
@@ -38,7 +48,22 @@ class UserDirectory(Service):
 
     def get(self, user_id: str) -> UserProfile | None:
         """The latest profile of `user_id`, or None."""
-        return self.profiles.get(user_id)
+        profile = self._decoded.get(user_id)
+        if profile is not None:
+            self._decoded.move_to_end(user_id)
+            return profile
+        value = self._encoded.get(user_id)
+        if value is None:
+            return None
+        decoded = self.codec.decode(value)  # decoded once already when it arrived
+        assert isinstance(decoded, UserProfile)
+        self._decoded[user_id] = decoded
+        if len(self._decoded) > CACHE_SIZE:
+            self._decoded.popitem(last=False)
+        return decoded
+
+    def __len__(self) -> int:
+        return len(self._encoded)
 
     async def on_start(self) -> None:
         topic = full_name(self.settings, "users")
@@ -70,7 +95,7 @@ class UserDirectory(Service):
         if not self.ready.is_set() and all(
             self._seen.get(tp, 0) >= end for tp, end in self._end.items()
         ):
-            log.info("users directory ready: %d profiles", len(self.profiles))
+            log.info("users directory ready: %d profiles", len(self._encoded))
             self.ready.set()
 
     @Service.task
@@ -88,8 +113,9 @@ class UserDirectory(Service):
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         user_id = (key or b"").decode(errors="replace")
-        if value is None:
-            self.profiles.pop(user_id, None)  # tombstone: the user was deleted
+        if value is None:  # tombstone: the user was deleted
+            self._encoded.pop(user_id, None)
+            self._decoded.pop(user_id, None)
             return
         try:
             profile = self.codec.decode(value)
@@ -97,7 +123,8 @@ class UserDirectory(Service):
             log.warning("users: skipped an undecodable profile for %s: %s", user_id, exc.reason)
             return
         if isinstance(profile, UserProfile):
-            self.profiles[profile.user_id] = profile
+            self._encoded[profile.user_id] = value
+            self._decoded.pop(profile.user_id, None)
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
