@@ -461,10 +461,13 @@ def worker(
     from notifier.contracts.factory import RegistryNotConfiguredError
     from notifier.contracts.registry import RegistryUnavailableError
     from processors.app import run_worker
+    from processors.loop import use_event_loop
     from projections.database import DatabaseNotConfiguredError
 
+    settings = _settings()
+    use_event_loop(settings)
     try:
-        run_worker(_settings(), loglevel)
+        run_worker(settings, loglevel)
     except (
         RegistryNotConfiguredError,
         RegistryUnavailableError,
@@ -489,11 +492,16 @@ def bench(
     incidents: Annotated[int, typer.Option(help="Incidents in the throughput phase.")] = 2000,
     rate: Annotated[int, typer.Option(help="Incidents/s in the latency phase.")] = 200,
     seconds: Annotated[float, typer.Option(help="Length of the latency phase.")] = 10.0,
+    users: Annotated[int, typer.Option(help="Profiles in the users directory.")] = 100_000,
     rebuild_events: Annotated[
         int, typer.Option(help="Synthetic events for the rebuild rate; 0 skips it.")
     ] = 1_000_000,
+    results_dir: Annotated[Path, typer.Option(help="Where the JSON and the PNG are saved.")] = Path(
+        "bench-results"
+    ),
 ) -> None:
-    """Measure the pipeline against the sandbox: throughput, latency, raw Kafka ceiling."""
+    """Measure the pipeline against the sandbox: throughput, latency, projection lag, RSS,
+    the raw Kafka ceiling; saves JSON and a PNG plot in bench-results/, checks the goals."""
     from notifier.bench import run_bench
 
     results = run_bench(
@@ -502,11 +510,22 @@ def bench(
         incidents=incidents,
         rate=rate,
         paced_s=seconds,
+        users=users,
         rebuild_events=rebuild_events,
+        results_dir=results_dir,
     )
     table = Table("figure", "value", title="notifier bench")
     thr, lat = results["throughput"], results["latency_ms"]
     table.add_row("notifications/s (incident -> provider request)", str(thr["notifications_per_s"]))
+    cpu = results["cpu_ms_per_notification"]
+    table.add_row(
+        "CPU ms per notification",
+        ", ".join(f"{k} {v}" for k, v in cpu.items()),
+    )
+    table.add_row(
+        "CPU-bound ceiling of this machine (notifications/s)",
+        str(results["cpu_bound_notifications_per_s"]),
+    )
     table.add_row("raw Kafka produce->consume msgs/s", str(results["raw_kafka_msgs_per_s"]))
     table.add_row("share of raw ceiling", f"{results['share_of_raw']:.1%}")
     table.add_row(
@@ -515,6 +534,7 @@ def bench(
     )
     proj, vis = results["projection"], results["event_to_row_ms"]
     table.add_row("projection events/s into PostgreSQL", str(proj["events_per_s"]))
+    table.add_row("projection lag: most events behind", str(proj["max_lag_events"]))
     table.add_row(
         "event -> row p50/p95/p99 ms", f"{vis.get('p50')} / {vis.get('p95')} / {vis.get('p99')}"
     )
@@ -523,8 +543,91 @@ def bench(
             f"rebuild events/s ({results['rebuild']['events']} events)",
             str(results["rebuild"]["events_per_s"]),
         )
-    table.add_row("worker RSS MB", str(results["worker_rss_mb"]))
+    table.add_row(f"worker RSS MB ({results['users']} users)", str(results["worker_rss_mb"]))
     out.print(table)
+    goals = Table("goal", "bound", "measured", "verdict", title="goals")
+    for goal in results["goals"]:
+        goals.add_row(goal["goal"], goal["bound"], str(goal["measured"]), goal["verdict"])
+    out.print(goals)
+    out.print(f"plot: {results['plot']}")
+
+
+@app.command()
+def chaos(
+    incidents: Annotated[
+        int | None, typer.Option(help="Incidents to publish (10000; --short: 400).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (2).")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Incidents published per second (100; --short: 20).")
+    ] = None,
+    kill_every_s: Annotated[
+        float | None, typer.Option(help="Seconds between SIGKILLs (20; --short: 12).")
+    ] = None,
+    kills: Annotated[int | None, typer.Option(help="SIGKILLs in all (6; --short: 2).")] = None,
+    broker_down_s: Annotated[
+        float | None, typer.Option(help="Seconds one broker is down (20; --short: 10).")
+    ] = None,
+    pg_down_s: Annotated[
+        float | None, typer.Option(help="Seconds PostgreSQL is down (30; --short: 8).")
+    ] = None,
+    garbage: Annotated[
+        int | None,
+        typer.Option(help="Undecodable messages put on input topics (20; --short: 8).", min=0),
+    ] = None,
+    settle_timeout_s: Annotated[
+        float | None, typer.Option(help="Most seconds to wait for every notification to end.")
+    ] = None,
+    short: Annotated[bool, typer.Option("--short", help="The CI-sized drill.")] = False,
+) -> None:
+    """The failure drill (`make chaos`): publish incidents while workers are killed with
+    SIGKILL, a broker is stopped and started and PostgreSQL is down; then check that nothing
+    was lost. Exits 1 on any loss. Needs the three-broker stack of `make chaos`."""
+    from notifier.chaos.run import DrillError, Options, run_drill
+
+    given: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "incidents": incidents,
+            "workers": workers,
+            "rate": rate,
+            "kill_every_s": kill_every_s,
+            "kills": kills,
+            "broker_down_s": broker_down_s,
+            "pg_down_s": pg_down_s,
+            "garbage": garbage,
+            "settle_timeout_s": settle_timeout_s,
+        }.items()
+        if v is not None
+    }
+    options = Options.short_run(**given) if short else Options(**given)
+    try:
+        verdict, summary, path = run_drill(
+            _settings(), options, lambda line: out.print(line, highlight=False)
+        )
+    except DrillError as exc:
+        raise fail(str(exc)) from exc
+    table = Table("check", "result", "ok", "note", title=f"notifier chaos {summary['run_id']}")
+    for check in verdict.checks:
+        table.add_row(
+            check.name,
+            check.value,
+            "[green]ok[/green]" if check.ok else "[red]FAIL[/red]",
+            check.note,
+        )
+    out.print(table)
+    figures = Table("figure", "value", title="what happened")
+    for entry in summary["journal"]:
+        if entry["action"] in ("broker started", "postgres started"):
+            figures.add_row(entry["action"].split()[0] + " down (s)", str(entry["down_s"]))
+    figures.add_row("workers killed (SIGKILL)", str(summary["disruptions_by_kind"]["kills"]))
+    for name, value in verdict.figures.items():
+        figures.add_row(name.replace("_", " "), str(value))
+    figures.add_row("drill seconds", str(summary["seconds"]))
+    out.print(figures)
+    out.print(f"summary: {path}", highlight=False)
+    if not verdict.ok:
+        raise fail("the drill found losses or unexpected outcomes (see the table)")
 
 
 @app.command()

@@ -1,14 +1,16 @@
-"""`notifier bench` (`make bench`): the pipeline under load against the provider sandbox.
+"""`notifier bench` (`make bench`): the whole pipeline under load against the provider sandbox.
 
-Prints and saves (bench-results/*.json): notifications/s from incidents to provider requests,
-incident -> first provider request latency percentiles at a paced rate, and the raw Kafka
-produce -> consume rate for the same message count, measured in the same run.
+Phases, all in one run on one stack: the users directory filled (100k profiles by default);
+incidents as fast as they can be published (throughput, projection catching up); incidents
+at a paced rate (latency to the first provider request, event -> row); the worker's RSS; the
+rebuild rate; the raw Kafka ceiling for the same message count. Saves the figures as JSON
+and a PNG of latency and projection lag over time in bench-results/, and checks the goals.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
+import threading
 import time
 import urllib.request
 import uuid
@@ -17,6 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from notifier.bench.cpu import CpuMeter
+from notifier.bench.figures import check_goals, percentiles
+from notifier.bench.plot import plot_run
+from notifier.bench.raw import raw_kafka_rate
+from notifier.bench.rebuild import rebuild_rate
 from notifier.contracts.records import (
     Channel,
     ChannelPreference,
@@ -25,12 +34,14 @@ from notifier.contracts.records import (
     SlackConnection,
     UserProfile,
 )
-from notifier.kafka_io import end_offsets
+from notifier.kafka_io import Publisher, end_offsets
 from notifier.localprocs import sandbox_and_worker
 from notifier.settings import Settings
 
-RESULTS = Path(__file__).resolve().parents[1] / "bench-results"
+RESULTS = Path(__file__).resolve().parents[2] / "bench-results"
 CHANNELS = (Channel.EMAIL, Channel.SLACK, Channel.PUSH)
+WARM_UP = 60  # incidents sent before any clock starts
+Say = Callable[[str], None]
 
 
 def _get(url: str) -> Any:
@@ -38,7 +49,12 @@ def _get(url: str) -> Any:
         return json.loads(response.read())
 
 
-def _wait_count(sandbox: str, target: int, timeout_s: float, say: Callable[[str], None]) -> float:
+def _clear(sandbox: str) -> None:
+    request = urllib.request.Request(f"{sandbox}/_sandbox/requests", method="DELETE")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def _wait_count(sandbox: str, target: int, timeout_s: float, say: Say) -> float:
     """Poll the sandbox until it has `target` requests; returns when it got there."""
     deadline = time.monotonic() + timeout_s
     last_report = 0.0
@@ -55,74 +71,111 @@ def _wait_count(sandbox: str, target: int, timeout_s: float, say: Callable[[str]
         time.sleep(0.05)
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {
-        "p50": round(cuts[49], 1),
-        "p95": round(cuts[94], 1),
-        "p99": round(cuts[98], 1),
-        "max": round(max(values), 1),
-    }
+def bench_user_id(n: int) -> str:
+    """The same ids on every run: the compacted users topic keeps one profile each."""
+    return f"bench-user-{n:06d}"
 
 
-def raw_kafka_rate(settings: Settings, count: int, size: int = 400) -> float:
-    """Messages/s for `count` messages produced with confluent-kafka and consumed back."""
-    from confluent_kafka import Consumer, Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    topic = f"{settings.topic_prefix}bench.raw.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    for fut in admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)]).values():
-        fut.result()
-    payload = b"x" * size
-    producer = Producer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": 5, "acks": "all"}
-    )
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"bench-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    consumer.poll(1.0)  # join the group before timing
+def publish_users(publisher: Publisher, count: int, say: Say) -> float:
+    """Publish `count` profiles reachable on the bench's channels; seconds it took."""
     started = time.monotonic()
-    for i in range(count):
+    now = datetime.now(UTC)
+    for n in range(count):
+        user_id = bench_user_id(n)
+        profile = UserProfile(
+            user_id=user_id,
+            name=user_id,
+            updated_at=now,
+            email=f"{user_id}@example.com",
+            push_tokens=[f"tok-{user_id}"],
+            slack=SlackConnection(f"U{n:08d}", True),
+            preferences=[ChannelPreference(c, True, i) for i, c in enumerate(CHANNELS)],
+        )
         while True:
             try:
-                producer.produce(topic, key=str(i).encode(), value=payload)
+                publisher.publish("users", user_id, profile)
                 break
-            except BufferError:
-                producer.poll(0.01)
-        producer.poll(0)
-    producer.flush(60)
-    seen = 0
-    while seen < count and time.monotonic() - started < 120:
-        seen += len([m for m in consumer.consume(1000, 0.5) if m.error() is None])
-    elapsed = time.monotonic() - started
-    consumer.close()
-    for fut in admin.delete_topics([topic]).values():
-        fut.result()
-    return seen / elapsed
+            except BufferError:  # the producer's queue is full: let it drain
+                publisher._producer.poll(0.05)
+        if n and n % 25_000 == 0:
+            say(f"    ... {n}/{count} users")
+    publisher.flush(120)
+    return time.monotonic() - started
+
+
+class LagSampler:
+    """Samples, in a thread, how many delivery events the projection has not stored yet."""
+
+    def __init__(self, settings: Settings, every_s: float = 0.5) -> None:
+        self.settings = settings
+        self.every_s = every_s
+        self.samples: list[tuple[float, int]] = []  # (time.time(), events behind)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag-sampler", daemon=True)
+
+    def __enter__(self) -> LagSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        import psycopg
+
+        from projections.database import database_url
+
+        with psycopg.connect(database_url(self.settings), autocommit=True) as conn:
+            while not self._stop.is_set():
+                self.samples.append((time.time(), projection_behind(self.settings, conn)))
+                self._stop.wait(self.every_s)
+
+
+def projection_behind(settings: Settings, conn: Any) -> int:
+    """Events of delivery.events the projection has not stored yet."""
+    from notifier.topics import full_name
+
+    topic = full_name(settings, "delivery.events")
+    ends = {p: o for p, o in end_offsets(settings, "delivery.events").items() if o}
+    stored: dict[int, int] = dict(
+        conn.execute(
+            "SELECT partition, next_offset FROM projection_offset WHERE topic = %s", (topic,)
+        ).fetchall()
+    )
+    return sum(max(0, o - stored.get(p, 0)) for p, o in ends.items())
+
+
+def _wait_projection(settings: Settings, say: Say, timeout_s: float = 300) -> float:
+    """Wait until the projection's stored offsets reach the end of delivery.events."""
+    import psycopg
+
+    from projections.database import database_url
+
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(database_url(settings), autocommit=True) as conn:
+        while True:
+            behind = projection_behind(settings, conn)
+            if behind <= 0:
+                return time.time()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"projection still {behind} events behind")
+            time.sleep(0.1)
 
 
 def run_bench(
     settings: Settings,
-    say: Callable[[str], None],
+    say: Say,
     *,
     incidents: int = 2000,
     rate: int = 200,
     paced_s: float = 10.0,
-    users: int = 500,
+    users: int = 100_000,
     rebuild_events: int = 1_000_000,
+    results_dir: Path = RESULTS,
 ) -> dict[str, Any]:
     """Run every phase and return (and save) the figures."""
     from notifier.contracts.factory import build_codec
-    from notifier.kafka_io import Publisher
 
     codec = build_codec(settings)
     publisher = Publisher(settings, codec)
@@ -130,38 +183,25 @@ def run_bench(
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),
         "incidents": incidents,
+        "users": users,
         "channels_per_incident": len(CHANNELS),
         "paced_rate": rate,
         "paced_seconds": paced_s,
+        "event_loop": settings.event_loop,
     }
-    stamp = time.strftime("%H%M%S")
     say(f"publishing {users} users with {', '.join(c.value.lower() for c in CHANNELS)}")
-    for i in range(users):
-        user_id = f"bench-{stamp}-{i}"
-        publisher.publish(
-            "users",
-            user_id,
-            UserProfile(
-                user_id=user_id,
-                name=user_id,
-                updated_at=datetime.now(UTC),
-                email=f"{user_id}@example.com",
-                push_tokens=[f"tok-{user_id}"],
-                slack=SlackConnection(f"U{i:08d}", True),
-                preferences=[ChannelPreference(c, True, n) for n, c in enumerate(CHANNELS)],
-            ),
-        )
-    publisher.flush()
+    results["users_publish_seconds"] = round(publish_users(publisher, users, say), 1)
 
     def incident(n: int) -> IncidentOpened:
+        stamp = uuid.uuid4().hex[:10]
         return IncidentOpened(
             event_id=str(uuid.uuid4()),
             occurred_at=datetime.now(UTC),
-            incident_id=f"bench-{stamp}-{n}-{uuid.uuid4().hex[:6]}",
+            incident_id=f"bench-{stamp}-{n}",
             title="bench",
             priority=Priority.HIGH,
             escalation_level=1,
-            user_ids=[f"bench-{stamp}-{n % users}"],
+            user_ids=[bench_user_id(n % users)],
         )
 
     extra = {
@@ -170,25 +210,29 @@ def run_bench(
         "NOTIFIER_CHANNEL_CONCURRENCY": "50",
         "NOTIFIER_LOG_LEVEL": "WARNING",
     }
-    with sandbox_and_worker(logs, extra) as (sandbox, worker, _):
+    latency_points: list[tuple[float, float]] = []
+    with sandbox_and_worker(logs, extra) as (sandbox, worker, _), LagSampler(settings) as lag:
         say(f"sandbox {sandbox}, worker pid {worker.pid}; warming up")
-        warm = incident(0)
-        publisher.publish("incidents", warm.incident_id, warm)
+        # enough incidents to land on every partition: the clock starts once each of the
+        # worker's consumers has been assigned, fetched and sent, not during its start-up
+        for event in [incident(n) for n in range(WARM_UP)]:
+            publisher.publish("incidents", event.incident_id, event)
         publisher.flush()
-        _wait_count(sandbox, len(CHANNELS), 120, say)
+        _wait_count(sandbox, WARM_UP * len(CHANNELS), 300, say)
+        _wait_projection(settings, say)
 
         events_before = sum(end_offsets(settings, "delivery.events").values())
         say(f"phase 1: {incidents} incidents as fast as possible")
-        urllib.request.urlopen(
-            urllib.request.Request(f"{sandbox}/_sandbox/requests", method="DELETE"), timeout=10
-        ).close()
+        _clear(sandbox)
+        meter = CpuMeter(worker.pid, settings.stack_dir)
+        cpu_before = meter.snapshot()
         started = time.time()
         for n in range(incidents):
             event = incident(n)
             publisher.publish("incidents", event.incident_id, event)
         publisher.flush()
         published = time.time()
-        finished = _wait_count(sandbox, incidents * len(CHANNELS), 300, say)
+        finished = _wait_count(sandbox, incidents * len(CHANNELS), 600, say)
         sends = incidents * len(CHANNELS)
         results["throughput"] = {
             "notifications": sends,
@@ -201,11 +245,21 @@ def run_bench(
             f"{sends / (finished - started):.0f}/s"
         )
         caught_up = _wait_projection(settings, say)
+        # CPU, not wall time: what each part costs per notification, which a busy machine
+        # does not skew; their sum bounds what this machine can do with every part on it
+        cpu = {k: round(v * 1000 / sends, 3) for k, v in meter.since(cpu_before).items()}
+        results["cpu_ms_per_notification"] = {**cpu, "total": round(sum(cpu.values()), 3)}
+        results["throughput"]["worker_cpu_ms_per_notification"] = cpu["worker"]
+        # every core busy with nothing else: the most this machine could do at these costs
+        cores = psutil.cpu_count() or 1
+        results["cpu_bound_notifications_per_s"] = round(cores * 1000 / sum(cpu.values()), 1)
+        say(f"    CPU ms per notification: {results['cpu_ms_per_notification']}")
         events = sum(end_offsets(settings, "delivery.events").values()) - events_before
         results["projection"] = {
             "events": events,
             "seconds": round(caught_up - started, 2),
             "events_per_s": round(events / (caught_up - started), 1),
+            "caught_up_after_last_send_s": round(caught_up - finished, 2),
         }
         say(
             f"    projection: {events} events into PostgreSQL, caught up "
@@ -213,9 +267,7 @@ def run_bench(
         )
 
         say(f"phase 2: {rate} incidents/s for {paced_s:.0f} s, latency to first provider request")
-        urllib.request.urlopen(
-            urllib.request.Request(f"{sandbox}/_sandbox/requests", method="DELETE"), timeout=10
-        ).close()
+        _clear(sandbox)
         sent_at: dict[str, float] = {}
         total = int(rate * paced_s)
         t0 = time.monotonic()
@@ -226,10 +278,9 @@ def run_bench(
                 time.sleep(delay)
             event = incident(n)
             publisher.publish("incidents", event.incident_id, event)
-            publisher._producer.poll(0)
             sent_at[event.incident_id] = event.occurred_at.timestamp()
         publisher.flush()
-        _wait_count(sandbox, total * len(CHANNELS), 300, say)
+        _wait_count(sandbox, total * len(CHANNELS), 600, say)
         first: dict[str, float] = {}
         for item in _get(f"{sandbox}/_sandbox/requests"):
             incident_id = item.get("incident_id")
@@ -238,15 +289,20 @@ def run_bench(
                     first.get(incident_id, item["started_at"]), item["started_at"]
                 )
         latencies = [(first[i] - sent_at[i]) * 1000 for i in first]
-        results["latency_ms"] = {"incidents": len(latencies), **_percentiles(latencies)}
+        latency_points = sorted(
+            (sent_at[i] - started, (first[i] - sent_at[i]) * 1000) for i in first
+        )
+        results["latency_ms"] = {"incidents": len(latencies), **percentiles(latencies)}
         say(f"    incident -> first provider request: {results['latency_ms']}")
 
         _wait_projection(settings, say)
         visibility = _visibility_ms(settings, list(sent_at))
-        results["event_to_row_ms"] = {"rows": len(visibility), **_percentiles(visibility)}
+        results["event_to_row_ms"] = {"rows": len(visibility), **percentiles(visibility)}
         say(f"    DeliverySent -> row written: {results['event_to_row_ms']}")
-        rss = _rss_mb(worker.pid)
-        results["worker_rss_mb"] = rss
+        results["worker_rss_mb"] = _rss_mb(worker.pid)
+        say(f"    worker RSS with {users} users: {results['worker_rss_mb']} MB")
+    lag_points = [(at - started, behind) for at, behind in lag.samples if at >= started]
+    results["projection"]["max_lag_events"] = max((b for _, b in lag_points), default=0)
 
     if rebuild_events:
         say(f"rebuild: {rebuild_events} synthetic delivery events, folded into a fresh database")
@@ -255,41 +311,23 @@ def run_bench(
     say(f"raw Kafka: {incidents * len(CHANNELS)} messages produced and consumed")
     raw = raw_kafka_rate(settings, incidents * len(CHANNELS))
     results["raw_kafka_msgs_per_s"] = round(raw, 1)
-    results["share_of_raw"] = round(results["throughput"]["notifications_per_s"] / raw, 3)
+    results["share_of_raw"] = round(results["throughput"]["notifications_per_s"] / raw, 4)
+    results["goals"] = check_goals(results)
     codec.close()
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    out.write_text(json.dumps(results, indent=2))
-    say(f"saved {out}")
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    stem = results_dir / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+    results["plot"] = str(
+        plot_run(
+            stem.with_suffix(".png"),
+            latency_points,
+            lag_points,
+            f"notifier bench: {rate} incidents/s paced after {incidents} as fast as possible",
+        )
+    )
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    say(f"saved {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
     return results
-
-
-def _wait_projection(
-    settings: Settings, say: Callable[[str], None], timeout_s: float = 300
-) -> float:
-    """Wait until the projection's stored offsets reach the end of delivery.events."""
-    import psycopg
-
-    from notifier.topics import full_name
-    from projections.database import database_url
-
-    topic = full_name(settings, "delivery.events")
-    deadline = time.monotonic() + timeout_s
-    with psycopg.connect(database_url(settings), autocommit=True) as conn:
-        while True:
-            ends = {p: o for p, o in end_offsets(settings, "delivery.events").items() if o}
-            stored: dict[int, int] = dict(
-                conn.execute(
-                    "SELECT partition, next_offset FROM projection_offset WHERE topic = %s",
-                    (topic,),
-                ).fetchall()
-            )
-            behind = sum(o - stored.get(p, 0) for p, o in ends.items())
-            if behind <= 0:
-                return time.time()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"projection still {behind} events behind")
-            time.sleep(0.1)
 
 
 def _visibility_ms(settings: Settings, incident_ids: list[str]) -> list[float]:
@@ -305,115 +343,6 @@ def _visibility_ms(settings: Settings, incident_ids: list[str]) -> list[float]:
             (incident_ids,),
         ).fetchall()
     return [float(r[0]) for r in rows]
-
-
-def rebuild_rate(
-    settings: Settings, codec: Any, count: int, say: Callable[[str], None]
-) -> dict[str, Any]:
-    """Fold `count` synthetic delivery events (queued, attempted, sent) into a new database."""
-    import asyncio
-
-    import psycopg
-    from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    from notifier.contracts.records import (
-        DeliveryAttempted,
-        DeliverySent,
-        NotificationKind,
-        NotificationQueued,
-        Tier,
-    )
-    from notifier.domain import ids
-    from projections.database import database_url
-    from projections.rebuild import rebuild
-
-    stamp = uuid.uuid4().hex[:8]
-    scratch = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}rb{stamp}."})
-    topic = f"{scratch.topic_prefix}delivery.events"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    for fut in admin.create_topics([NewTopic(topic, settings.topic_partitions, 1)]).values():
-        fut.result()
-    producer = Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "linger.ms": 20,
-            "batch.num.messages": 10000,
-            "partitioner": "murmur2_random",
-        }
-    )
-    now = datetime.now(UTC)
-    made = 0
-    for n in range(count // 3 + 1):
-        incident = f"rb-{n // 3}"
-        nid = ids.notification_id(incident, 1, f"u{n % 3}", Channel.EMAIL)
-        base: dict[str, Any] = {
-            "notification_id": nid,
-            "incident_id": incident,
-            "user_id": f"u{n % 3}",
-            "channel": Channel.EMAIL,
-            "occurred_at": now,
-        }
-        for record in (
-            NotificationQueued(
-                event_id=f"{nid}q",
-                tier=Tier.PRIMARY,
-                escalation_level=1,
-                priority=Priority.HIGH,
-                kind=NotificationKind.ALERT,
-                **base,
-            ),
-            DeliveryAttempted(event_id=f"{nid}a", attempt=1, provider="smtp", **base),
-            DeliverySent(
-                event_id=f"{nid}s",
-                attempt=1,
-                provider="smtp",
-                provider_message_id=f"m{n}",
-                latency_ms=5,
-                **base,
-            ),
-        ):
-            if made >= count:
-                break
-            while True:
-                try:
-                    producer.produce(topic, key=incident.encode(), value=codec.encode(record))
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            made += 1
-        if n % 20000 == 0:
-            producer.poll(0)
-            say(f"    ... {made}/{count} events produced")
-    producer.flush(120)
-    base_url = database_url(settings)
-    db = f"bench_rebuild_{stamp}"
-    with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {db}")
-    url = (
-        base_url.replace("/postgres?", f"/{db}?")
-        if "/postgres?" in base_url
-        else base_url.rsplit("/", 1)[0] + f"/{db}"
-    )
-    last = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        if time.monotonic() - last[0] > 5:
-            last[0] = time.monotonic()
-            say(f"    ... {done}/{total} events folded")
-
-    try:
-        result = asyncio.run(rebuild(scratch, codec, url, progress))
-    finally:
-        with psycopg.connect(base_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
-        for fut in admin.delete_topics([topic]).values():
-            fut.result()
-    return {
-        "events": result.events,
-        "seconds": round(result.seconds, 1),
-        "events_per_s": round(result.rate, 1),
-    }
 
 
 def _rss_mb(pid: int) -> float:

@@ -1,0 +1,53 @@
+"""`notifier bench` end to end at a toy size: every phase runs against the real stack and
+the sandbox, the figures are printed, and the JSON and the PNG are written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_bench_runs_every_phase_and_saves_its_figures(
+    notifier_bin: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # topics of its own: the bench's worker must not join another test's consumer group
+    env = {**cli_env, "NOTIFIER_TOPIC_PREFIX": cli_env["NOTIFIER_TOPIC_PREFIX"] + "bench."}
+    for setup in (["topics", "create"], ["schemas", "register"], ["db", "migrate"]):
+        done = subprocess.run([str(notifier_bin), *setup], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    results = tmp_path / "results"
+    run = subprocess.run(
+        [
+            str(notifier_bin),
+            "bench",
+            "--incidents=30",
+            "--rate=20",
+            "--seconds=1",
+            "--users=50",
+            "--rebuild-events=300",
+            f"--results-dir={results}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "goals" in run.stdout and "share of raw ceiling" in run.stdout
+
+    [saved] = results.glob("bench-*.json")
+    figures = json.loads(saved.read_text())
+    assert figures["throughput"]["notifications"] == 90
+    assert figures["throughput"]["notifications_per_s"] > 0
+    assert figures["latency_ms"]["incidents"] == 20
+    assert figures["event_to_row_ms"]["rows"] == 60  # every paced send has its row
+    assert figures["rebuild"]["events"] == 300
+    assert figures["raw_kafka_msgs_per_s"] > 0 and figures["worker_rss_mb"] > 0
+    assert {g["verdict"] for g in figures["goals"]} <= {"met", "missed"}
+    png = Path(figures["plot"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
