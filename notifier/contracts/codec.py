@@ -79,7 +79,12 @@ class AvroCodec:
         _, name, body = self._read(data)
         return name, body
 
-    def _read(self, data: bytes | None) -> tuple[int, str, dict[str, Any]]:
+    def record_name(self, data: bytes | None) -> str:
+        """The record name a message's schema id stands for, without decoding its body (for
+        agents that pass most types by); ContractError when the frame is not ours."""
+        return self._reader_for(self._schema_id(data))[0]
+
+    def _schema_id(self, data: bytes | None) -> int:
         if data is None:
             raise ContractError("message has no value (tombstone)")
         if len(data) < _HEADER.size:
@@ -89,6 +94,11 @@ class AvroCodec:
             raise ContractError(
                 f"not the Confluent wire format: magic byte {magic & 0xFF:#04x}, expected 0x00"
             )
+        return int(schema_id)
+
+    def _read(self, data: bytes | None) -> tuple[int, str, dict[str, Any]]:
+        schema_id = self._schema_id(data)
+        assert data is not None  # _schema_id refuses tombstones
         name, writer, reader = self._reader_for(schema_id)
         buf = io.BytesIO(data)
         buf.seek(_HEADER.size)

@@ -83,6 +83,19 @@ def test_bad_frames_raise_contract_error_with_reason(
     with pytest.raises(ContractError) as caught:
         codec.decode(data)
     assert reason in caught.value.reason
+    with pytest.raises(ContractError) as peeked:
+        codec.record_name(data)
+    assert reason in peeked.value.reason
+
+
+@pytest.mark.parametrize("cls", TOP_LEVEL_RECORDS, ids=lambda c: c.__name__)
+def test_the_record_name_is_read_from_the_frame_alone(
+    codec: AvroCodec, cls: type[Record]
+) -> None:
+    encoded = codec.encode(sample(cls))
+    assert codec.record_name(encoded) == cls.AVRO_NAME
+    # the body is not read: a cut-off body still names its record
+    assert codec.record_name(encoded[:5]) == cls.AVRO_NAME
 
 
 def test_garbage_body_with_a_valid_header(codec: AvroCodec) -> None:
