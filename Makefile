@@ -12,9 +12,11 @@ STACK ?= dev
 BROKERS ?= 1
 NOTIFIER := NOTIFIER_STACK=$(STACK) $(BIN)/notifier
 DEVSTACK := $(BIN)/python -m devstack
+# `make chaos`'s own stack: brokers on 29092-29094, registry on 28081, clear of dev and test
+CHAOS_PORT := 29092
 TEST_ENV := NOTIFIER_STACK=test NOTIFIER_KAFKA_BOOTSTRAP=127.0.0.1:19092
 
-.PHONY: help venv up down status topics migrate run bench lint test test-stack-up test-stack-down clean
+.PHONY: help venv up down status topics migrate run bench chaos lint test test-stack-up test-stack-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -46,6 +48,10 @@ run: up ## Set everything up, run sandbox, bridge and worker, page two people, a
 
 bench: up ## Measure throughput, latency and the raw Kafka ceiling against the sandbox
 	@set -a; source .stack/$(STACK)/stack.env; set +a; $(BIN)/notifier bench $(BENCH_ARGS)
+
+chaos: venv ## Failure drill on a 3-broker stack: SIGKILLs, broker and PostgreSQL down (CHAOS_ARGS=--short)
+	@NOTIFIER_STACK_KAFKA_PORT=$(CHAOS_PORT) $(MAKE) --no-print-directory up STACK=chaos BROKERS=3
+	@set -a; source .stack/chaos/stack.env; set +a; $(BIN)/notifier chaos $(CHAOS_ARGS)
 
 lint: venv ## ruff (lint and format check) and mypy --strict
 	$(BIN)/ruff check .

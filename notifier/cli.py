@@ -631,6 +631,84 @@ def chaos(
 
 
 @app.command()
+def chaos(
+    incidents: Annotated[
+        int | None, typer.Option(help="Incidents to publish (10000; --short: 400).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (2).")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Incidents published per second (100; --short: 20).")
+    ] = None,
+    kill_every_s: Annotated[
+        float | None, typer.Option(help="Seconds between SIGKILLs (20; --short: 12).")
+    ] = None,
+    kills: Annotated[int | None, typer.Option(help="SIGKILLs in all (6; --short: 2).")] = None,
+    broker_down_s: Annotated[
+        float | None, typer.Option(help="Seconds one broker is down (20; --short: 10).")
+    ] = None,
+    pg_down_s: Annotated[
+        float | None, typer.Option(help="Seconds PostgreSQL is down (30; --short: 8).")
+    ] = None,
+    garbage: Annotated[
+        int | None,
+        typer.Option(help="Undecodable messages put on input topics (20; --short: 8).", min=0),
+    ] = None,
+    settle_timeout_s: Annotated[
+        float | None, typer.Option(help="Most seconds to wait for every notification to end.")
+    ] = None,
+    short: Annotated[bool, typer.Option("--short", help="The CI-sized drill.")] = False,
+) -> None:
+    """The failure drill (`make chaos`): publish incidents while workers are killed with
+    SIGKILL, a broker is stopped and started and PostgreSQL is down; then check that nothing
+    was lost. Exits 1 on any loss. Needs the three-broker stack of `make chaos`."""
+    from notifier.chaos.run import DrillError, Options, run_drill
+
+    given: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "incidents": incidents,
+            "workers": workers,
+            "rate": rate,
+            "kill_every_s": kill_every_s,
+            "kills": kills,
+            "broker_down_s": broker_down_s,
+            "pg_down_s": pg_down_s,
+            "garbage": garbage,
+            "settle_timeout_s": settle_timeout_s,
+        }.items()
+        if v is not None
+    }
+    options = Options.short_run(**given) if short else Options(**given)
+    try:
+        verdict, summary, path = run_drill(
+            _settings(), options, lambda line: out.print(line, highlight=False)
+        )
+    except DrillError as exc:
+        raise fail(str(exc)) from exc
+    table = Table("check", "result", "ok", "note", title=f"notifier chaos {summary['run_id']}")
+    for check in verdict.checks:
+        table.add_row(
+            check.name,
+            check.value,
+            "[green]ok[/green]" if check.ok else "[red]FAIL[/red]",
+            check.note,
+        )
+    out.print(table)
+    figures = Table("figure", "value", title="what happened")
+    for entry in summary["journal"]:
+        if entry["action"] in ("broker started", "postgres started"):
+            figures.add_row(entry["action"].split()[0] + " down (s)", str(entry["down_s"]))
+    figures.add_row("workers killed (SIGKILL)", str(summary["disruptions_by_kind"]["kills"]))
+    for name, value in verdict.figures.items():
+        figures.add_row(name.replace("_", " "), str(value))
+    figures.add_row("drill seconds", str(summary["seconds"]))
+    out.print(figures)
+    out.print(f"summary: {path}", highlight=False)
+    if not verdict.ok:
+        raise fail("the drill found losses or unexpected outcomes (see the table)")
+
+
+@app.command()
 def sandbox(
     host: Annotated[str, typer.Option(help="Address to listen on (loopback).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port of the provider endpoints.")] = 8025,
