@@ -140,8 +140,11 @@ def attempts_sum(database_url: str, run_id: str) -> int | None:
         return None
 
 
-def read_rows(database_url: str, run_id: str) -> tuple[list[verify.Row], dict[str, list[int]]]:
-    """The run's notification_log rows and each one's attempt numbers."""
+def read_rows(
+    database_url: str, run_id: str
+) -> tuple[list[verify.Row], dict[str, list[int]], dict[str, int]]:
+    """The run's notification_log rows, each one's attempt numbers, and how many of its
+    attempts failed before reaching the provider (no connection made)."""
     with _connect(database_url) as conn:
         rows = [
             verify.Row(*r)
@@ -153,13 +156,16 @@ def read_rows(database_url: str, run_id: str) -> tuple[list[verify.Row], dict[st
             ).fetchall()
         ]
         attempts: dict[str, list[int]] = {}
-        for nid, attempt in conn.execute(
-            "SELECT a.notification_id::text, a.attempt FROM notification_attempt a "
+        unreached: dict[str, int] = {}
+        for nid, attempt, error in conn.execute(
+            "SELECT a.notification_id::text, a.attempt, a.error FROM notification_attempt a "
             "JOIN notification_log l USING (notification_id) WHERE l.incident_id LIKE %s",
             (f"{run_id}-%",),
         ).fetchall():
             attempts.setdefault(nid, []).append(int(attempt))
-    return rows, attempts
+            if verify.never_connected(error):
+                unreached[nid] = unreached.get(nid, 0) + 1
+    return rows, attempts, unreached
 
 
 def read_dead_letters(settings: Settings, since: datetime) -> list[verify.DeadLetterSeen]:
@@ -304,7 +310,7 @@ def run_drill(
             drill.finish(abort=True)
             workers.stop_all()
             codec.close()
-        rows, attempts = read_rows(database_url, run_id)
+        rows, attempts, unreached = read_rows(database_url, run_id)
         # the sandbox serves this run only: every request it recorded is the drill's
         requests = [
             {**r, "notification_id": plan.attribute(r)}
@@ -324,6 +330,7 @@ def run_drill(
         expected,
         rows,
         attempts,
+        unreached,
         requests,
         dead,
         {plan.garbage_key(g) for g in range(plan.garbage)},
