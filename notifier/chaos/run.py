@@ -24,6 +24,7 @@ from notifier.settings import Settings
 
 RESULTS = Path(__file__).resolve().parents[2] / "chaos-results"
 PROGRESS_EVERY_S = 5.0
+STALLED_S = 120.0  # no new terminal row and no provider request for this long: stop waiting
 
 
 class DrillError(RuntimeError):
@@ -451,6 +452,8 @@ def _settle(
     """Wait until every expected row is terminal, then until nothing moves any more: no lag
     in the workers and the sandbox's request count unchanged over three polls."""
     deadline = time.monotonic() + options.settle_timeout_s
+    last: tuple[int | None, int] | None = None
+    still_since = time.monotonic()
     while True:
         workers.revive()
         terminal = _progress(journal.say, journal, sandbox_url, database_url, run_id, expected)
@@ -458,6 +461,14 @@ def _settle(
             break
         if time.monotonic() > deadline:
             journal.note("not settled", within_s=options.settle_timeout_s)
+            return
+        now = (terminal, int(_http("GET", f"{sandbox_url}/_sandbox/stats")["count"]))
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since > STALLED_S:
+            # far beyond every retry delay, send timeout and session timeout of the drill:
+            # what is missing now will not come; the checks say what it is
+            journal.note("stalled: nothing moved", for_s=STALLED_S, terminal=terminal)
             return
         time.sleep(PROGRESS_EVERY_S)
     # then quiet: no new provider request and no new attempt over three polls 2.5 s apart
