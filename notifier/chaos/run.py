@@ -303,7 +303,7 @@ def run_drill(
             drill.finish()
             journal.note("drill actions done")
             _settle(workers, options, sandbox_url, database_url, run_id, len(expected), journal)
-            journal.note("settled")
+            journal.note("done waiting")
             lag = workers.lag()
             if lag:  # the gauge samples every 5 s; kept as evidence, not judged
                 journal.note("consumer lag reported when settled", partitions=lag)
@@ -325,7 +325,7 @@ def run_drill(
         "unexpected_worker_exits": len(workers.unexpected_exits),
     }
     disruptions = sum(by_kind.values())
-    batch = int(os.environ.get("NOTIFIER_BATCH_SIZE", str(settings.batch_size)))
+    batch = int(Settings.model_fields["batch_size"].default)  # the workers' (not passed on)
     channels = len({c for s in CHANNEL_SETS for c in s})
     verdict = verify.verify(
         expected,
