@@ -72,7 +72,7 @@ def _wait_count(sandbox: str, target: int, timeout_s: float, say: Say) -> float:
 
 
 def bench_user_id(n: int) -> str:
-    """The same ids on every run: the compacted users topic keeps one profile each."""
+    """The id of the bench's n-th user."""
     return f"bench-user-{n:06d}"
 
 
@@ -174,7 +174,52 @@ def run_bench(
     rebuild_events: int = 1_000_000,
     results_dir: Path = RESULTS,
 ) -> dict[str, Any]:
-    """Run every phase and return (and save) the figures."""
+    """Run every phase on topics of its own (deleted at the end) and return (and save) the
+    figures."""
+    settings = scratch_topics(settings, say)
+    try:
+        return _run(settings, say, incidents, rate, paced_s, users, rebuild_events, results_dir)
+    finally:
+        drop_scratch_topics(settings, say)
+
+
+def scratch_topics(base: Settings, say: Say) -> Settings:
+    """Settings with a topic prefix of this run, its topics created and subjects registered:
+    every run starts from empty tables and an empty users directory, so its figures do not
+    depend on what earlier runs left behind."""
+    from notifier.contracts.registry import register_subjects
+    from notifier.topics import ensure_topics, subjects
+
+    prefix = f"{base.topic_prefix}bench{uuid.uuid4().hex[:6]}."
+    settings = base.model_copy(update={"topic_prefix": prefix})
+    say(f"topics of this run: {prefix}*")
+    ensure_topics(settings.kafka_bootstrap, settings)
+    if settings.schema_registry_url:
+        register_subjects(settings.schema_registry_url, subjects(settings))
+    return settings
+
+
+def drop_scratch_topics(settings: Settings, say: Say) -> None:
+    """Delete every topic of the run (its workers' changelogs included)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    ours = [t for t in admin.list_topics(timeout=10).topics if t.startswith(settings.topic_prefix)]
+    for fut in admin.delete_topics(ours, operation_timeout=30).values() if ours else []:
+        fut.result()
+    say(f"deleted the run's {len(ours)} topics")
+
+
+def _run(
+    settings: Settings,
+    say: Say,
+    incidents: int,
+    rate: int,
+    paced_s: float,
+    users: int,
+    rebuild_events: int,
+    results_dir: Path,
+) -> dict[str, Any]:
     from notifier.contracts.factory import build_codec
 
     codec = build_codec(settings)
@@ -205,6 +250,7 @@ def run_bench(
         )
 
     extra = {
+        "NOTIFIER_TOPIC_PREFIX": settings.topic_prefix,
         "NOTIFIER_EMAIL_PROVIDER": "sendgrid",
         "NOTIFIER_RATE_LIMIT_PER_MIN": "6000000",
         "NOTIFIER_CHANNEL_CONCURRENCY": "50",
