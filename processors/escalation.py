@@ -44,6 +44,17 @@ def ops_incident_id(incident_id: str, user_id: str, level: int) -> str:
     return SELF_ALERT_PREFIX + ids.event_id(incident_id, user_id, level, "critical")
 
 
+DECIDING_RECORDS = frozenset(
+    cls.AVRO_NAME for cls in (NotificationQueued, DeliveryFailed, ProviderCallback, ReceiptDue)
+)
+
+
+def may_change_decisions(record_name: str) -> bool:
+    """Whether a record of this name can change a decision (`changes_decisions` then looks
+    at its fields); the rest are passed by undecoded."""
+    return record_name in DECIDING_RECORDS
+
+
 def changes_decisions(event: Record) -> bool:
     """Only alerts being queued, final failures, receipts and their deadlines can change a
     decision: everything else (attempts, sends, notices) passes without touching the table."""
