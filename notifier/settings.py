@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # --- delivery -------------------------------------------------------------------
     channel_concurrency: int = Field(10, ge=1, description="Sends in flight per channel.")
     batch_size: int = Field(200, ge=1, description="Most commands a channel agent takes at once.")
+    producer_linger_ms: int = Field(
+        5, ge=0, description="How long the worker's producer waits to fill a batch (ms)."
+    )
     send_timeout_s: float = Field(10.0, gt=0, description="Timeout of one provider request.")
     rate_limit_per_min: int = Field(100, ge=1, description="Default sends per minute per provider.")
     rate_limits: Annotated[dict[str, int], NoDecode] = Field(
