@@ -154,9 +154,14 @@ def verify(
 
     received: Counter[str] = Counter()
     unattributed: Counter[str] = Counter()
+    earlier: Counter[str] = Counter()  # backlog of an earlier run on the stack, sent now
+    run = next(iter(expected.values())).incident_id.split("-inc-")[0] if expected else ""
     for req in requests:
         nid = req.get("notification_id")
-        if nid:
+        incident = str(req.get("incident_id") or "")
+        if incident.startswith("chaos") and not incident.startswith(f"{run}-"):
+            earlier[incident.split("-inc-")[0]] += 1
+        elif nid:
             received[str(nid)] += 1
         else:
             unattributed[str(req.get("provider"))] += 1
@@ -214,6 +219,7 @@ def verify(
     v.figures |= {
         "sandbox_requests": sum(received.values()) + sum(unattributed.values()),
         "requests_without_notification_id": dict(sorted(unattributed.items())),
+        "requests_for_earlier_runs": dict(sorted(earlier.items())),
         "attempts_recorded": sum(r.attempt_count for r in rows if r.notification_id in expected),
         "duplicate_sends": total_extra,
         "notifications_sent_twice_or_more": len(extra),
