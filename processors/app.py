@@ -45,6 +45,21 @@ class ProviderConnections(Service):
             await provider.close()
 
 
+class ActivePartitions:
+    """Faust's live set of active partitions as aiokafka's fetcher reads it: membership
+    follows the set as Faust changes it, and it is never falsy (aiokafka reads a falsy
+    partition set as "every assigned partition")."""
+
+    def __init__(self, live: set[Any]) -> None:
+        self.live = live
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.live
+
+    def __bool__(self) -> bool:
+        return True
+
+
 def fetch_only_active_partitions() -> None:
     """Stop Faust's fetcher from consuming records of partitions Faust has paused.
 
@@ -60,10 +75,14 @@ def fetch_only_active_partitions() -> None:
     and a topic partition with nothing committed yet skips messages, which the next commit
     then passes for good.
 
-    Here each fetch asks only for the partitions active when it starts (none: nothing), and
-    whatever comes back for a partition that is no longer active is put back (seek to its
-    first record) for when it is resumed. Replaces `AIOKafkaConsumerThread._fetch_records`
-    of the versions it was written against; any other version is left alone, with a warning.
+    Here each fetch asks for Faust's active partitions through a view that follows the live
+    set but is never "empty" to aiokafka (an empty set then means nothing, not everything),
+    and whatever comes back for a partition that is no longer active is put back (seek to
+    its first record) for when it is resumed. The view must stay live: a copy taken when the
+    fetch starts misses partitions Faust makes active while it waits, and those waited out
+    the 1 s fetch timeout (p50 incident -> provider request 2.3 s at 50 incidents/s, 41 ms
+    live; make bench). Replaces `AIOKafkaConsumerThread._fetch_records` of the versions it
+    was written against; any other version is left alone, with a warning.
     """
     from aiokafka.errors import ConsumerStoppedError, IllegalStateError
     from faust.transport.drivers import aiokafka as driver
@@ -86,9 +105,9 @@ def fetch_only_active_partitions() -> None:
         faust_consumer = self.consumer
         if active_partitions is None:  # a client-only app: every partition is wanted
             return await fetch_all(self, consumer, None, timeout, max_records)
-        partitions = set(active_partitions)  # a copy: Faust changes its set meanwhile
-        if not faust_consumer.flow_active or not partitions:
+        if not faust_consumer.flow_active or not active_partitions:
             return {}
+        partitions = ActivePartitions(active_partitions)
         fetcher = consumer._fetcher
         if consumer._closed or fetcher._closed:
             raise ConsumerStoppedError()
