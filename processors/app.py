@@ -131,6 +131,55 @@ def fetch_only_active_partitions() -> None:
     thread._fetch_only_active = True
 
 
+def commit_before_forgetting_revoked() -> None:
+    """Commit what the streams acknowledged on the revoked partitions before Faust forgets it.
+
+    Faust (faust-streaming 0.15, `Consumer.on_partitions_revoked`) drops its bookkeeping of
+    the revoked partitions (acknowledged offsets, gaps, last committed offset) first and only
+    then calls the app's handler, which waits for the events in flight and commits: that
+    commit finds nothing acknowledged and commits nothing (faust #502). With the default
+    eager assignment every partition is revoked at every rebalance, so whatever was handled
+    since the last periodic commit (`broker_commit_interval`, 2.8 s; the first one only 5.6 s
+    after the worker starts, so nothing at all in a short first generation) was handled again
+    by the partition's next owner: a provider request sent again for each of them.
+
+    Here the handler runs first, with the bookkeeping intact, and the revoked partitions are
+    forgotten after it has committed. Replaces `Consumer.on_partitions_revoked` of the
+    versions it was written against; any other version is left alone, with a warning.
+    """
+    from faust.transport import consumer as base
+    from faust.utils.tracing import traced_from_parent_span
+
+    cls: Any = base.Consumer
+    if getattr(cls, "_commit_before_forgetting", False):
+        return
+    if not faust.__version__.startswith("0.15."):
+        log.warning("faust %s: revoke commit workaround not applied, check it", faust.__version__)
+        return
+
+    @Service.transitions_to(base.CONSUMER_PARTITIONS_REVOKED)
+    async def on_partitions_revoked(self: Any, revoked: set[Any]) -> None:
+        span = self.app._start_span_from_rebalancing("on_partitions_revoked")
+        traced = traced_from_parent_span(span)
+        with span:
+            if self._active_partitions is not None:
+                self._active_partitions.difference_update(revoked)
+            self._paused_partitions.difference_update(revoked)
+            try:
+                # waits for the events in flight, then commits what was acknowledged
+                await traced(self._on_partitions_revoked, partitions=revoked)(revoked)
+            finally:
+                for tp in revoked:
+                    self._gap.pop(tp, None)
+                    self._acked.pop(tp, None)
+                    self._acked_index.pop(tp, None)
+                    self._read_offset.pop(tp, None)
+                    self._committed_offset.pop(tp, None)
+
+    cls.on_partitions_revoked = on_partitions_revoked
+    cls._commit_before_forgetting = True
+
+
 def create_app(
     settings: Settings,
     *,
@@ -141,6 +190,7 @@ def create_app(
     channel's providers in failover order; built from the settings when not given)."""
     codec = codec or build_codec(settings)
     fetch_only_active_partitions()
+    commit_before_forgetting_revoked()
     brokers = [f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")]
     app = faust.App(
         f"{settings.topic_prefix}notifier",
