@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -180,6 +181,69 @@ def commit_before_forgetting_revoked() -> None:
     cls._commit_before_forgetting = True
 
 
+def seek_streams_before_resuming() -> None:
+    """Seek the stream partitions to their committed offsets before resuming them, not after.
+
+    Faust (faust-streaming 0.15, `Recovery.on_recovery_completed`) resumes the stream
+    partitions and only then seeks them to their committed offsets. When no table needed
+    recovering the flow is already active, so the fetcher reads the resumed partitions at
+    once; what the agents handle before the seek lands is read again after it (the seek
+    also resets Faust's read offsets) and handled a second time by the same worker: a
+    provider request sent twice. Here the partitions are seeked while still paused, then
+    resumed. Replaces `Recovery.on_recovery_completed` of the versions it was written
+    against; any other version is left alone, with a warning.
+    """
+    from faust.tables.recovery import Recovery
+
+    cls: Any = Recovery
+    if getattr(cls, "_seeks_before_resuming", False):
+        return
+    if not faust.__version__.startswith("0.15."):
+        log.warning("faust %s: resume seek workaround not applied, check it", faust.__version__)
+        return
+
+    async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+        app = self.app
+        consumer = app.consumer
+        self.log.info("Restore complete!")
+        await app.on_rebalance_complete.send()
+        self._set_recovery_ended()
+        callbacks = [
+            asyncio.ensure_future(
+                table.on_recovery_completed(
+                    self.actives_for_table[table], self.standbys_for_table[table]
+                )
+            )
+            for table in self.tables.values()
+        ]
+        if callbacks:
+            await asyncio.wait(callbacks)
+        assignment = consumer.assignment()
+        if app.consumer_generation_id != generation_id:
+            self.log.warning(
+                "Recovery rebalancing again app id %s param %s",
+                app.consumer_generation_id,
+                generation_id,
+            )
+            return
+        if assignment:
+            self.log.info("Seek stream partitions to committed offsets.")
+            await self._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
+        consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+        self.completed.set()
+        app.flow_control.resume()
+        consumer.resume_flow()
+        await app._fetcher.maybe_start()
+        self.tables.on_actives_ready()
+        if not app.assignor.assigned_standbys():
+            self.tables.on_standbys_ready()
+        app.on_rebalance_end()
+        self.log.info("Worker ready")
+
+    cls.on_recovery_completed = on_recovery_completed
+    cls._seeks_before_resuming = True
+
+
 def create_app(
     settings: Settings,
     *,
@@ -191,6 +255,7 @@ def create_app(
     codec = codec or build_codec(settings)
     fetch_only_active_partitions()
     commit_before_forgetting_revoked()
+    seek_streams_before_resuming()
     brokers = [f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")]
     app = faust.App(
         f"{settings.topic_prefix}notifier",
