@@ -27,6 +27,11 @@ from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
 from processors.emitter import Emitter
 from processors.endpoint import WorkerEndpoint
 from processors.escalation import escalate, may_change_decisions
+from processors.offsets import (
+    never_commit_past_unprocessed,
+    read_skipped_again,
+    seek_uncommitted_to_beginning,
+)
 from processors.retry import RetryScheduler
 from processors.throttle import TABLE as THROTTLE_TABLE
 from processors.throttle import throttle
@@ -256,6 +261,8 @@ def create_app(
     fetch_only_active_partitions()
     commit_before_forgetting_revoked()
     seek_streams_before_resuming()
+    seek_uncommitted_to_beginning()
+    never_commit_past_unprocessed()
     brokers = [f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")]
     app = faust.App(
         f"{settings.topic_prefix}notifier",
@@ -387,6 +394,11 @@ def create_app(
     @app.agent(emitter.topic("notify.throttle"), name="throttle")
     async def throttle_agent(stream: Any) -> None:
         await each_event(stream, throttle_one, "throttle")
+
+    async def skipped_messages() -> None:
+        await read_skipped_again(app)
+
+    app.timer(1.0)(skipped_messages)  # each second: a skip is read again within ~3 s
 
     for channel, sender in senders.items():
 

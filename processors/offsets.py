@@ -1,0 +1,136 @@
+"""Where a Faust worker resumes reading a partition it has never committed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import faust
+
+log = logging.getLogger("notifier.offsets")
+
+
+def seek_uncommitted_to_beginning() -> None:
+    """Make Faust's "seek to committed" also rewind partitions with nothing committed.
+
+    Faust (faust-streaming 0.15) rewinds to the committed offsets after it has dropped
+    fetched records: when flow stops for a rebalance mid-batch, when the generation changes,
+    when records come for a paused partition. aiokafka's seek_to_committed moves only
+    partitions whose committed offset is above 0, so a partition never committed (a new
+    group, a quiet partition, a worker's first generation) keeps its position past the
+    dropped records. Faust then reads the jump as a gap, counts it as done, and the next
+    commit passes the dropped records for good: a lost notification (the chaos drill saw
+    `incidents` and `notify.*` messages skipped this way at rebalances). Here such a
+    partition goes back to its beginning, which is where auto_offset_reset=earliest would
+    start it: at-least-once, the duplicates bounded by what was not committed yet.
+    Changelog partitions are left to table recovery, which positions them itself.
+    """
+    from faust.transport.drivers import aiokafka as driver
+
+    thread: Any = driver.AIOKafkaConsumerThread
+    if getattr(thread, "_seeks_uncommitted", False):
+        return
+    if not faust.__version__.startswith("0.15."):
+        log.warning(
+            "faust %s: uncommitted-seek workaround not applied, check it", faust.__version__
+        )
+        return
+    seek_to_committed = thread.seek_to_committed
+
+    async def seek(self: Any) -> Mapping[Any, int]:
+        committed: Mapping[Any, int] = await seek_to_committed(self)
+        never = [
+            tp
+            for tp, offset in committed.items()
+            if not offset or offset < 0
+            if not tp.topic.endswith("-changelog")
+        ]
+        if never:
+            await self.seek_to_beginning(*never)
+            log.info("%d partitions with nothing committed read from their beginning", len(never))
+        return committed
+
+    thread.seek_to_committed = seek
+    thread._seeks_uncommitted = True
+
+
+def never_commit_past_unprocessed() -> None:
+    """Make Faust commit a partition only up to its first message not yet processed.
+
+    Faust (faust-streaming 0.15) treats a jump in the offsets it reads as a gap left by
+    compaction or transaction markers and counts the skipped range as acknowledged; and
+    its check for a hole at the head of the acknowledged offsets is one short (the message
+    at the committed offset itself missing passes). Our agents read only plain topics, where
+    offsets have no gaps: a jump means Faust dropped fetched messages around a rebalance,
+    and committing past them loses them (the chaos drill lost single messages of
+    `incidents`, `notify.push` and `notify.email` this way). Here a jump is not counted as
+    done, and nothing is committed while the message at the committed offset is not; the
+    next rewind to the committed offsets (every rebalance) reads the dropped ones again.
+    """
+    from faust.transport.consumer import Consumer
+
+    consumer: Any = Consumer
+    if getattr(consumer, "_commits_only_processed", False):
+        return
+    if not faust.__version__.startswith("0.15."):
+        log.warning("faust %s: commit workaround not applied, check it", faust.__version__)
+        return
+    new_offset = consumer._new_offset
+
+    async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        log.warning(
+            "%s: offsets %d..%d were not read; not counted as done, to be read again",
+            tp,
+            offset_from,
+            offset_to - 1,
+        )
+        skipped(self).setdefault(tp, time.monotonic())
+
+    def first_unprocessed_bounds(self: Any, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        committed = self._committed_offset[tp]
+        if acked and committed is not None and min(acked) > committed:
+            return None  # the message at the committed offset is not processed yet
+        result: int | None = new_offset(self, tp)
+        return result
+
+    consumer._add_gap = add_gap
+    consumer._new_offset = first_unprocessed_bounds
+    consumer._commits_only_processed = True
+
+
+def skipped(consumer: Any) -> dict[Any, float]:
+    """Partitions where the consumer saw offsets jump, with when it first saw it."""
+    found: dict[Any, float] | None = getattr(consumer, "_notifier_skipped", None)
+    if found is None:
+        found = {}
+        consumer._notifier_skipped = found
+    return found
+
+
+async def read_skipped_again(app: faust.App, after_s: float = 2.0) -> bool:
+    """Rewind to the committed offsets when messages were skipped `after_s` ago or more;
+    True when it did. Without this the skipped messages would wait for the next rebalance.
+
+    Flow is stopped first and the fetcher let finish, as Faust does before it seeks, so no
+    message read from the old position lands after the rewind; then every partition goes
+    back to its committed offset (never past a skipped message: see
+    `never_commit_past_unprocessed`), and what follows it is read again (at-least-once).
+    """
+    consumer: Any = app.consumer
+    seen = skipped(consumer)
+    if not seen or time.monotonic() - min(seen.values()) < after_s or not consumer.flow_active:
+        return False
+    tps = sorted(str(tp) for tp in seen)
+    seen.clear()
+    consumer.stop_flow()
+    try:
+        await asyncio.wait_for(consumer.wait_for_stopped_flow(), 10)
+        await consumer.perform_seek()
+    finally:
+        consumer.resume_flow()
+    log.warning("read again from the committed offsets after skipped messages in %s", tps)
+    return True
