@@ -6,10 +6,16 @@ settings (each with its own metrics port). The Faust group (and the retry schedu
 read with the admin client: every member owns part of `incidents`, none twice, all of
 them covered. Incidents published while the group is stable are each sent exactly once;
 incidents published while it rebalances (a worker starting or stopping) are each sent at
-least once (a partition that moves is read again from its committed offset) and end as one
-SENT row each. Then the worker that owns an incident's partition is stopped: the
-acknowledgement that follows is dispatched by the worker that took the partition over,
-which can only tell the users it finds in its recovered `incident-memory`.
+least once and end as one SENT row each, and are sent again only rarely: at most twice
+each, and no more than one repeat per partition of `incidents` in all (`REPEATS_BOUND`).
+A worker commits what it acknowledged when its partitions are revoked and seeks a
+partition to its committed offset before it resumes it (see `processors/app.py`), so a
+partition that moves is read again only from a message whose commit did not land. Before
+those two workarounds the 24 incidents were sent again 35-45 times per run (2-8 with the
+first alone); since, not once in ten runs. Then the worker that owns an incident's
+partition is stopped: the acknowledgement that follows is dispatched by the worker that
+took the partition over, which can only tell the users it finds in its recovered
+`incident-memory`.
 At the end the session's worker owns every partition again, as the next tests expect.
 
 After each rebalance the test waits, with deadlines, for the group to be stable and for a
@@ -52,6 +58,9 @@ pytestmark = pytest.mark.integration
 Members = list[tuple[str, frozenset[int]]]  # (client id, partitions of `incidents`) per member
 CANARY_USER = "scale-canary"  # no profile: unreachable
 ALICE_CHANNELS = (Channel.EMAIL, Channel.PUSH)  # her profile's channels, both primary
+# repeated provider requests allowed for the incidents published mid-rebalance, per
+# partition of `incidents` (a message handled whose commit did not land before it moved)
+REPEATS_BOUND = 1
 
 
 @dataclass
@@ -408,8 +417,7 @@ async def test_workers_share_partitions_and_tables_follow_them(scale: Scale) -> 
     timings["... dispatching"] = time.monotonic() - began
 
     # 4. every incident published while the group rebalanced was dispatched and sent: at
-    # least once (a partition that moves is read again from its committed offset, so a send
-    # may repeat), with exactly one NotificationLog row, SENT
+    # least once, rarely twice, with exactly one NotificationLog row, SENT
     await eventually(
         lambda: statuses(p, set(s.in_flight.values())),
         lambda found: (
@@ -422,5 +430,7 @@ async def test_workers_share_partitions_and_tables_follow_them(scale: Scale) -> 
     assert sent.keys() == s.in_flight.keys(), set(s.in_flight) - set(sent)
     repeated = sum(n - 1 for n in sent.values())
     print(f"{len(sent)} incidents published mid-rebalance: all sent, {repeated} sent again")
+    assert max(sent.values()) <= 2, sent.most_common(3)
+    assert repeated <= REPEATS_BOUND * s.partitions, sent.most_common(3)
     print(f"alice's partition {alice_partition}: {second.name} -> {heir}")
     print("; ".join(f"{what}: {seconds:.1f} s" for what, seconds in timings.items()))
