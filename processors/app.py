@@ -27,11 +27,7 @@ from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
 from processors.emitter import Emitter
 from processors.endpoint import WorkerEndpoint
 from processors.escalation import escalate, may_change_decisions
-from processors.offsets import (
-    never_commit_past_unprocessed,
-    read_skipped_again,
-    seek_uncommitted_to_beginning,
-)
+from processors.offsets import never_commit_past_unprocessed, read_skipped_again
 from processors.retry import RetryScheduler
 from processors.throttle import TABLE as THROTTLE_TABLE
 from processors.throttle import throttle
@@ -261,7 +257,6 @@ def create_app(
     fetch_only_active_partitions()
     commit_before_forgetting_revoked()
     seek_streams_before_resuming()
-    seek_uncommitted_to_beginning()
     never_commit_past_unprocessed()
     brokers = [f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")]
     app = faust.App(

@@ -1,60 +1,15 @@
-"""Where a Faust worker resumes reading a partition it has never committed."""
+"""What a Faust worker commits, and reading again the messages it skipped."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import faust
 
 log = logging.getLogger("notifier.offsets")
-
-
-def seek_uncommitted_to_beginning() -> None:
-    """Make Faust's "seek to committed" also rewind partitions with nothing committed.
-
-    Faust (faust-streaming 0.15) rewinds to the committed offsets after it has dropped
-    fetched records: when flow stops for a rebalance mid-batch, when the generation changes,
-    when records come for a paused partition. aiokafka's seek_to_committed moves only
-    partitions whose committed offset is above 0, so a partition never committed (a new
-    group, a quiet partition, a worker's first generation) keeps its position past the
-    dropped records. Faust then reads the jump as a gap, counts it as done, and the next
-    commit passes the dropped records for good: a lost notification (the chaos drill saw
-    `incidents` and `notify.*` messages skipped this way at rebalances). Here such a
-    partition goes back to its beginning, which is where auto_offset_reset=earliest would
-    start it: at-least-once, the duplicates bounded by what was not committed yet.
-    Changelog partitions are left to table recovery, which positions them itself.
-    """
-    from faust.transport.drivers import aiokafka as driver
-
-    thread: Any = driver.AIOKafkaConsumerThread
-    if getattr(thread, "_seeks_uncommitted", False):
-        return
-    if not faust.__version__.startswith("0.15."):
-        log.warning(
-            "faust %s: uncommitted-seek workaround not applied, check it", faust.__version__
-        )
-        return
-    seek_to_committed = thread.seek_to_committed
-
-    async def seek(self: Any) -> Mapping[Any, int]:
-        committed: Mapping[Any, int] = await seek_to_committed(self)
-        never = [
-            tp
-            for tp, offset in committed.items()
-            if not offset or offset < 0
-            if not tp.topic.endswith("-changelog")
-        ]
-        if never:
-            await self.seek_to_beginning(*never)
-            log.info("%d partitions with nothing committed read from their beginning", len(never))
-        return committed
-
-    thread.seek_to_committed = seek
-    thread._seeks_uncommitted = True
 
 
 def never_commit_past_unprocessed() -> None:
