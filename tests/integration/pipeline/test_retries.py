@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 import uuid
@@ -82,6 +83,8 @@ async def test_permanent_failures_are_not_retried(clean_sandbox: Pipeline) -> No
 
 async def test_an_acknowledgement_cancels_a_waiting_retry(clean_sandbox: Pipeline) -> None:
     p = clean_sandbox
+    # nothing of earlier tests still to be taken (it would take the injected failure)
+    await eventually(lambda: _uncommitted(p, "notify.push"), lambda left: left == 0)
     await p.fault("fcm", fail_next=1, status=503)
     event = p.incident("pushy")
     await p.events(
@@ -127,6 +130,8 @@ async def test_an_acknowledgement_cancels_a_waiting_retry(clean_sandbox: Pipelin
 
 async def test_pending_retries_survive_a_worker_crash(clean_sandbox: Pipeline) -> None:
     p = clean_sandbox
+    # nothing of earlier tests still to be taken (it would take the injected failure)
+    await eventually(lambda: _uncommitted(p, "notify.push"), lambda left: left == 0)
     await p.fault("fcm", fail_next=1, status=503)
     event = p.incident("pushy")
     await p.events(
@@ -134,9 +139,35 @@ async def test_pending_retries_survive_a_worker_crash(clean_sandbox: Pipeline) -
         event.incident_id,
         lambda found: any(isinstance(e, DeliveryFailed) for e in found),
     )
+    # the failed attempt's command committed, so the crash tests the retry waiting in
+    # notify.retry.1s, not a replay of attempt 1 (at-least-once would send it again)
+    await eventually(lambda: _uncommitted(p, "notify.push"), lambda left: left == 0)
     p.worker.send_signal(signal.SIGKILL)  # the retry is waiting in notify.retry.1s
     p.worker.wait(10)
     p.start_worker()
     await eventually(
         lambda: _log(p, event.incident_id), lambda rs: rs == [("PUSH", "SENT", 2, 2)], timeout_s=60
     )
+
+
+async def _uncommitted(p: Pipeline, logical: str) -> int:
+    """Messages of `logical` the worker's group has not committed yet."""
+    return await asyncio.to_thread(_count_uncommitted, p, logical)
+
+
+def _count_uncommitted(p: Pipeline, logical: str) -> int:
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from notifier.kafka_io import end_offsets
+    from notifier.topics import full_name
+
+    topic = full_name(p.settings, logical)
+    ends = end_offsets(p.settings, logical)
+    admin = AdminClient({"bootstrap.servers": p.settings.kafka_bootstrap})
+    request = ConsumerGroupTopicPartitions(
+        f"{p.settings.topic_prefix}notifier", [TopicPartition(topic, n) for n in ends]
+    )
+    found = admin.list_consumer_group_offsets([request])[request.group_id].result()
+    committed = {tp.partition: max(tp.offset, 0) for tp in found.topic_partitions}
+    return sum(end - committed.get(n, 0) for n, end in ends.items())

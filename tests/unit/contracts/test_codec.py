@@ -89,9 +89,7 @@ def test_bad_frames_raise_contract_error_with_reason(
 
 
 @pytest.mark.parametrize("cls", TOP_LEVEL_RECORDS, ids=lambda c: c.__name__)
-def test_the_record_name_is_read_from_the_frame_alone(
-    codec: AvroCodec, cls: type[Record]
-) -> None:
+def test_the_record_name_is_read_from_the_frame_alone(codec: AvroCodec, cls: type[Record]) -> None:
     encoded = codec.encode(sample(cls))
     assert codec.record_name(encoded) == cls.AVRO_NAME
     # the body is not read: a cut-off body still names its record
