@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -13,10 +15,27 @@ from confluent_kafka.admin import AdminClient
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture
+def bench_database(cli_env: dict[str, str]) -> Iterator[str]:
+    """A database for the bench alone, dropped afterwards."""
+    import psycopg
+
+    base = cli_env["DATABASE_URL"]
+    name = f"{urlsplit(base).path.strip('/')}_bench"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    yield urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def test_the_bench_runs_every_phase_and_saves_its_figures(
-    notifier_bin: Path, cli_env: dict[str, str], tmp_path: Path
+    notifier_bin: Path, cli_env: dict[str, str], bench_database: str, tmp_path: Path
 ) -> None:
-    env = cli_env  # the bench makes topics of its own: its worker joins no test's group
+    # the bench makes topics of its own (its worker joins no test's group) and gets a
+    # database of its own: its rows must not show in another test's NotificationLog
+    env = {**cli_env, "DATABASE_URL": bench_database}
     done = subprocess.run([str(notifier_bin), "db", "migrate"], env=env, capture_output=True)
     assert done.returncode == 0, done.stdout + done.stderr
     results = tmp_path / "results"
