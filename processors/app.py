@@ -28,6 +28,7 @@ from processors.emitter import Emitter
 from processors.endpoint import WorkerEndpoint
 from processors.escalation import escalate, may_change_decisions
 from processors.offsets import never_commit_past_unprocessed, read_skipped_again
+from processors.patching import patchable
 from processors.retry import RetryScheduler
 from processors.throttle import TABLE as THROTTLE_TABLE
 from processors.throttle import throttle
@@ -90,10 +91,7 @@ def fetch_only_active_partitions() -> None:
     from faust.transport.drivers import aiokafka as driver
 
     thread: Any = driver.AIOKafkaConsumerThread
-    if getattr(thread, "_fetch_only_active", False):
-        return
-    if not faust.__version__.startswith("0.15."):
-        log.warning("faust %s: fetch workaround not applied, check it", faust.__version__)
+    if not patchable(thread, "_fetch_only_active", "fetch"):
         return
     fetch_all = thread._fetch_records
 
@@ -153,10 +151,7 @@ def commit_before_forgetting_revoked() -> None:
     from faust.utils.tracing import traced_from_parent_span
 
     cls: Any = base.Consumer
-    if getattr(cls, "_commit_before_forgetting", False):
-        return
-    if not faust.__version__.startswith("0.15."):
-        log.warning("faust %s: revoke commit workaround not applied, check it", faust.__version__)
+    if not patchable(cls, "_commit_before_forgetting", "revoke commit"):
         return
 
     @Service.transitions_to(base.CONSUMER_PARTITIONS_REVOKED)
@@ -197,10 +192,7 @@ def seek_streams_before_resuming() -> None:
     from faust.tables.recovery import Recovery
 
     cls: Any = Recovery
-    if getattr(cls, "_seeks_before_resuming", False):
-        return
-    if not faust.__version__.startswith("0.15."):
-        log.warning("faust %s: resume seek workaround not applied, check it", faust.__version__)
+    if not patchable(cls, "_seeks_before_resuming", "resume seek"):
         return
 
     async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 
 import faust
 
+from processors.patching import patchable
+
 log = logging.getLogger("notifier.offsets")
 
 
@@ -28,10 +30,7 @@ def never_commit_past_unprocessed() -> None:
     from faust.transport.consumer import Consumer
 
     consumer: Any = Consumer
-    if getattr(consumer, "_commits_only_processed", False):
-        return
-    if not faust.__version__.startswith("0.15."):
-        log.warning("faust %s: commit workaround not applied, check it", faust.__version__)
+    if not patchable(consumer, "_commits_only_processed", "commit"):
         return
     new_offset = consumer._new_offset
 

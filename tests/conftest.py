@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,19 +28,26 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-@pytest.fixture(scope="session")
-def database_url(stack_env: dict[str, str]) -> Iterator[str]:
-    """A database of its own for this session, dropped at the end."""
+@contextmanager
+def scratch_database(base: str, name: str) -> Iterator[str]:
+    """A new empty database `name` on the server of `base`; its URL; dropped on exit."""
     import psycopg
 
-    base = stack_env["DATABASE_URL"]
-    name = f"notifier_test_{os.getpid()}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
-    yield _with_database(base, name)
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    try:
+        yield _with_database(base, name)
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def database_url(stack_env: dict[str, str]) -> Iterator[str]:
+    """A database of its own for this session, dropped at the end."""
+    with scratch_database(stack_env["DATABASE_URL"], f"notifier_test_{os.getpid()}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,12 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 from confluent_kafka.admin import AdminClient
+
+from tests.conftest import scratch_database
 
 pytestmark = pytest.mark.e2e
 
@@ -18,16 +20,9 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture
 def bench_database(cli_env: dict[str, str]) -> Iterator[str]:
     """A database for the bench alone, dropped afterwards."""
-    import psycopg
-
     base = cli_env["DATABASE_URL"]
-    name = f"{urlsplit(base).path.strip('/')}_bench"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    yield urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with scratch_database(base, f"{urlsplit(base).path.strip('/')}_bench") as url:
+        yield url
 
 
 def test_the_bench_runs_every_phase_and_saves_its_figures(

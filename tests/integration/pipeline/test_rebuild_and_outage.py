@@ -96,7 +96,10 @@ async def test_rebuild_equals_the_live_table(
     )
     assert result.returncode == 0, result.stderr
     assert "rebuilt from" in result.stdout
-    assert _snapshot(pipeline) == live
+    # rows born after the live snapshot are left out: earlier tests' unacknowledged CRITICAL
+    # incidents keep repeating (every 4 s here), and a repeat can land before the rebuild
+    known = {row[0] for row in live[0]}
+    assert [[r for r in rows if r[0] in known] for rows in _snapshot(pipeline)] == live
 
 
 def _start_postgres() -> None:
