@@ -54,10 +54,13 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * count
         self.lock = threading.Lock()
         self.unexpected_exits: list[dict[str, Any]] = []
+        self.started_at = [0.0] * count
+        self.stuck_at_start: list[dict[str, Any]] = []
 
     def start(self, n: int) -> None:
         """Start worker `n` (its log is appended to)."""
         env = {**self.env, "NOTIFIER_METRICS_PORT": str(self.ports[n])}
+        self.started_at[n] = time.monotonic()
         with (self.logs / f"worker-{n + 1}.log").open("ab") as out:
             self.procs[n] = subprocess.Popen(
                 notifier_command("worker", "--loglevel", "warn"),
@@ -99,10 +102,31 @@ class Workers:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), ""
+        except urllib.error.HTTPError as exc:  # a 503 says why in its body
+            return int(exc.code), exc.read().decode(errors="replace")
         except OSError:
             return 0, ""
+
+    def restart_stuck(self, after_s: float = 60.0) -> None:
+        """Start again (SIGKILL first) any worker still not ready `after_s` after it was
+        started, and remember it: a worker that never becomes ready is a finding of the
+        drill, reported in the summary, not a reason to stop it."""
+        for n, proc in enumerate(self.procs):
+            if proc is None or proc.poll() is not None:
+                continue
+            if time.monotonic() - self.started_at[n] < after_s:
+                continue
+            status, why = self._get(n, "/readyz")
+            if status == 200:
+                continue
+            self.stuck_at_start.append({"worker": n + 1, "pid": proc.pid, "readyz": why.strip()})
+            self.journal.note("worker not ready in time, restarted", worker=n + 1, why=why.strip())
+            self.kill_and_restart(n)
+
+    def revive_or_restart(self) -> None:
+        """While waiting for the workers: start again those that exited or hang."""
+        self.revive()
+        self.restart_stuck()
 
     def ready(self) -> bool:
         """Every worker answers /readyz with 200."""

@@ -266,7 +266,13 @@ def run_drill(
         try:
             workers.start_all()
             say(f"waiting for {options.workers} workers to be ready...")
-            _wait(workers.ready, 180, "workers ready", workers.revive, workers.describe)
+            _wait(
+                workers.ready,
+                180,
+                "workers ready",
+                workers.revive_or_restart,
+                workers.describe,
+            )
             journal.started = time.monotonic()
             journal.note("drill starts")
             drill.spawn(
@@ -340,6 +346,13 @@ def run_drill(
     )
     if workers.unexpected_exits:
         verdict.add("workers that exited on their own", len(workers.unexpected_exits), False)
+    if workers.stuck_at_start:  # shown, not failed: the drill judges loss; this is a finding
+        verdict.add(
+            "workers not ready 60 s after start (restarted)",
+            len(workers.stuck_at_start),
+            True,
+            "a start-up hang: see stuck_at_start in the summary",
+        )
     if drill.errors:
         verdict.add("drill actions that failed", len(drill.errors), False, "; ".join(drill.errors))
     summary = {
@@ -354,6 +367,7 @@ def run_drill(
         "disruptions_by_kind": by_kind,
         "journal": journal.entries,
         "unexpected_worker_exits": workers.unexpected_exits,
+        "stuck_at_start": workers.stuck_at_start,
         **verdict.as_json(),
     }
     RESULTS.mkdir(exist_ok=True)
