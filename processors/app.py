@@ -413,13 +413,20 @@ def declare_changelogs(app: faust.App, settings: Settings, timeout_s: float = 30
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    existing = admin.list_topics(timeout=timeout_s).topics
+    metadata = admin.list_topics(timeout=timeout_s)
+    existing = metadata.topics
+    # replicated as the declared topics are (min(3, brokers) unless set): a table's state
+    # must not live on one broker's disk
+    replication = settings.replication_factor or min(3, len(metadata.brokers))
+    config = {"cleanup.policy": "compact"}
+    if replication >= 3:
+        config["min.insync.replicas"] = "2"
     missing = [
         NewTopic(
             table.changelog_topic.get_topic_name(),
             table.partitions or settings.topic_partitions,
-            app.conf.topic_replication_factor,
-            config={"cleanup.policy": "compact"},
+            replication,
+            config=config,
         )
         for table in app.tables.values()
         if table.changelog_topic.get_topic_name() not in existing
