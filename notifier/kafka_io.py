@@ -43,13 +43,20 @@ class Publisher:
         self._errors: list[str] = []
 
     def publish(self, topic: str, key: str, record: Record) -> None:
-        """Queue `record` on logical topic `topic` under `key`."""
-        self._producer.produce(
-            full_name(self.settings, topic),
-            key=key.encode(),
-            value=self.codec.encode(record),
-            on_delivery=self._delivered,
-        )
+        """Queue `record` on logical topic `topic` under `key` (waiting while the
+        producer's queue is full, so a long run of publishes never fails on it)."""
+        value = self.codec.encode(record)
+        while True:
+            try:
+                self._producer.produce(
+                    full_name(self.settings, topic),
+                    key=key.encode(),
+                    value=value,
+                    on_delivery=self._delivered,
+                )
+                break
+            except BufferError:
+                self._producer.poll(0.05)
         self._producer.poll(0)
 
     def _delivered(self, err: Any, msg: Any) -> None:

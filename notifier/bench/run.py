@@ -91,12 +91,7 @@ def publish_users(publisher: Publisher, count: int, say: Say) -> float:
             slack=SlackConnection(f"U{n:08d}", True),
             preferences=[ChannelPreference(c, True, i) for i, c in enumerate(CHANNELS)],
         )
-        while True:
-            try:
-                publisher.publish("users", user_id, profile)
-                break
-            except BufferError:  # the producer's queue is full: let it drain
-                publisher._producer.poll(0.05)
+        publisher.publish("users", user_id, profile)
         if n and n % 25_000 == 0:
             say(f"    ... {n}/{count} users")
     publisher.flush(120)
