@@ -33,7 +33,8 @@ class FcmPush(HttpProvider):
                 "notification_id": command.notification_id,
                 "url": command.url or "",
             },
-            "android": {"priority": "high" if urgent else "normal"},
+            # FCM v1's AndroidConfig.priority is an enum of NORMAL and HIGH: lower case is a 400
+            "android": {"priority": "HIGH" if urgent else "NORMAL"},
             "apns": {"headers": {"apns-priority": "10" if urgent else "5"}},
         }
         base = self.settings.fcm_base_url.rstrip("/")

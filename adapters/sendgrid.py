@@ -25,19 +25,21 @@ class SendGridEmail(HttpProvider):
         if self.settings.sendgrid_api_key is None:
             raise missing("NOTIFIER_SENDGRID_API_KEY")
         body_html = html_body(command.body, command.url)
+        # custom_args go in the personalization, where SendGrid's API types them as an object
+        # (the top-level field is a string); they come back on every event of the message
+        custom_args = {
+            "notification_id": command.notification_id,
+            "incident_id": command.incident_id,
+            "user_id": command.user_id,
+        }
         payload = {
-            "personalizations": [{"to": [{"email": command.address}]}],
+            "personalizations": [{"to": [{"email": command.address}], "custom_args": custom_args}],
             "from": {"email": self.settings.email_from},
             "subject": command.title,
             "content": [
                 {"type": "text/plain", "value": command.body},
                 {"type": "text/html", "value": body_html},
             ],
-            "custom_args": {
-                "notification_id": command.notification_id,
-                "incident_id": command.incident_id,
-                "user_id": command.user_id,
-            },
         }
         token = self.settings.sendgrid_api_key.get_secret_value()
         return HttpCall(

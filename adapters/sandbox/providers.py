@@ -154,6 +154,10 @@ def sendgrid(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply
             "The personalizations field is required and must have at least one personalization.",
             "personalizations",
         )
+    if "custom_args" in payload and not isinstance(payload["custom_args"], str):
+        # the API types the top-level custom_args as a string; the object form belongs in a
+        # personalization
+        return _sg_error(400, "The custom_args parameter must be a string.", "custom_args")
     to = [t.get("email", "") for p in people for t in p.get("to", [])]
     if not to or any("@" not in t for t in to):
         return _sg_error(400, "Does not contain a valid address.", "personalizations.0.to")
@@ -169,7 +173,7 @@ def sendgrid(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply
     ):
         return _sg_error(400, "Content must have a type and a value.", "content")
     message_id = secrets.token_urlsafe(16)[:22]
-    args = payload.get("custom_args") or {}
+    args = people[0].get("custom_args") or {}
     return (
         202,
         b"",
@@ -228,6 +232,15 @@ def fcm(creds: SandboxCredentials, project: str, auth: str | None, payload: Any)
     note = message.get("notification") or {}
     if not isinstance(note.get("title", ""), str) or not isinstance(note.get("body", ""), str):
         return _fcm_error(400, "INVALID_ARGUMENT", "Invalid notification.", "INVALID_ARGUMENT")
+    android = message.get("android") or {}
+    if "priority" in android and android["priority"] not in ("NORMAL", "HIGH"):
+        return _fcm_error(
+            400,
+            "INVALID_ARGUMENT",
+            f"Invalid value at 'message.android.priority' (type.googleapis.com/"
+            f'google.firebase.fcm.v1.AndroidMessagePriority), "{android["priority"]}"',
+            "INVALID_ARGUMENT",
+        )
     data = message.get("data") or {}
     if any(not isinstance(v, str) for v in data.values()):
         return _fcm_error(

@@ -212,3 +212,45 @@ async def test_bad_credentials_are_configuration_errors(
     finally:
         for provider in wrong.values():
             await provider.close()
+
+
+async def test_sendgrid_and_fcm_requests_fit_the_published_types(
+    sandbox: dict[str, str], control: httpx.AsyncClient
+) -> None:
+    """SendGrid types the top-level custom_args as a string and FCM's Android priority is an
+    enum of NORMAL and HIGH: the adapters' requests are accepted, the old shapes refused."""
+    built = build_providers(settings_for(sandbox, email_provider="sendgrid"))
+    try:
+        email = command(Channel.EMAIL, sandbox)
+        await built[Channel.EMAIL].send(email)
+        await built[Channel.PUSH].send(command(Channel.PUSH, sandbox))
+    finally:
+        for provider in built.values():
+            await provider.close()
+    seen = {r["provider"]: r for r in (await control.get("/_sandbox/requests")).json()}
+    assert seen["sendgrid"]["summary"]["custom_args"]["notification_id"] == email.notification_id
+    assert seen["sendgrid"]["notification_id"] == email.notification_id
+    assert seen["fcm"]["status"] == 200
+
+    sg = {
+        "personalizations": [{"to": [{"email": "a@example.com"}]}],
+        "from": {"email": "n@example.com"},
+        "subject": "s",
+        "content": [{"type": "text/plain", "value": "v"}],
+        "custom_args": {"notification_id": "x"},
+    }
+    refused = await control.post(
+        "/sendgrid/v3/mail/send",
+        json=sg,
+        headers={"Authorization": f"Bearer {sandbox['NOTIFIER_SENDGRID_API_KEY']}"},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["errors"][0]["field"] == "custom_args"
+    push = {"message": {"token": "fcm-token-1", "android": {"priority": "high"}}}
+    refused = await control.post(
+        "/fcm/v1/projects/sandbox/messages:send",
+        json=push,
+        headers={"Authorization": f"Bearer {sandbox['NOTIFIER_FCM_ACCESS_TOKEN']}"},
+    )
+    assert refused.status_code == 400
+    assert "message.android.priority" in refused.json()["error"]["message"]
