@@ -28,6 +28,7 @@ class Emitter:
         self.settings = settings
         self.codec = codec
         self._topics: dict[str, Any] = {}
+        self._names: dict[str, str] = {}
 
     def topic(self, logical: str) -> Any:
         """The Faust topic object of `logical`, raw bytes in and out."""
@@ -44,13 +45,33 @@ class Emitter:
             self._topics[logical] = found
         return found
 
+    def full_name(self, logical: str) -> str:
+        """The topic name of `logical` with this worker's prefix (cached)."""
+        name = self._names.get(logical)
+        if name is None:
+            name = self._names[logical] = full_name(self.settings, logical)
+        return name
+
     async def send(self, logical: str, key: str, record: Record) -> None:
         """Queue one record (returns once the producer has it)."""
-        await self.topic(logical).send(key=key.encode(), value=self.codec.encode(record))
+        await self.send_raw(logical, key.encode(), self.codec.encode(record))
+
+    async def send_raw(self, logical: str, key: bytes | None, value: bytes) -> Any:
+        """Queue one encoded record; the future of its delivery. Straight to Faust's
+        producer rather than through `Topic.send`: a fifth of the CPU per record (measured
+        under `make bench`), and the commit still flushes it first, as Faust flushes its
+        producer before every commit."""
+        delivered = await self.app.producer.send(
+            self.full_name(logical), key, value, None, None, None
+        )
+        delivered.add_done_callback(_log_failed_send)
+        return delivered
 
     async def send_many(self, items: Iterable[tuple[str, str, Record]]) -> None:
-        """Queue many records at once: one gather, not a loop of awaits."""
-        await asyncio.gather(*(self.send(topic, key, record) for topic, key, record in items))
+        """Queue many records, in order. A loop of awaits: each returns at once unless the
+        producer's buffer is full, where it should wait (a gather made a task per record)."""
+        for topic, key, record in items:
+            await self.send(topic, key, record)
 
     async def dead_letter(self, event: Any, stage: str, error: BaseException) -> None:
         """Keep an input message that could not be handled, with why; the agent goes on."""
@@ -76,8 +97,10 @@ class Emitter:
         headers: Any,
         stage: str,
         error: BaseException,
+        wait: bool = False,
     ) -> None:
-        """Keep one consumed message with why it could not be handled."""
+        """Keep one consumed message with why it could not be handled (`wait`: until the
+        broker has it, for callers that commit their offsets outside Faust)."""
         reason = getattr(error, "reason", None) or str(error) or type(error).__name__
         record = DeadLetter(
             event_id=str(uuid.uuid4()),
@@ -99,4 +122,12 @@ class Emitter:
             "dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason, extra={"stage": stage}
         )
         DEAD_LETTERS.labels(topic, stage).inc()
-        await self.topic("deadletter").send(key=key, value=self.codec.encode(record))
+        delivered = await self.send_raw("deadletter", key, self.codec.encode(record))
+        if wait:
+            await delivered
+
+
+def _log_failed_send(delivered: asyncio.Future[Any]) -> None:
+    # the producer retries on its own; what still fails is said loudly, never silently lost
+    if not delivered.cancelled() and delivered.exception() is not None:
+        log.error("record not written to Kafka: %r", delivered.exception())
