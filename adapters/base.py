@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import email.utils
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import httpx
+import aiohttp
 
+from adapters.http import HttpCall, HttpClient, HttpResponse
 from notifier.contracts.records import Channel, FailureCategory, SendCommand
 from notifier.domain.failures import Failure, FailureKind, classify
 
@@ -49,7 +49,7 @@ class Provider(Protocol):
         ...
 
 
-def retry_after(response: httpx.Response) -> float | None:
+def retry_after(response: HttpResponse) -> float | None:
     """Seconds from a Retry-After header (delta or HTTP date), if any."""
     value = response.headers.get("retry-after")
     if not value:
@@ -61,60 +61,39 @@ def retry_after(response: httpx.Response) -> float | None:
         return max(0.0, parsed.timestamp() - time.time()) if parsed else None
 
 
-@dataclass(frozen=True)
-class HttpCall:
-    """One HTTP request to a provider."""
-
-    method: str
-    url: str
-    json: Any = None
-    data: dict[str, str] | None = None
-    content: bytes | None = None
-    headers: dict[str, str] | None = None
-    auth: tuple[str, str] | None = None
-
-
 class HttpProvider:
     """Base of the HTTP providers: builds a call, makes it, maps transport errors."""
 
     name = "http"
     channel = Channel.WEBHOOK
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: HttpClient) -> None:
         self.client = client
 
     def build(self, command: SendCommand) -> HttpCall:
         """The request that delivers `command`."""
         raise NotImplementedError
 
-    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+    def message_id(self, command: SendCommand, response: HttpResponse) -> str:
         """The provider's id from a successful response; ProviderError if it is a failure."""
         raise NotImplementedError
 
     async def send(self, command: SendCommand) -> str:
         call = self.build(command)
         try:
-            response = await self.client.request(
-                call.method,
-                call.url,
-                json=call.json,
-                data=call.data,
-                content=call.content,
-                headers=call.headers,
-                auth=call.auth,
-            )
-        except httpx.TimeoutException as exc:
+            response = await self.client.request(call)
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
             raise ProviderError(
                 Failure(FailureKind.TIMEOUT),
                 f"{self.name}: no answer in time ({type(exc).__name__})",
             ) from exc
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise ProviderError(
                 Failure(FailureKind.CONNECTION), f"{self.name}: {type(exc).__name__}: {exc}"
             ) from exc
         return self.message_id(command, response)
 
-    def http_error(self, response: httpx.Response, code: str | None, detail: str) -> ProviderError:
+    def http_error(self, response: HttpResponse, code: str | None, detail: str) -> ProviderError:
         """The error for a non-success response."""
         return ProviderError(
             Failure(FailureKind.HTTP, response.status_code, code),

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
-
-from adapters.base import HttpCall, HttpProvider, missing
+from adapters.base import HttpProvider, missing
+from adapters.http import HttpCall, HttpClient, HttpResponse
 from notifier.contracts.records import Channel, Priority, SendCommand
 from notifier.settings import Settings
 
@@ -15,7 +14,7 @@ class FcmPush(HttpProvider):
     name = "fcm"
     channel = Channel.PUSH
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, client: HttpClient, settings: Settings) -> None:
         super().__init__(client)
         self.settings = settings
 
@@ -46,7 +45,7 @@ class FcmPush(HttpProvider):
             headers={"Authorization": f"Bearer {token}"},
         )
 
-    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+    def message_id(self, command: SendCommand, response: HttpResponse) -> str:
         if response.status_code == 200:
             return str(response.json()["name"])
         code, detail = None, response.text

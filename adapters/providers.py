@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import httpx
-from httpx_aiohttp import HttpxAiohttpClient
-
 from adapters.base import Provider
 from adapters.fcm import FcmPush
+from adapters.http import HttpClient
 from adapters.sendgrid import SendGridEmail
 from adapters.slack import SlackMessage
 from adapters.smtp import SmtpEmail
@@ -22,16 +20,10 @@ from notifier.settings import Settings
 log = logging.getLogger("notifier.providers")
 
 
-def _client(settings: Settings) -> httpx.AsyncClient:
-    # httpx's API over aiohttp's transport (httpx-aiohttp): httpcore spent more CPU per
-    # request than everything else in the worker together (py-spy, make bench); one pool per
-    # provider, as large as the channel's concurrency
+def _client(settings: Settings) -> HttpClient:
+    # one pool per provider, as large as the channel's concurrency
     size = settings.channel_concurrency
-    return HttpxAiohttpClient(
-        timeout=httpx.Timeout(settings.send_timeout_s),
-        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-        headers={"User-Agent": "notifier/0.1"},
-    )
+    return HttpClient(settings.send_timeout_s, size, {"User-Agent": "notifier/0.1"})
 
 
 def _with_links(email: Provider, settings: Settings) -> Provider:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import httpx
-
-from adapters.base import HttpCall, HttpProvider, missing
+from adapters.base import HttpProvider, missing
 from adapters.email_body import html_body
+from adapters.http import HttpCall, HttpClient, HttpResponse
 from notifier.contracts.records import Channel, SendCommand
 from notifier.settings import Settings
 
@@ -17,7 +16,7 @@ class SendGridEmail(HttpProvider):
     channel = Channel.EMAIL
     receipts = True  # status callbacks/events report delivery to the bridge
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, client: HttpClient, settings: Settings) -> None:
         super().__init__(client)
         self.settings = settings
 
@@ -49,7 +48,7 @@ class SendGridEmail(HttpProvider):
             headers={"Authorization": f"Bearer {token}"},
         )
 
-    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+    def message_id(self, command: SendCommand, response: HttpResponse) -> str:
         if response.status_code == 202:
             return response.headers.get("x-message-id") or command.notification_id
         try:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
-from adapters.base import HttpCall, HttpProvider, ProviderError, missing
+from adapters.base import HttpProvider, ProviderError, missing
+from adapters.http import HttpCall, HttpClient, HttpResponse
 from notifier.contracts.records import Channel, NotificationKind, SendCommand
 from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
@@ -18,7 +17,7 @@ class SlackMessage(HttpProvider):
     name = "slack"
     channel = Channel.SLACK
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, client: HttpClient, settings: Settings) -> None:
         super().__init__(client)
         self.settings = settings
 
@@ -71,7 +70,7 @@ class SlackMessage(HttpProvider):
             headers={"Authorization": f"Bearer {token}"},
         )
 
-    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+    def message_id(self, command: SendCommand, response: HttpResponse) -> str:
         if response.status_code != 200:
             raise self.http_error(response, None, response.text)
         body = response.json()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import httpx
-
-from adapters.base import HttpCall, HttpProvider
+from adapters.base import HttpProvider
+from adapters.http import HttpCall, HttpResponse
 from notifier.contracts.records import Channel, SendCommand
 
 
@@ -54,7 +53,7 @@ class TeamsCard(HttpProvider):
     def build(self, command: SendCommand) -> HttpCall:
         return HttpCall("POST", command.address, json=self.card(command))
 
-    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+    def message_id(self, command: SendCommand, response: HttpResponse) -> str:
         if response.status_code in (200, 202):
             # Teams webhooks return no id: derive a stable one from ours
             return "teams-" + hashlib.sha256(command.notification_id.encode()).hexdigest()[:20]

@@ -5,9 +5,8 @@ from __future__ import annotations
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape
 
-import httpx
-
-from adapters.base import HttpCall, HttpProvider, missing
+from adapters.base import HttpProvider, missing
+from adapters.http import HttpCall, HttpClient, HttpResponse
 from notifier.contracts.records import Channel, SendCommand
 from notifier.settings import Settings
 
@@ -17,7 +16,7 @@ class _Twilio(HttpProvider):
     receipts = True  # status callbacks/events report delivery to the bridge
     resource = ""
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, client: HttpClient, settings: Settings) -> None:
         super().__init__(client)
         self.settings = settings
 
@@ -48,7 +47,7 @@ class _Twilio(HttpProvider):
         )
         return f"{self.settings.callback_base_url.rstrip('/')}/twilio/status?{query}"
 
-    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+    def message_id(self, command: SendCommand, response: HttpResponse) -> str:
         if response.status_code in (200, 201):
             return str(response.json()["sid"])
         try:

@@ -8,9 +8,8 @@ import hmac
 import json
 import time
 
-import httpx
-
-from adapters.base import HttpCall, HttpProvider, missing
+from adapters.base import HttpProvider, missing
+from adapters.http import HttpCall, HttpClient, HttpResponse
 from notifier.contracts.records import Channel, SendCommand
 from notifier.settings import Settings
 
@@ -29,7 +28,7 @@ class GenericWebhook(HttpProvider):
     name = "webhook"
     channel = Channel.WEBHOOK
 
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, client: HttpClient, settings: Settings) -> None:
         super().__init__(client)
         self.settings = settings
 
@@ -77,7 +76,7 @@ class GenericWebhook(HttpProvider):
             params.get("method", "POST"), command.address, content=body, headers=headers
         )
 
-    def message_id(self, command: SendCommand, response: httpx.Response) -> str:
+    def message_id(self, command: SendCommand, response: HttpResponse) -> str:
         if 200 <= response.status_code < 300:
             return response.headers.get("x-request-id") or f"webhook-{command.command_id}"
         raise self.http_error(response, None, response.text)
