@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     projection_enabled: bool = Field(
         True, description="Run the NotificationLog projection in the worker."
     )
+    projection_fetch_wait_ms: int = Field(
+        50,
+        ge=0,
+        le=1000,
+        description="How long the projection lets the broker gather a fetch before it "
+        "answers (ms): fewer, larger batches per transaction at a bounded delay to the row.",
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop", description="The worker's event loop: uvloop (faster), or asyncio's own."
     )

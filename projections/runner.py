@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -32,6 +33,21 @@ from projections.notification_log import (
 
 log = logging.getLogger("notifier.projection")
 BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+# what PostgreSQL refuses because of the data itself (a NUL in a text, a value out of a
+# column's range or check): that event is dead-lettered; any other error is the database's
+# or the deployment's and is retried, the batch kept
+REFUSED = (psycopg.DataError, psycopg.IntegrityError)
+# keeps one consumed message that could not be projected, with the stage and why; returns
+# once the message is safely stored (the offsets move past it right after)
+DeadLetterSink = Callable[[Any, str, BaseException], Awaitable[None]]
+
+
+class RefusedError(Exception):
+    """PostgreSQL refused the data of a batch (not a lost connection)."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -56,7 +72,7 @@ class ProjectionRunner(Service):
         settings: Settings,
         codec: AvroCodec,
         database_url: str,
-        dead_letter: Any = None,
+        dead_letter: DeadLetterSink | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,6 +101,10 @@ class ProjectionRunner(Service):
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.session_timeout_s * 100),
             max_poll_records=2000,
+            # the broker holds a fetch until 64 KiB are there or the wait is over: under load
+            # a few large batches a second (each one transaction) rather than one per event
+            fetch_min_bytes=64 * 1024,
+            fetch_max_wait_ms=self.settings.projection_fetch_wait_ms,
             # range gives partition n of both topics to the same worker: both are keyed by
             # incident_id, so a notification's events and callbacks are folded by one worker
             # (round robin only while older workers without range are still in the group)
@@ -112,7 +132,9 @@ class ProjectionRunner(Service):
             else:
                 self._consumer.seek(tp, offset)
 
-    async def _with_backoff(self, work: Any, what: str) -> Any:
+    async def _with_backoff(self, work: Any, what: str, refusable: bool = False) -> Any:
+        """Run `work` in a transaction until it commits, waiting out outages with backoff;
+        with `refusable`, RefusedError when the database refuses the data itself."""
         attempt = 0
         while True:
             async with self._db_lock:
@@ -120,6 +142,10 @@ class ProjectionRunner(Service):
                     conn = await self._connection()
                     async with conn.transaction():
                         return await work(conn)
+                except REFUSED as exc:
+                    if not refusable:
+                        raise
+                    raise RefusedError(exc) from exc
                 except psycopg.Error as exc:
                     delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                     if isinstance(exc, psycopg.OperationalError):
@@ -150,17 +176,29 @@ class ProjectionRunner(Service):
             if not fetched:
                 continue
             batch: list[Consumed] = []
+            messages_of: dict[tuple[str, int, int], Any] = {}
             offsets: dict[tuple[str, int], int] = {}
             for tp, messages in fetched.items():
                 for msg in messages:
-                    record = self._decode(msg)
+                    record = await self._decode(msg)
                     if record is not None:
                         batch.append(Consumed(tp.topic, tp.partition, msg.offset, record))
+                        messages_of[(tp.topic, tp.partition, msg.offset)] = msg
                 offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
             started = time.monotonic()
-            written = await self._with_backoff(
-                lambda conn, b=batch, o=offsets: apply_batch(conn, b, o), "the batch"
-            )
+            try:
+                written = await self._with_backoff(
+                    lambda conn, b=batch, o=offsets: apply_batch(conn, b, o),
+                    "the batch",
+                    refusable=True,
+                )
+            except RefusedError as refused:
+                log.warning(
+                    "PostgreSQL refused a batch of %d events (%s); applying them one by one",
+                    len(batch),
+                    refused,
+                )
+                written = await self._apply_one_by_one(batch, offsets, messages_of)
             projected(c.record for c in batch)
             log.debug(
                 "projected %d events, %d rows in %.0f ms",
@@ -169,23 +207,58 @@ class ProjectionRunner(Service):
                 (time.monotonic() - started) * 1000,
             )
 
-    def _decode(self, msg: Any) -> Any:
+    async def _apply_one_by_one(
+        self,
+        batch: list[Consumed],
+        offsets: dict[tuple[str, int], int],
+        messages_of: dict[tuple[str, int, int], Any],
+    ) -> int:
+        """Apply a refused batch an event at a time, each with its own offset: what the
+        database refuses is dead-lettered with its message, the rest applied."""
+        written = 0
+        for consumed in sorted(batch, key=lambda c: (c.topic, c.partition, c.offset)):
+            position = {(consumed.topic, consumed.partition): consumed.offset + 1}
+            try:
+                written += await self._with_backoff(
+                    lambda conn, c=consumed, o=position: apply_batch(conn, [c], o),
+                    "an event",
+                    refusable=True,
+                )
+            except RefusedError as refused:
+                msg = messages_of[(consumed.topic, consumed.partition, consumed.offset)]
+                await self._dead_letter(msg, refused.error)
+                await self._with_backoff(
+                    lambda conn, o=position: apply_batch(conn, [], o), "the offset"
+                )
+        # the batch's last offsets too: messages skipped as undecodable lie beyond its events
+        await self._with_backoff(lambda conn: apply_batch(conn, [], offsets), "the offsets")
+        return written
+
+    async def _dead_letter(self, msg: Any, error: BaseException) -> None:
+        reason = f"{type(error).__name__}: {error}"
+        log.error(
+            "projection could not apply %s[%s]@%s, dead-lettered: %s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            reason,
+        )
+        if self.dead_letter is None:  # a tool's projection, not a worker's: said, not kept
+            return
+        await self.dead_letter(msg, "project", error)
+
+    async def _decode(self, msg: Any) -> Any:
         try:
             record = self.codec.decode(msg.value)
         except ContractError as exc:
+            # dead-lettered once, by the escalation agent, which reads the same two topics
             log.warning(
                 "projection skipped %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc.reason
             )
             return None
         nid = getattr(record, "notification_id", None)
         if nid is not None and not is_uuid(nid):
-            log.warning(
-                "projection skipped %s[%s]@%s: notification id %r is not a UUID",
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                nid,
-            )
+            await self._dead_letter(msg, ContractError(f"notification id {nid!r} is not a UUID"))
             return None
         return record
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import time
@@ -478,3 +479,57 @@ async def test_the_runner_and_a_rebuild_fold_both_topics(
         assert (result.events, result.skipped) == (9, 0)
         assert seen and seen[-1] == (9, 9)
         assert snapshot(rebuilt) == snapshot(live)
+
+
+async def test_an_event_the_database_refuses_is_dead_lettered_and_the_rest_projected(
+    scratch: Settings, stack_env: dict[str, str]
+) -> None:
+    """A NUL in a text field is refused by PostgreSQL: that event alone goes to the dead
+    letters with the database's message; the events around it, in the same batch and after
+    it, are projected and the offsets move past it."""
+    from projections.runner import ProjectionRunner
+
+    codec = AvroCodec(LocalSchemaRegistry())
+    publisher = Publisher(scratch, codec)
+    dead: list[tuple[str, int, str, str]] = []
+
+    async def dead_letter(msg: Any, stage: str, error: BaseException) -> None:
+        dead.append((msg.topic, msg.offset, stage, str(error)))
+
+    before, poisoned, after = Notification("ann"), Notification("ben"), Notification("cat")
+    poison = dataclasses.replace(poisoned.sent(), provider_message_id="SM\x00broken")
+    with fresh_database(stack_env["DATABASE_URL"], "poison") as live:
+        migrate(live)
+        runner = ProjectionRunner(scratch, codec, live, dead_letter)
+        await runner.start()
+        try:
+            # one incident key for all three: one partition, in this order, likely one batch
+            key = before.incident_id
+            for record in [*before.events(), poisoned.queued(), poison, *after.events()]:
+                publisher.publish("delivery.events", key, record)
+            publisher.flush()
+            async with await psycopg.AsyncConnection.connect(live, autocommit=True) as conn:
+
+                async def statuses() -> list[Any]:
+                    return [await row(conn, n.id) for n in (before, poisoned, after)]
+
+                found = await eventually(
+                    statuses,
+                    lambda rs: [r and r["status"] for r in rs] == ["SENT", "QUEUED", "SENT"],
+                )
+                assert found[1] is not None and found[1]["provider_message_id"] is None
+
+                async def letters() -> list[tuple[str, int, str, str]]:
+                    return dead
+
+                await eventually(letters, lambda d: len(d) == 1)
+                [(topic, offset, stage, reason)] = dead
+                assert topic == full_name(scratch, "delivery.events") and stage == "project"
+                assert offset == 4  # the fifth message of the partition
+                assert "NUL" in reason
+                stored = await (
+                    await conn.execute("SELECT sum(next_offset) FROM projection_offset")
+                ).fetchone()
+                assert stored is not None and stored[0] == 8  # every message, the poison too
+        finally:
+            await runner.stop()
