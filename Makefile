@@ -16,20 +16,25 @@ DEVSTACK := $(BIN)/python -m devstack
 CHAOS_PORT := 29092
 TEST_ENV := NOTIFIER_STACK=test NOTIFIER_KAFKA_BOOTSTRAP=127.0.0.1:19092
 
-.PHONY: help venv up down status topics migrate run bench chaos lint test test-stack-up test-stack-down clean
+.PHONY: help venv lock up down status topics migrate run bench chaos lint test test-stack-up test-stack-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# every install goes through constraints.txt, the lock of every dependency (`make lock`)
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "no $(PYTHON) on PATH (Python 3.11+ needed)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --progress-bar off -e '.[dev]'
+	$(BIN)/pip install --quiet --progress-bar off -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-venv: $(STAMP) ## Create .venv and install the notifier with its dev tools
+venv: $(STAMP) ## Create .venv and install the notifier with its dev tools, as locked
+
+lock: venv ## Resolve pyproject.toml's dependencies again into constraints.txt (then commit it)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --no-header --quiet -o constraints.txt
 
 up: venv ## Start Kafka, the schema registry, PostgreSQL (BROKERS=1|3); topics, schemas, migrations
 	$(DEVSTACK) up --stack $(STACK) --brokers $(BROKERS)

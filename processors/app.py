@@ -28,10 +28,12 @@ from processors.emitter import Emitter
 from processors.endpoint import WorkerEndpoint
 from processors.escalation import escalate, may_change_decisions
 from processors.offsets import never_commit_past_unprocessed, read_skipped_again
+from processors.partitioner import CachedMurmur2Partitioner
 from processors.patching import patchable
 from processors.retry import RetryScheduler
 from processors.throttle import TABLE as THROTTLE_TABLE
 from processors.throttle import throttle
+from processors.versions import require_tested_versions
 
 log = logging.getLogger("notifier.app")
 
@@ -245,6 +247,7 @@ def create_app(
 ) -> faust.App:
     """The Faust app with the dispatcher and one agent per channel (`providers`: each
     channel's providers in failover order; built from the settings when not given)."""
+    require_tested_versions()  # the fixes below are for these releases only
     codec = codec or build_codec(settings)
     fetch_only_active_partitions()
     commit_before_forgetting_revoked()
@@ -264,6 +267,7 @@ def create_app(
         # a few ms to fill a batch: one produce request for what a handful of events emit,
         # rather than one each (fewer syscalls here and less work for the brokers)
         producer_linger=settings.producer_linger_ms / 1000,
+        producer_partitioner=CachedMurmur2Partitioner(),
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 10,
         consumer_auto_offset_reset="earliest",
@@ -286,7 +290,20 @@ def create_app(
         from projections.database import database_url
         from projections.runner import ProjectionRunner
 
-        runner = ProjectionRunner(settings, codec, database_url(settings))
+        async def dead_letter(msg: Any, stage: str, error: BaseException) -> None:
+            await emitter.dead_letter_message(
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                msg.key,
+                msg.value,
+                msg.headers,
+                stage,
+                error,
+                wait=True,  # the projection stores its offsets in PostgreSQL right after
+            )
+
+        runner = ProjectionRunner(settings, codec, database_url(settings), dead_letter)
         app.add_dependency(endpoint.lag_of("projection", runner))
 
     def incident_status(incident_id: str) -> str:

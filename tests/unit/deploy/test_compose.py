@@ -136,7 +136,7 @@ def test_the_notifier_environment_is_valid_settings(monkeypatch: pytest.MonkeyPa
 def test_the_dockerfile_installs_the_package_with_everything_it_needs() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.M)
-    assert re.search(r"\bpip install \.", text)
+    assert re.search(r"\bpip install -c constraints\.txt \.", text)  # the lock, as make venv
     assert 'ENTRYPOINT ["notifier"]' in text
     copied = set(re.findall(r"^COPY (\S+)", text, re.M))
     for source in copied:
