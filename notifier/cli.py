@@ -462,6 +462,7 @@ def worker(
     from notifier.contracts.registry import RegistryUnavailableError
     from processors.app import run_worker
     from processors.loop import use_event_loop
+    from processors.versions import UntestedVersionError
     from projections.database import DatabaseNotConfiguredError
 
     settings = _settings()
@@ -472,6 +473,7 @@ def worker(
         RegistryNotConfiguredError,
         RegistryUnavailableError,
         DatabaseNotConfiguredError,
+        UntestedVersionError,
     ) as exc:
         raise fail(str(exc)) from exc
 
@@ -496,13 +498,25 @@ def bench(
     rebuild_events: Annotated[
         int, typer.Option(help="Synthetic events for the rebuild rate; 0 skips it.")
     ] = 1_000_000,
-    results_dir: Annotated[Path, typer.Option(help="Where the JSON and the PNG are saved.")] = Path(
-        "bench-results"
-    ),
+    results_dir: Annotated[
+        Path, typer.Option(help="Where the JSON, the PNG and the profile are saved.")
+    ] = Path("bench-results"),
+    users_per_incident: Annotated[
+        int, typer.Option(min=1, help="People paged by each incident (3 channels each).")
+    ] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the load.")] = 1,
+    provider_latency_ms: Annotated[
+        int, typer.Option(min=0, help="How long the sandbox waits before each answer (ms).")
+    ] = 0,
+    profile: Annotated[
+        bool, typer.Option(help="Profile the worker with py-spy in a phase of its own.")
+    ] = True,
 ) -> None:
     """Measure the pipeline against the sandbox: throughput, latency, projection lag, RSS,
-    the raw Kafka ceiling; saves JSON and a PNG plot in bench-results/, checks the goals."""
+    the raw Kafka ceiling; saves JSON, a PNG plot and a worker profile in bench-results/,
+    checks the goals."""
     from notifier.bench import run_bench
+    from notifier.bench.run import Shape
 
     results = run_bench(
         _settings(),
@@ -513,13 +527,24 @@ def bench(
         users=users,
         rebuild_events=rebuild_events,
         results_dir=results_dir,
+        shape=Shape(users_per_incident, workers, provider_latency_ms, profile),
     )
     table = Table("figure", "value", title="notifier bench")
+    table.add_row(
+        "shape",
+        f"{incidents} incidents x {users_per_incident} user(s) x 3 channels, "
+        f"{workers} worker(s), provider answers after {provider_latency_ms} ms",
+    )
     thr, lat = results["throughput"], results["latency_ms"]
     table.add_row("notifications/s (incident -> provider request)", str(thr["notifications_per_s"]))
     cpu = results["cpu_ms_per_notification"]
     table.add_row(
-        "CPU ms per notification: worker / every process", f"{cpu['worker']} / {cpu['total']}"
+        "CPU ms per notification: worker / engine / every process",
+        f"{cpu['worker']} / {cpu['engine']} / {cpu['total']}",
+    )
+    table.add_row(
+        "CPU ms per notification by part",
+        ", ".join(f"{k} {v}" for k, v in cpu.items() if k not in ("engine", "total")),
     )
     table.add_row(
         "CPU-bound ceiling of this machine (notifications/s)",
@@ -549,6 +574,8 @@ def bench(
         goals.add_row(goal["goal"], goal["bound"], str(goal["measured"]), goal["verdict"])
     out.print(goals)
     out.print(f"plot: {results['plot']}")
+    if "profile" in results:
+        out.print(f"worker profile (speedscope): {results['profile']}")
 
 
 @app.command()

@@ -58,18 +58,20 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
 
 
 class Services(NamedTuple):
-    """The started processes: where the sandbox and the bridge answer, and the worker."""
+    """The started processes: where the sandbox and the bridge answer, and the workers (the
+    first of them as `worker`)."""
 
     sandbox_url: str
     worker: subprocess.Popen[bytes]
     bridge_url: str | None
+    workers: tuple[subprocess.Popen[bytes], ...] = ()
 
 
 @contextmanager
 def sandbox_and_worker(
-    logs: Path, extra_env: dict[str, str] | None = None, bridge: bool = False
+    logs: Path, extra_env: dict[str, str] | None = None, bridge: bool = False, workers: int = 1
 ) -> Iterator[Services]:
-    """A sandbox and a worker pointed at it, and the webhook bridge if asked for."""
+    """A sandbox and `workers` workers pointed at it, and the webhook bridge if asked for."""
     from adapters.sandbox.server import sandbox_env
 
     logs.mkdir(parents=True, exist_ok=True)
@@ -93,7 +95,15 @@ def sandbox_and_worker(
         if bridge_url:
             started.enter_context(child(notifier_command("bridge"), env, logs / "bridge.log"))
             wait_http(f"{bridge_url}/readyz")
-        worker = started.enter_context(
-            child(notifier_command("worker", "--loglevel", "warn"), env, logs / "worker.log")
+        procs = tuple(
+            started.enter_context(
+                child(
+                    notifier_command("worker", "--loglevel", "warn"),
+                    # each worker serves its metrics on a port of its own
+                    {**env, "NOTIFIER_METRICS_PORT": str(free_port())} if n else env,
+                    logs / (f"worker-{n + 1}.log" if n else "worker.log"),
+                )
+            )
+            for n in range(workers)
         )
-        yield Services(url, worker, bridge_url)
+        yield Services(url, procs[0], bridge_url, procs)

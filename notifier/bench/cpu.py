@@ -31,14 +31,14 @@ def _group(cmdline: list[str]) -> str | None:
 class CpuMeter:
     """CPU seconds of every process of the run, grouped by what it is."""
 
-    def __init__(self, worker_pid: int, state_dir: Path) -> None:
+    def __init__(self, worker_pids: list[int], state_dir: Path) -> None:
         self.groups: dict[str, list[psutil.Process]] = {
-            "worker": [psutil.Process(worker_pid)],
+            "worker": [psutil.Process(pid) for pid in worker_pids],
             "bench publisher": [psutil.Process(os.getpid())],
         }
         me = psutil.Process(os.getpid())
         for child in me.children():
-            if child.pid != worker_pid and "sandbox" in " ".join(child.cmdline()):
+            if child.pid not in worker_pids and "sandbox" in " ".join(child.cmdline()):
                 self.groups["sandbox"] = [child]
         marker = str(state_dir)
         for proc in psutil.process_iter(["cmdline"]):

@@ -33,6 +33,8 @@ class Goal:
     bound: float
     at_least: bool  # True: figure >= bound; False: figure <= bound
     unit: str
+    # added to the bound per ms the sandbox waited before answering (a slow provider)
+    per_provider_ms: float = 0.0
 
     def figure(self, results: dict[str, Any]) -> float | None:
         """The measured figure, or None when the run did not measure it."""
@@ -43,18 +45,42 @@ class Goal:
             found = found[part]
         return float(found) if isinstance(found, int | float) else None
 
+    def bound_for(self, results: dict[str, Any]) -> float:
+        """The bound for this run: a slow provider's wait is allowed for where it counts."""
+        return self.bound + self.per_provider_ms * float(results.get("provider_latency_ms") or 0)
+
     def met(self, results: dict[str, Any]) -> bool | None:
         """Whether the goal is met; None when it was not measured."""
         value = self.figure(results)
         if value is None:
             return None
-        return value >= self.bound if self.at_least else value <= self.bound
+        bound = self.bound_for(results)
+        return value >= bound if self.at_least else value <= bound
 
 
+# the goals of the hot path (issue "ten times faster"): BullMQ + Redis did about 4,500
+# sends/s at 0.44 ms of CPU each on these machines; a 50 ms provider must not hold up more
+# than its own 50 ms
 GOALS = (
-    Goal("throughput", ("throughput", "notifications_per_s"), 2000, True, "notifications/s"),
+    Goal("throughput", ("throughput", "notifications_per_s"), 5000, True, "notifications/s"),
+    Goal(
+        "CPU per notification: worker, Kafka, registry, PostgreSQL",
+        ("cpu_ms_per_notification", "engine"),
+        0.4,
+        False,
+        "ms",
+    ),
     Goal("share of the raw Kafka ceiling", ("share_of_raw",), 0.10, True, ""),
-    Goal("p99 incident -> first provider request", ("latency_ms", "p99"), 50, False, "ms"),
+    Goal(
+        "p99 incident -> first provider request",
+        ("latency_ms", "p99"),
+        10,
+        False,
+        "ms",
+        per_provider_ms=1.1,
+    ),
+    Goal("p99 delivery event -> row", ("event_to_row_ms", "p99"), 1000, False, "ms"),
+    Goal("rebuild rate", ("rebuild", "events_per_s"), 20000, True, "events/s"),
     Goal("worker RSS with the bench's users", ("worker_rss_mb",), 400, False, "MB"),
 )
 
@@ -64,10 +90,11 @@ def check_goals(results: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for goal in GOALS:
         met = goal.met(results)
+        bound = goal.bound_for(results)
         out.append(
             {
                 "goal": goal.name,
-                "bound": f"{'>=' if goal.at_least else '<='} {goal.bound:g} {goal.unit}".strip(),
+                "bound": f"{'>=' if goal.at_least else '<='} {bound:g} {goal.unit}".strip(),
                 "measured": goal.figure(results),
                 "verdict": "not measured" if met is None else ("met" if met else "missed"),
             }

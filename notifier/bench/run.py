@@ -10,11 +10,17 @@ and a PNG of latency and projection lag over time in bench-results/, and checks 
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -168,12 +174,23 @@ def run_bench(
     users: int = 100_000,
     rebuild_events: int = 1_000_000,
     results_dir: Path = RESULTS,
+    shape: Shape | None = None,
 ) -> dict[str, Any]:
     """Run every phase on topics of its own (deleted at the end) and return (and save) the
     figures."""
     settings = scratch_topics(settings, say)
     try:
-        return _run(settings, say, incidents, rate, paced_s, users, rebuild_events, results_dir)
+        return _run(
+            settings,
+            say,
+            incidents,
+            rate,
+            paced_s,
+            users,
+            rebuild_events,
+            results_dir,
+            shape or Shape(),
+        )
     finally:
         drop_scratch_topics(settings, say)
 
@@ -205,6 +222,17 @@ def drop_scratch_topics(settings: Settings, say: Say) -> None:
     say(f"deleted the run's {len(ours)} topics")
 
 
+@dataclass(frozen=True)
+class Shape:
+    """How the bench's load looks beyond its sizes: people per incident, worker processes,
+    how long the sandbox waits before it answers, and whether the worker is profiled."""
+
+    users_per_incident: int = 1
+    workers: int = 1
+    provider_latency_ms: int = 0
+    profile: bool = True
+
+
 def _run(
     settings: Settings,
     say: Say,
@@ -214,17 +242,24 @@ def _run(
     users: int,
     rebuild_events: int,
     results_dir: Path,
+    shape: Shape,
 ) -> dict[str, Any]:
     from notifier.contracts.factory import build_codec
 
     codec = build_codec(settings)
     publisher = Publisher(settings, codec)
     logs = settings.stack_dir / "bench"
+    per_incident = shape.users_per_incident * len(CHANNELS)  # notifications of one incident
+    # every file of the run shares this name: JSON, PNG and the worker's profile
+    stem = results_dir / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(),
         "incidents": incidents,
         "users": users,
+        "users_per_incident": shape.users_per_incident,
         "channels_per_incident": len(CHANNELS),
+        "workers": shape.workers,
+        "provider_latency_ms": shape.provider_latency_ms,
         "paced_rate": rate,
         "paced_seconds": paced_s,
         "event_loop": settings.event_loop,
@@ -241,7 +276,10 @@ def _run(
             title="bench",
             priority=Priority.HIGH,
             escalation_level=1,
-            user_ids=[bench_user_id(n % users)],
+            user_ids=[
+                bench_user_id((n * shape.users_per_incident + k) % users)
+                for k in range(shape.users_per_incident)
+            ],
         )
 
     extra = {
@@ -252,20 +290,25 @@ def _run(
         "NOTIFIER_LOG_LEVEL": "WARNING",
     }
     latency_points: list[tuple[float, float]] = []
-    with sandbox_and_worker(logs, extra) as (sandbox, worker, _), LagSampler(settings) as lag:
-        say(f"sandbox {sandbox}, worker pid {worker.pid}; warming up")
+    started_services = sandbox_and_worker(logs, extra, workers=shape.workers)
+    with started_services as (sandbox, worker, _, workers), LagSampler(settings) as lag:
+        pids = [w.pid for w in workers]
+        say(f"sandbox {sandbox}, worker pid(s) {', '.join(map(str, pids))}; warming up")
+        if shape.provider_latency_ms:
+            _slow_providers(sandbox, shape.provider_latency_ms)
+            say(f"    the sandbox answers each request after {shape.provider_latency_ms} ms")
         # enough incidents to land on every partition: the clock starts once each of the
         # worker's consumers has been assigned, fetched and sent, not during its start-up
         for event in [incident(n) for n in range(WARM_UP)]:
             publisher.publish("incidents", event.incident_id, event)
         publisher.flush()
-        _wait_count(sandbox, WARM_UP * len(CHANNELS), 300, say)
+        _wait_count(sandbox, WARM_UP * per_incident, 300, say)
         _wait_projection(settings, say)
 
         events_before = sum(end_offsets(settings, "delivery.events").values())
         say(f"phase 1: {incidents} incidents as fast as possible")
         _clear(sandbox)
-        meter = CpuMeter(worker.pid, settings.stack_dir)
+        meter = CpuMeter(pids, settings.stack_dir)
         cpu_before = meter.snapshot()
         started = time.time()
         for n in range(incidents):
@@ -273,8 +316,8 @@ def _run(
             publisher.publish("incidents", event.incident_id, event)
         publisher.flush()
         published = time.time()
-        finished = _wait_count(sandbox, incidents * len(CHANNELS), 600, say)
-        sends = incidents * len(CHANNELS)
+        finished = _wait_count(sandbox, incidents * per_incident, 600, say)
+        sends = incidents * per_incident
         results["throughput"] = {
             "notifications": sends,
             "seconds": round(finished - started, 2),
@@ -289,7 +332,13 @@ def _run(
         # CPU, not wall time: what each part costs per notification, which a busy machine
         # does not skew; their sum bounds what this machine can do with every part on it
         cpu = {k: round(v * 1000 / sends, 3) for k, v in meter.since(cpu_before).items()}
-        results["cpu_ms_per_notification"] = {**cpu, "total": round(sum(cpu.values()), 3)}
+        # the engine: what a deployment runs, without the fake provider and the load generator
+        engine = sum(v for k, v in cpu.items() if k not in ("sandbox", "bench publisher"))
+        results["cpu_ms_per_notification"] = {
+            **cpu,
+            "engine": round(engine, 3),
+            "total": round(sum(cpu.values()), 3),
+        }
         results["throughput"]["worker_cpu_ms_per_notification"] = cpu["worker"]
         # every core busy with nothing else: the most this machine could do at these costs
         cores = psutil.cpu_count() or 1
@@ -321,7 +370,7 @@ def _run(
             publisher.publish("incidents", event.incident_id, event)
             sent_at[event.incident_id] = event.occurred_at.timestamp()
         publisher.flush()
-        _wait_count(sandbox, total * len(CHANNELS), 600, say)
+        _wait_count(sandbox, total * per_incident, 600, say)
         first: dict[str, float] = {}
         for item in _get(f"{sandbox}/_sandbox/requests"):
             incident_id = item.get("incident_id")
@@ -340,8 +389,19 @@ def _run(
         visibility = _visibility_ms(settings, list(sent_at))
         results["event_to_row_ms"] = {"rows": len(visibility), **percentiles(visibility)}
         say(f"    DeliverySent -> row written: {results['event_to_row_ms']}")
-        results["worker_rss_mb"] = _rss_mb(worker.pid)
+        results["worker_rss_mb"] = max(_rss_mb(pid) for pid in pids)
         say(f"    worker RSS with {users} users: {results['worker_rss_mb']} MB")
+        if shape.profile:
+            say(f"profile: {incidents} incidents as fast as possible, worker pid {worker.pid}")
+            _clear(sandbox)
+            with profiled(worker.pid, stem.with_suffix(".speedscope.json"), say) as profile:
+                for n in range(incidents):
+                    event = incident(n)
+                    publisher.publish("incidents", event.incident_id, event)
+                publisher.flush()
+                _wait_count(sandbox, incidents * per_incident, 600, say)
+            if profile.exists():
+                results["profile"] = str(profile)
     lag_points = [(at - started, behind) for at, behind in lag.samples if at >= started]
     results["projection"]["max_lag_events"] = max((b for _, b in lag_points), default=0)
 
@@ -349,15 +409,14 @@ def _run(
         say(f"rebuild: {rebuild_events} synthetic delivery events, folded into a fresh database")
         results["rebuild"] = rebuild_rate(settings, codec, rebuild_events, say)
         say(f"    {results['rebuild']['events_per_s']} events/s")
-    say(f"raw Kafka: {incidents * len(CHANNELS)} messages produced and consumed")
-    raw = raw_kafka_rate(settings, incidents * len(CHANNELS))
+    say(f"raw Kafka: {incidents * per_incident} messages produced and consumed")
+    raw = raw_kafka_rate(settings, incidents * per_incident)
     results["raw_kafka_msgs_per_s"] = round(raw, 1)
     results["share_of_raw"] = round(results["throughput"]["notifications_per_s"] / raw, 4)
     results["goals"] = check_goals(results)
     codec.close()
 
     results_dir.mkdir(parents=True, exist_ok=True)
-    stem = results_dir / f"bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     results["plot"] = str(
         plot_run(
             stem.with_suffix(".png"),
@@ -369,6 +428,48 @@ def _run(
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
     say(f"saved {stem.with_suffix('.json')} and {stem.with_suffix('.png')}")
     return results
+
+
+def _slow_providers(sandbox: str, latency_ms: int) -> None:
+    """Make the sandbox wait `latency_ms` before answering any of the bench's providers."""
+    for provider in ("sendgrid", "slack", "fcm"):
+        request = urllib.request.Request(
+            f"{sandbox}/_sandbox/faults/{provider}",
+            data=json.dumps({"latency_ms": latency_ms}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="PUT",
+        )
+        urllib.request.urlopen(request, timeout=10).close()
+
+
+@contextmanager
+def profiled(pid: int, out: Path, say: Say) -> Iterator[Path]:
+    """Sample `pid`'s Python stacks with py-spy while the block runs, into a speedscope file
+    (open it at speedscope.app or with `py-spy`'s viewer); skipped, with a word, without
+    py-spy. Only threads holding the GIL are sampled: what the interpreter spends, not
+    time waiting in a poll."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        say("    no py-spy on the PATH: no profile (pip install py-spy)")
+        yield out
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [spy, "record", "--pid", str(pid), "--gil", "--rate", "250"]
+    argv += ["--format", "speedscope", "--output", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield out
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes the file when interrupted
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        if out.exists():
+            say(f"    worker profile: {out}")
+        else:
+            say(f"    py-spy wrote no profile: {err.decode(errors='replace')[-300:]}")
 
 
 def _visibility_ms(settings: Settings, incident_ids: list[str]) -> list[float]:

@@ -42,6 +42,7 @@ def test_the_bench_runs_every_phase_and_saves_its_figures(
             "--rate=20",
             "--seconds=1",
             "--users=50",
+            "--users-per-incident=2",
             "--rebuild-events=300",
             f"--results-dir={results}",
         ],
@@ -53,12 +54,21 @@ def test_the_bench_runs_every_phase_and_saves_its_figures(
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "goals" in run.stdout and "share of raw ceiling" in run.stdout
 
-    [saved] = results.glob("bench-*.json")
+    [saved] = [p for p in results.glob("bench-*.json") if ".speedscope" not in p.name]
     figures = json.loads(saved.read_text())
-    assert figures["throughput"]["notifications"] == 90
+    assert figures["throughput"]["notifications"] == 180  # 30 incidents x 2 people x 3
     assert figures["throughput"]["notifications_per_s"] > 0
     assert figures["latency_ms"]["incidents"] == 20
-    assert figures["event_to_row_ms"]["rows"] == 60  # every paced send has its row
+    assert figures["event_to_row_ms"]["rows"] == 120  # every paced send has its row
+    cpu = figures["cpu_ms_per_notification"]
+    assert cpu["engine"] == pytest.approx(
+        sum(
+            v for k, v in cpu.items() if k not in ("sandbox", "bench publisher", "engine", "total")
+        ),
+        abs=0.01,
+    )
+    profile = json.loads(Path(figures["profile"]).read_text())  # py-spy's speedscope file
+    assert profile["profiles"] and profile["shared"]["frames"]
     assert figures["rebuild"]["events"] == 300
     assert figures["raw_kafka_msgs_per_s"] > 0 and figures["worker_rss_mb"] > 0
     assert {g["verdict"] for g in figures["goals"]} <= {"met", "missed"}

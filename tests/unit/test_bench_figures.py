@@ -9,11 +9,16 @@ import pytest
 from notifier.bench.figures import GOALS, check_goals, percentiles
 
 MET = {
-    "throughput": {"notifications_per_s": 2400.0},
+    "throughput": {"notifications_per_s": 5400.0},
+    "cpu_ms_per_notification": {"engine": 0.38, "sandbox": 2.0},
     "share_of_raw": 0.12,
-    "latency_ms": {"p99": 41.0},
+    "latency_ms": {"p99": 9.0},
+    "event_to_row_ms": {"p99": 300.0},
+    "rebuild": {"events_per_s": 25000.0},
     "worker_rss_mb": 310.0,
 }
+CPU = "CPU per notification: worker, Kafka, registry, PostgreSQL"
+LATENCY = "p99 incident -> first provider request"
 
 
 def verdicts(results: dict[str, Any]) -> dict[str, str]:
@@ -24,12 +29,18 @@ def verdicts(results: dict[str, Any]) -> dict[str, str]:
     ("change", "goal", "verdict"),
     [
         ({}, "throughput", "met"),
-        ({"throughput": {"notifications_per_s": 2000}}, "throughput", "met"),
-        ({"throughput": {"notifications_per_s": 1999.9}}, "throughput", "missed"),
+        ({"throughput": {"notifications_per_s": 5000}}, "throughput", "met"),
+        ({"throughput": {"notifications_per_s": 4999.9}}, "throughput", "missed"),
+        ({"cpu_ms_per_notification": {"engine": 0.41}}, CPU, "missed"),
+        ({"cpu_ms_per_notification": {"sandbox": 0.1}}, CPU, "not measured"),
         ({"share_of_raw": 0.0999}, "share of the raw Kafka ceiling", "missed"),
-        ({"latency_ms": {"p99": 50}}, "p99 incident -> first provider request", "met"),
-        ({"latency_ms": {"p99": 50.1}}, "p99 incident -> first provider request", "missed"),
-        ({"latency_ms": {}}, "p99 incident -> first provider request", "not measured"),
+        ({"latency_ms": {"p99": 10}}, LATENCY, "met"),
+        ({"latency_ms": {"p99": 10.1}}, LATENCY, "missed"),
+        ({"latency_ms": {"p99": 64.9}, "provider_latency_ms": 50}, LATENCY, "met"),
+        ({"latency_ms": {"p99": 65.1}, "provider_latency_ms": 50}, LATENCY, "missed"),
+        ({"latency_ms": {}}, LATENCY, "not measured"),
+        ({"event_to_row_ms": {"p99": 1000.1}}, "p99 delivery event -> row", "missed"),
+        ({"rebuild": {"events_per_s": 19999}}, "rebuild rate", "missed"),
         ({"worker_rss_mb": 401}, "worker RSS with the bench's users", "missed"),
         ({"worker_rss_mb": None}, "worker RSS with the bench's users", "not measured"),
     ],
@@ -44,7 +55,9 @@ def test_every_goal_is_reported_with_its_figure() -> None:
     report = check_goals(MET)
     assert [g["goal"] for g in report] == [g.name for g in GOALS]
     assert all(g["verdict"] == "met" for g in report)
-    assert report[0]["measured"] == 2400.0 and report[0]["bound"] == ">= 2000 notifications/s"
+    assert report[0]["measured"] == 5400.0 and report[0]["bound"] == ">= 5000 notifications/s"
+    slow = {g["goal"]: g["bound"] for g in check_goals({**MET, "provider_latency_ms": 50})}
+    assert slow[LATENCY] == "<= 65 ms"
 
 
 @pytest.mark.parametrize(
