@@ -21,6 +21,7 @@ from notifier.domain.dispatch import IncidentMemory
 from notifier.domain.throttle import parse_throttles
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name
+from processors.batches import arrived_batches
 from processors.channels import ChannelSender
 from processors.directory import UserDirectory
 from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
@@ -307,7 +308,7 @@ def create_app(
         app.add_dependency(endpoint.lag_of("projection", runner))
 
     def incident_status(incident_id: str) -> str:
-        return IncidentMemory.from_json(memories.get(incident_id)).status
+        return IncidentMemory.status_of(memories.get(incident_id))
 
     app.add_dependency(endpoint.lag_of("retry", RetryScheduler(settings, emitter)))
     providers = providers or build_channel_providers(settings)
@@ -407,7 +408,10 @@ def create_app(
     for channel, sender in senders.items():
 
         async def deliver(stream: Any, sender: ChannelSender = sender) -> None:
-            async for events in stream.take_events(settings.batch_size, within=0.005):
+            # acknowledged by hand, each once its batch is handled: a crash mid-batch
+            # leaves them to be read again
+            batches = arrived_batches(stream.noack().events(), settings.batch_size)
+            async for events in batches:
                 await sender.handle(events)
                 for event in events:
                     event.ack()

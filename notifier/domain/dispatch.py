@@ -92,6 +92,11 @@ class IncidentMemory:
             escalations=[str(e) for e in escalations] if isinstance(escalations, list) else [],
         )
 
+    @staticmethod
+    def status_of(data: Mapping[str, object] | None) -> str:
+        """The status in a stored memory, without rebuilding the rest (read per command)."""
+        return str(data.get("status", "open")) if data else "open"
+
     def notified_users(self) -> list[str]:
         """Everyone sent an alert for this incident, at any level, in first-seen order."""
         seen: dict[str, None] = {}

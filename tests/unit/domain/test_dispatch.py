@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from notifier.contracts.records import (
     Channel,
     ChannelPreference,
@@ -152,3 +154,17 @@ def test_escalation_sends_the_next_usable_tier_once_and_never_after_an_ack() -> 
     memory.escalations.clear()
     memory.status = "acknowledged"
     assert dispatch_escalation(command, memory, profile, NOW).commands == []
+
+
+@pytest.mark.parametrize(
+    "memory",
+    [
+        IncidentMemory(),
+        IncidentMemory(status="acknowledged", levels={"1": ["alice"]}),
+        IncidentMemory(status="resolved", escalations=["alice|1|SECONDARY"]),
+    ],
+)
+def test_the_status_read_alone_is_the_status_of_the_whole_memory(memory: IncidentMemory) -> None:
+    stored = memory.to_json()
+    assert IncidentMemory.status_of(stored) == IncidentMemory.from_json(stored).status
+    assert IncidentMemory.status_of(None) == IncidentMemory.from_json(None).status == "open"
