@@ -854,8 +854,9 @@ def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")
     try:
         with psycopg.connect(database_url(settings)) as conn:
             rows = conn.execute(
-                """SELECT user_id, channel, tier, escalation_level, status, attempt_count,
-                          provider, queued_at, sent_at, delivered_at, failed_at, error
+                """SELECT user_id, channel, tier, escalation_level, kind, repeat, status,
+                          attempt_count, provider, queued_at, sent_at, delivered_at,
+                          failed_at, error
                      FROM notification_log WHERE incident_id = %s
                  ORDER BY escalation_level, user_id, queued_at, channel""",
                 (incident_id,),
@@ -869,6 +870,8 @@ def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")
         "channel",
         "tier",
         "level",
+        "kind",
+        "repeat",
         "status",
         "attempts",
         "provider",
@@ -889,6 +892,8 @@ def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")
             ch,
             tier,
             lvl,
+            kind,
+            repeat,
             status,
             attempts,
             provider,
@@ -903,6 +908,9 @@ def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")
             ch,
             tier or "",
             str(lvl or ""),
+            # notices and repeats are rows of their own: without these they look like copies
+            _KIND_SHOWN.get(kind, kind or ""),
+            str(repeat) if repeat else "",
             status,
             str(attempts),
             provider or "",
@@ -916,6 +924,8 @@ def log(incident_id: Annotated[str, typer.Argument(help="The incident to show.")
     if not rows:
         out.print(f"no notifications recorded for incident {incident_id}", highlight=False)
 
+
+_KIND_SHOWN = {"ALERT": "alert", "ACKNOWLEDGED_NOTICE": "ack notice", "RESOLVED_NOTICE": "resolved"}
 
 deadletter_app = typer.Typer(
     help="Messages the pipeline could not decode or handle: list them, put them back.",

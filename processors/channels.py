@@ -373,6 +373,9 @@ class ChannelSender:
             provider=name,
             status_code=error.failure.status,
             retry_after_ms=int(error.retry_after_s * 1000) if error.retry_after_s else None,
+            # a refused connection fails in ms, a timeout after the whole timeout: the log
+            # shows which (no provider was called when the circuit was open)
+            latency_ms=None if circuit_open else int((time.monotonic() - started) * 1000),
         )
         return failed, after
 

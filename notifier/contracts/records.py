@@ -288,6 +288,7 @@ class DeliveryFailed(Record):
     provider: str | None = None
     status_code: int | None = None
     retry_after_ms: int | None = None
+    latency_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

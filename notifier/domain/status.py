@@ -235,5 +235,6 @@ def apply_attempt(row: AttemptRow | None, event: Record) -> AttemptRow | None:
         error=event.error,
         error_category=event.category.value,
         status_code=event.status_code,
+        latency_ms=event.latency_ms,
         finished_at=event.occurred_at,
     )

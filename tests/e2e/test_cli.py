@@ -180,3 +180,32 @@ def test_an_unreachable_schema_registry_is_named(
     assert result.returncode == 1
     assert "http://127.0.0.1:1/apis/ccompat/v7" in result.stderr
     assert "not reachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_log_tells_alerts_notices_and_repeats_apart(
+    notifier_bin: Path, cli_env: dict[str, str]
+) -> None:
+    import psycopg
+
+    assert run(notifier_bin, cli_env, "db", "migrate").returncode == 0
+    incident = f"log-{uuid.uuid4().hex[:8]}"
+    rows = [("ALERT", 0, "SENT"), ("ALERT", 2, "SENT"), ("ACKNOWLEDGED_NOTICE", 0, "QUEUED")]
+    with psycopg.connect(cli_env["DATABASE_URL"]) as conn:
+        for kind, repeat, status in rows:
+            conn.execute(
+                "INSERT INTO notification_log (notification_id, incident_id, user_id, channel, "
+                "tier, escalation_level, kind, repeat, status) "
+                "VALUES (%s, %s, 'alice', 'VOICE', 'FALLBACK', 1, %s, %s, %s)",
+                (uuid.uuid4(), incident, kind, repeat, status),
+            )
+    shown = run(notifier_bin, {**cli_env, "COLUMNS": "250"}, "log", incident)
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines() if "alice" in line]
+    assert len(lines) == 3
+    cells = [[c.strip() for c in line.split("│")] for line in lines]
+    assert "kind" in shown.stdout and "repeat" in shown.stdout
+    assert sorted((c[5], c[6]) for c in cells) == [
+        ("ack notice", ""),
+        ("alert", ""),
+        ("alert", "2"),
+    ]

@@ -254,3 +254,25 @@ async def test_sendgrid_and_fcm_requests_fit_the_published_types(
     )
     assert refused.status_code == 400
     assert "message.android.priority" in refused.json()["error"]["message"]
+
+
+async def test_a_refused_connection_is_a_connection_error_not_a_timeout(
+    sandbox: dict[str, str],
+) -> None:
+    """Nothing listens on the port: refused at once, reported as a connection failure."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]  # bound, never listening: connections are refused
+        built = build_providers(
+            settings_for(sandbox, slack_base_url=f"http://127.0.0.1:{closed}/api")
+        )
+        try:
+            with pytest.raises(ProviderError) as failed:
+                await built[Channel.SLACK].send(command(Channel.SLACK, sandbox))
+        finally:
+            for provider in built.values():
+                await provider.close()
+    assert failed.value.category is T
+    assert "ClientConnectorError" in failed.value.reason and "in time" not in failed.value.reason

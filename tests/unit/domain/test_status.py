@@ -84,6 +84,7 @@ def failed(n: int = 1, final: bool = False, s: int = 2) -> DeliveryFailed:
         error="HTTP 503",
         final=final,
         provider="twilio",
+        latency_ms=12,
         **BASE,
     )
 
@@ -303,6 +304,7 @@ def test_attempt_rows() -> None:
         row = apply_attempt(row, event)
     assert row is not None
     assert (row.attempt, row.outcome, row.error_category) == (1, "FAILED", "TRANSIENT")
+    assert row.latency_ms == 12  # how long it took to fail: a refusal is quick, a timeout not
     row2 = apply_attempt(apply_attempt(None, attempted(2, s=30)), sent(2, s=31))
     assert row2 is not None and row2.outcome == "SENT" and row2.latency_ms == 40
     assert apply_attempt(None, queued()) is None
