@@ -79,7 +79,10 @@ class HttpProvider:
         raise NotImplementedError
 
     async def send(self, command: SendCommand) -> str:
-        call = self.build(command)
+        return await self.request(command, self.build(command))
+
+    async def request(self, command: SendCommand, call: HttpCall) -> str:
+        """Make `call` for `command`; the provider's message id, or ProviderError."""
         try:
             response = await self.client.request(call)
         except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from adapters.base import HttpProvider, missing
+from adapters.base import HttpProvider, ProviderError, missing
+from adapters.fcm_auth import ServiceAccountTokens
 from adapters.http import HttpCall, HttpClient, HttpResponse
 from notifier.contracts.records import Channel, Priority, SendCommand
 from notifier.settings import Settings
@@ -17,12 +18,28 @@ class FcmPush(HttpProvider):
     def __init__(self, client: HttpClient, settings: Settings) -> None:
         super().__init__(client)
         self.settings = settings
+        self.tokens: ServiceAccountTokens | None = None
+        if settings.fcm_service_account_file is not None:
+            self.tokens = ServiceAccountTokens(settings.fcm_service_account_file)
 
-    def build(self, command: SendCommand) -> HttpCall:
+    async def send(self, command: SendCommand) -> str:
+        if self.tokens is None:
+            return await super().send(command)
+        call = self.build(command, await self.tokens.token())
+        try:
+            return await self.request(command, call)
+        except ProviderError as exc:
+            if exc.failure.status == 401:  # revoked or rotated: the next send mints anew
+                self.tokens.forget()
+            raise
+
+    def build(self, command: SendCommand, token: str | None = None) -> HttpCall:
         if not self.settings.fcm_project_id:
             raise missing("NOTIFIER_FCM_PROJECT_ID")
-        if self.settings.fcm_access_token is None:
-            raise missing("NOTIFIER_FCM_ACCESS_TOKEN")
+        if token is None:
+            if self.settings.fcm_access_token is None:
+                raise missing("NOTIFIER_FCM_SERVICE_ACCOUNT_FILE or NOTIFIER_FCM_ACCESS_TOKEN")
+            token = self.settings.fcm_access_token.get_secret_value()
         urgent = command.priority in (Priority.CRITICAL, Priority.HIGH)
         message = {
             "token": command.address,
@@ -37,7 +54,6 @@ class FcmPush(HttpProvider):
             "apns": {"headers": {"apns-priority": "10" if urgent else "5"}},
         }
         base = self.settings.fcm_base_url.rstrip("/")
-        token = self.settings.fcm_access_token.get_secret_value()
         return HttpCall(
             "POST",
             f"{base}/v1/projects/{self.settings.fcm_project_id}/messages:send",

@@ -121,7 +121,19 @@ class Settings(BaseSettings):
     twilio_from: str = Field("", description="Twilio sender number, E.164.")
     fcm_base_url: str = Field("https://fcm.googleapis.com", description="FCM HTTP v1 API.")
     fcm_project_id: str = Field("", description="Firebase project id.")
-    fcm_access_token: SecretStr | None = Field(None, description="OAuth2 bearer token for FCM.")
+    fcm_access_token: SecretStr | None = Field(
+        None,
+        description="A fixed OAuth2 bearer token for FCM (tests, the sandbox); in production "
+        "use a service account file, whose tokens are minted and refreshed.",
+    )
+    fcm_service_account_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "NOTIFIER_FCM_SERVICE_ACCOUNT_FILE", "GOOGLE_APPLICATION_CREDENTIALS"
+        ),
+        description="Google service-account key (JSON) FCM's access tokens are minted from, "
+        "each refreshed before it expires; takes precedence over NOTIFIER_FCM_ACCESS_TOKEN.",
+    )
     slack_base_url: str = Field("https://slack.com/api", description="Slack Web API.")
     slack_bot_token: SecretStr | None = Field(None, description="Slack bot token (xoxb-...).")
     webhook_signing_secret: SecretStr | None = Field(

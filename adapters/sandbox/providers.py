@@ -8,6 +8,7 @@ import json
 import secrets
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -204,9 +205,18 @@ def _fcm_error(status: int, state: str, message: str, code: str | None = None) -
     )
 
 
-def fcm(creds: SandboxCredentials, project: str, auth: str | None, payload: Any) -> Reply:
-    """POST /v1/projects/{project}/messages:send. Tokens starting 'stale-' are unregistered."""
-    if _bearer(auth) != creds.fcm_access_token:
+def fcm(
+    creds: SandboxCredentials,
+    project: str,
+    auth: str | None,
+    payload: Any,
+    minted: Callable[[str], bool] = lambda token: False,
+) -> Reply:
+    """POST /v1/projects/{project}/messages:send. Tokens starting 'stale-' are unregistered.
+    The bearer is the static sandbox token or one `minted` (by the OAuth2 endpoint) and
+    not expired."""
+    bearer = _bearer(auth) or ""
+    if bearer != creds.fcm_access_token and not minted(bearer):
         return _fcm_error(
             401,
             "UNAUTHENTICATED",

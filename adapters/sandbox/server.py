@@ -5,6 +5,7 @@ Routes (base URLs the adapters are pointed at):
   /twilio/2010-04-01/Accounts/{sid}/Messages.json|Calls.json  Twilio
   /sendgrid/v3/mail/send                                       SendGrid
   /fcm/v1/projects/{project}/messages:send                     FCM HTTP v1
+  /google/token                                                Google OAuth2 (service accounts)
   /slack/api/chat.postMessage                                  Slack Web API
   /slack/actions/{team}/{hook}/{token}                         Slack response_url of a click
   /teams/webhook/{id}                                          Teams incoming webhook
@@ -13,6 +14,7 @@ Routes (base URLs the adapters are pointed at):
 Control API:
   GET|DELETE /_sandbox/requests, GET /_sandbox/stats        what was received; forget it
   PUT|DELETE /_sandbox/faults/{provider}                    inject failures
+  PUT /_sandbox/google/service-accounts                     accept a service account's key
   POST /_sandbox/callbacks                                  a Twilio status callback or SendGrid
                                                             event, signed as the provider signs
   POST /_sandbox/interact                                   a user's Slack button click or keys
@@ -36,12 +38,14 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from adapters.bridge.signatures import sendgrid_sign, slack_signature, twilio_signature
 from adapters.sandbox import providers
+from adapters.sandbox.google_oauth import TokenIssuer
 from adapters.sandbox.providers import Reply, SandboxCredentials
 from adapters.sandbox.state import Fault, Recorded, SandboxState
 
 STATE: web.AppKey[SandboxState] = web.AppKey("state", SandboxState)
 CREDS: web.AppKey[SandboxCredentials] = web.AppKey("creds", SandboxCredentials)
 SIGNING: web.AppKey[str] = web.AppKey("signing", str)
+ISSUER: web.AppKey[TokenIssuer] = web.AppKey("issuer", TokenIssuer)
 HANG_S = 3600.0
 FCM_CODES = {
     400: "INVALID_ARGUMENT",
@@ -165,16 +169,38 @@ async def sendgrid(request: web.Request) -> web.StreamResponse:
 
 
 async def fcm(request: web.Request) -> web.StreamResponse:
-    """FCM HTTP v1 send."""
+    """FCM HTTP v1 send: the sandbox's static token, or one minted by its token endpoint."""
     creds = request.app[CREDS]
     project = request.match_info["project"]
+    minted = request.app[ISSUER].valid
     return await _serve(
         request,
         "fcm",
         lambda body: providers.fcm(
-            creds, project, request.headers.get("Authorization"), _json(body)
+            creds, project, request.headers.get("Authorization"), _json(body), minted
         ),
     )
+
+
+async def google_token(request: web.Request) -> web.StreamResponse:
+    """Google's OAuth2 token endpoint: a service account's signed assertion for a token."""
+    issuer = request.app[ISSUER]
+    return await _serve(request, "google", issuer.token)
+
+
+async def register_service_account(request: web.Request) -> web.Response:
+    """PUT /_sandbox/google/service-accounts {client_email, public_key_pem,
+    token_lifetime_s?}: the token endpoint accepts assertions signed by that key."""
+    try:
+        found = await request.json()
+        request.app[ISSUER].register(
+            str(found["client_email"]),
+            str(found["public_key_pem"]),
+            found.get("token_lifetime_s"),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=f"bad service account: {exc}") from exc
+    return web.json_response({"registered": found["client_email"]})
 
 
 async def slack(request: web.Request) -> web.StreamResponse:
@@ -449,9 +475,12 @@ def build_app(
     app[STATE] = state
     app[CREDS] = creds or SandboxCredentials()
     app[SIGNING] = webhook_signing_secret
+    app[ISSUER] = TokenIssuer()
     app.router.add_post(r"/twilio/2010-04-01/Accounts/{sid}/{resource:Messages|Calls}.json", twilio)
     app.router.add_post("/sendgrid/v3/mail/send", sendgrid)
     app.router.add_post("/fcm/v1/projects/{project}/messages:send", fcm)
+    app.router.add_post("/google/token", google_token)
+    app.router.add_route("PUT", "/_sandbox/google/service-accounts", register_service_account)
     app.router.add_post("/slack/api/chat.postMessage", slack)
     app.router.add_post("/slack/actions/{team}/{hook}/{token}", slack_response)
     app.router.add_post("/teams/webhook/{id}", teams)

@@ -1,0 +1,125 @@
+"""Push in production: FCM's access tokens minted from a service account over a socket
+(the sandbox serves Google's token endpoint), reused while fresh, minted again before
+they expire, and a refused account reported as a configuration error."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from adapters.base import ProviderError
+from adapters.providers import build_provider
+from notifier.contracts.records import Channel, FailureCategory
+from tests.integration.adapters.test_adapters_on_sandbox import command, settings_for
+
+pytestmark = pytest.mark.integration
+
+
+def service_account(sandbox: dict[str, str], folder: Path) -> tuple[Path, str, str]:
+    """A fresh service-account key file whose token_uri is the sandbox's; (file, email,
+    public key PEM)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    email = f"notifier-{uuid.uuid4().hex[:8]}@sandbox-project.iam.gserviceaccount.com"
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    path = folder / "service-account.json"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "sandbox-project",
+                "private_key_id": uuid.uuid4().hex,
+                "private_key": private,
+                "client_email": email,
+                "client_id": "1",
+                "token_uri": f"{sandbox['SANDBOX_URL']}/google/token",
+            }
+        )
+    )
+    return path, email, public
+
+
+@pytest.fixture
+async def control(sandbox: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=sandbox["SANDBOX_URL"]) as client:
+        await client.delete("/_sandbox/requests")
+        yield client
+
+
+async def push_twice(sandbox: dict[str, str], key_file: Path) -> None:
+    push = build_provider(
+        Channel.PUSH,
+        "fcm",
+        settings_for(sandbox, fcm_service_account_file=key_file, fcm_access_token=None),
+    )
+    try:
+        for _ in range(2):
+            assert await push.send(command(Channel.PUSH, sandbox))
+    finally:
+        await push.close()
+
+
+async def requests_of(control: httpx.AsyncClient, provider: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = (
+        await control.get("/_sandbox/requests", params={"provider": provider})
+    ).json()
+    return found
+
+
+@pytest.mark.parametrize(
+    ("lifetime_s", "minted"),
+    [(3600, 1), (60, 2)],
+    ids=["an hour: minted once, reused", "a minute: minted again before each send"],
+)
+async def test_tokens_are_minted_from_the_service_account_and_refreshed(
+    sandbox: dict[str, str],
+    control: httpx.AsyncClient,
+    tmp_path: Path,
+    lifetime_s: int,
+    minted: int,
+) -> None:
+    key_file, email, public = service_account(sandbox, tmp_path)
+    registered = await control.put(
+        "/_sandbox/google/service-accounts",
+        json={"client_email": email, "public_key_pem": public, "token_lifetime_s": lifetime_s},
+    )
+    assert registered.status_code == 200
+    await push_twice(sandbox, key_file)
+    tokens = await requests_of(control, "google")
+    assert [(r["status"], r["to"]) for r in tokens] == [(200, email)] * minted
+    assert [r["status"] for r in await requests_of(control, "fcm")] == [200, 200]
+
+
+async def test_an_account_google_does_not_know_is_a_configuration_error(
+    sandbox: dict[str, str], control: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    key_file, _, _ = service_account(sandbox, tmp_path)  # never registered
+    push = build_provider(
+        Channel.PUSH,
+        "fcm",
+        settings_for(sandbox, fcm_service_account_file=key_file, fcm_access_token=None),
+    )
+    try:
+        with pytest.raises(ProviderError) as refused:
+            await push.send(command(Channel.PUSH, sandbox))
+    finally:
+        await push.close()
+    assert refused.value.category is FailureCategory.CONFIGURATION
+    assert "no access token" in refused.value.reason
+    assert await requests_of(control, "fcm") == []  # FCM itself was never called
