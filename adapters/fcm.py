@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from adapters.base import HttpProvider, ProviderError, missing
 from adapters.fcm_auth import ServiceAccountTokens
 from adapters.http import HttpCall, HttpClient, HttpResponse
-from notifier.contracts.records import Channel, Priority, SendCommand
+from notifier.contracts.records import Channel, FailureCategory, Priority, SendCommand
+from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
 
 
+def devices_of(command: SendCommand) -> list[str]:
+    """Every device token of the person (the dispatcher lists them in address_params), the
+    command's address first."""
+    listed = [t for t in (command.address_params or {}).get("tokens", "").split(",") if t]
+    return list(dict.fromkeys([command.address, *listed]))
+
+
+log = logging.getLogger("notifier.fcm")
+
+
 class FcmPush(HttpProvider):
-    """A push notification to the user's first registered device token."""
+    """A push notification to every registered device token of the person."""
 
     name = "fcm"
     channel = Channel.PUSH
@@ -18,22 +32,53 @@ class FcmPush(HttpProvider):
     def __init__(self, client: HttpClient, settings: Settings) -> None:
         super().__init__(client)
         self.settings = settings
+        self.unregistered: set[str] = set()  # device tokens FCM no longer knows
         self.tokens: ServiceAccountTokens | None = None
         if settings.fcm_service_account_file is not None:
             self.tokens = ServiceAccountTokens(settings.fcm_service_account_file)
 
     async def send(self, command: SendCommand) -> str:
-        if self.tokens is None:
-            return await super().send(command)
-        call = self.build(command, await self.tokens.token())
+        """Push to every registered device of the person at once; sent when one device
+        took it. A token FCM reports UNREGISTERED is not used again by this worker."""
+        devices = [d for d in devices_of(command) if d not in self.unregistered]
+        if not devices:
+            raise ProviderError(
+                Failure(FailureKind.HTTP, 404, "UNREGISTERED"),
+                "fcm: every device token of this person is unregistered",
+            )
+        bearer = await self.tokens.token() if self.tokens is not None else None
+        outcomes = await asyncio.gather(
+            *(self._push(command, bearer, device) for device in devices), return_exceptions=True
+        )
+        sent = [o for o in outcomes if isinstance(o, str)]
+        failed = [o for o in outcomes if not isinstance(o, str)]
+        for device, outcome in zip(devices, outcomes, strict=True):
+            if isinstance(outcome, ProviderError) and outcome.failure.code == "UNREGISTERED":
+                self.unregistered.add(device)
+                log.warning(
+                    "fcm: a device of the person is unregistered (%s***), not used again",
+                    device[:4],
+                    extra={"notification_id": command.notification_id},
+                )
+        if sent:
+            return sent[0]
+        errors = [e for e in failed if isinstance(e, ProviderError)]
+        if len(errors) < len(failed):  # an adapter bug, not a provider's answer
+            raise next(e for e in failed if not isinstance(e, ProviderError))
+        # a failure a retry could still turn around speaks for the whole send
+        raise min(errors, key=lambda e: e.category is not FailureCategory.TRANSIENT)
+
+    async def _push(self, command: SendCommand, bearer: str | None, device: str) -> str:
         try:
-            return await self.request(command, call)
+            return await self.request(command, self.build(command, bearer, device))
         except ProviderError as exc:
-            if exc.failure.status == 401:  # revoked or rotated: the next send mints anew
-                self.tokens.forget()
+            if exc.failure.status == 401 and self.tokens is not None:
+                self.tokens.forget()  # revoked or rotated: the next send mints anew
             raise
 
-    def build(self, command: SendCommand, token: str | None = None) -> HttpCall:
+    def build(
+        self, command: SendCommand, token: str | None = None, device: str | None = None
+    ) -> HttpCall:
         if not self.settings.fcm_project_id:
             raise missing("NOTIFIER_FCM_PROJECT_ID")
         if token is None:
@@ -42,7 +87,7 @@ class FcmPush(HttpProvider):
             token = self.settings.fcm_access_token.get_secret_value()
         urgent = command.priority in (Priority.CRITICAL, Priority.HIGH)
         message = {
-            "token": command.address,
+            "token": device or command.address,
             "notification": {"title": command.title, "body": command.body},
             "data": {
                 "incident_id": command.incident_id,

@@ -123,3 +123,38 @@ async def test_an_account_google_does_not_know_is_a_configuration_error(
     assert refused.value.category is FailureCategory.CONFIGURATION
     assert "no access token" in refused.value.reason
     assert await requests_of(control, "fcm") == []  # FCM itself was never called
+
+
+async def test_every_device_gets_the_push_and_unregistered_ones_are_dropped(
+    sandbox: dict[str, str], control: httpx.AsyncClient
+) -> None:
+    """Tokens starting 'stale-' are unregistered in the sandbox: the live devices get the
+    push, the stale one is asked once and then no more; with none left it is permanent."""
+    push = build_provider(Channel.PUSH, "fcm", settings_for(sandbox))
+    devices = {"tokens": "phone-1,stale-tablet,phone-2"}
+    try:
+        for _ in range(2):
+            sent = await push.send(
+                command(Channel.PUSH, sandbox, address="phone-1", address_params=devices)
+            )
+            assert sent.startswith("projects/")
+        with pytest.raises(ProviderError) as gone:
+            await push.send(
+                command(
+                    Channel.PUSH,
+                    sandbox,
+                    address="stale-a",
+                    address_params={"tokens": "stale-a,stale-b"},
+                )
+            )
+        asked = await requests_of(control, "fcm")
+        with pytest.raises(ProviderError) as known:  # none left to ask
+            await push.send(command(Channel.PUSH, sandbox, address="stale-a"))
+    finally:
+        await push.close()
+    # three devices, then the two live ones, then both stale ones of the other person
+    assert len(asked) == 3 + 2 + 2
+    delivered = sorted(r["to"] for r in asked if r["status"] == 200)
+    assert delivered == ["phone-1", "phone-1", "phone-2", "phone-2"]
+    assert gone.value.category is known.value.category is FailureCategory.PERMANENT
+    assert len(await requests_of(control, "fcm")) == len(asked)  # nobody was asked again
