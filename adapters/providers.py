@@ -20,10 +20,11 @@ from notifier.settings import Settings
 log = logging.getLogger("notifier.providers")
 
 
-def _client(settings: Settings) -> HttpClient:
-    # one pool per provider, as large as the channel's concurrency
+def _client(settings: Settings, channel: Channel) -> HttpClient:
+    # one pool per provider, as large as the channel's concurrency, with the channel's timeout
     size = settings.channel_concurrency
-    return HttpClient(settings.send_timeout_s, size, {"User-Agent": "notifier/0.1"})
+    timeout = settings.send_timeout(channel.value)
+    return HttpClient(timeout, size, {"User-Agent": "notifier/0.1"})
 
 
 def _with_links(email: Provider, settings: Settings) -> Provider:
@@ -45,13 +46,13 @@ Builder = Callable[[Settings], Provider]
 # lists, the ones NOTIFIER_PROVIDERS may name.
 BUILDERS: dict[tuple[Channel, str], Builder] = {
     (Channel.EMAIL, "smtp"): SmtpEmail,
-    (Channel.EMAIL, "sendgrid"): lambda s: SendGridEmail(_client(s), s),
-    (Channel.SMS, "twilio"): lambda s: TwilioSms(_client(s), s),
-    (Channel.VOICE, "twilio"): lambda s: TwilioVoice(_client(s), s),
-    (Channel.PUSH, "fcm"): lambda s: FcmPush(_client(s), s),
-    (Channel.SLACK, "slack"): lambda s: SlackMessage(_client(s), s),
-    (Channel.TEAMS, "teams"): lambda s: TeamsCard(_client(s)),
-    (Channel.WEBHOOK, "webhook"): lambda s: GenericWebhook(_client(s), s),
+    (Channel.EMAIL, "sendgrid"): lambda s: SendGridEmail(_client(s, Channel.EMAIL), s),
+    (Channel.SMS, "twilio"): lambda s: TwilioSms(_client(s, Channel.SMS), s),
+    (Channel.VOICE, "twilio"): lambda s: TwilioVoice(_client(s, Channel.VOICE), s),
+    (Channel.PUSH, "fcm"): lambda s: FcmPush(_client(s, Channel.PUSH), s),
+    (Channel.SLACK, "slack"): lambda s: SlackMessage(_client(s, Channel.SLACK), s),
+    (Channel.TEAMS, "teams"): lambda s: TeamsCard(_client(s, Channel.TEAMS)),
+    (Channel.WEBHOOK, "webhook"): lambda s: GenericWebhook(_client(s, Channel.WEBHOOK), s),
 }
 
 

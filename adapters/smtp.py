@@ -53,7 +53,7 @@ class SmtpEmail:
                 password=password.get_secret_value() if password else None,
                 start_tls=self.settings.smtp_starttls,
                 use_tls=False,
-                timeout=self.settings.send_timeout_s,
+                timeout=self.settings.send_timeout("EMAIL"),
             )
         except aiosmtplib.SMTPTimeoutError as exc:
             raise ProviderError(Failure(FailureKind.TIMEOUT), "smtp: timed out") from exc

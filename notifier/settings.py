@@ -81,6 +81,16 @@ class Settings(BaseSettings):
         5, ge=0, description="How long the worker's producer waits to fill a batch (ms)."
     )
     send_timeout_s: float = Field(10.0, gt=0, description="Timeout of one provider request.")
+    send_timeouts: Annotated[dict[str, float], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-channel timeouts of a provider request in seconds, e.g. "
+        "VOICE=30,SMS=5; a channel not named has send_timeout_s.",
+    )
+    retry_schedules: Annotated[dict[str, tuple[int, ...]], NoDecode] = Field(
+        default_factory=dict,
+        description="Per-priority backoff schedules, e.g. CRITICAL=10,20,40,80,160;LOW=300; "
+        "a priority not named has retry_delays_s. Each delay is a delay topic of its own.",
+    )
     rate_limit_per_min: int = Field(100, ge=1, description="Default sends per minute per provider.")
     rate_limits: Annotated[dict[str, int], NoDecode] = Field(
         default_factory=dict, description="Per-provider sends per minute, e.g. twilio=60,fcm=6000."
@@ -257,6 +267,78 @@ class Settings(BaseSettings):
         import os
 
         return os.environ.get(f"NOTIFIER_SECRET_{ref.upper()}")
+
+    @field_validator("send_timeouts", mode="before")
+    @classmethod
+    def _split_timeouts(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found: dict[str, float] = {}
+        for item in value.replace(" ", "").replace(";", ",").split(","):
+            if not item:
+                continue
+            channel, equals, seconds = item.partition("=")
+            if not equals:
+                raise ValueError(f"{item!r} is not CHANNEL=seconds; e.g. VOICE=30,SMS=5")
+            found[channel.upper()] = float(seconds)
+        return found
+
+    @field_validator("send_timeouts")
+    @classmethod
+    def _known_timeouts(cls, value: dict[str, float]) -> dict[str, float]:
+        for channel, seconds in value.items():
+            if channel not in KNOWN_PROVIDERS:
+                raise ValueError(
+                    f"unknown channel {channel!r}; channels: {', '.join(KNOWN_PROVIDERS)}"
+                )
+            if seconds <= 0:
+                raise ValueError(f"the {channel} timeout must be positive, not {seconds:g}")
+        return value
+
+    @field_validator("retry_schedules", mode="before")
+    @classmethod
+    def _split_schedules(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found: dict[str, tuple[int, ...]] = {}
+        for item in value.replace(" ", "").split(";"):
+            if not item:
+                continue
+            priority, equals, delays = item.partition("=")
+            if not equals:
+                raise ValueError(
+                    f"{item!r} is not PRIORITY=delay,...; e.g. CRITICAL=10,20,40;LOW=300"
+                )
+            found[priority.upper()] = tuple(int(d) for d in delays.split(",") if d)
+        return found
+
+    @field_validator("retry_schedules")
+    @classmethod
+    def _known_schedules(cls, value: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        from notifier.contracts.records import Priority
+
+        known = [p.value for p in Priority]
+        for priority, delays in value.items():
+            if priority not in known:
+                raise ValueError(f"unknown priority {priority!r}; priorities: {', '.join(known)}")
+            if any(d <= 0 for d in delays):
+                raise ValueError(f"the {priority} schedule needs positive delays, e.g. 30,60")
+        return value
+
+    def send_timeout(self, channel: str) -> float:
+        """Seconds a request to a provider of `channel` may take."""
+        return self.send_timeouts.get(channel, self.send_timeout_s)
+
+    def retry_delays(self, priority: str) -> tuple[int, ...]:
+        """The backoff schedule of commands of `priority` (empty: never retried)."""
+        return self.retry_schedules.get(priority, self.retry_delays_s)
+
+    @property
+    def every_retry_delay(self) -> tuple[int, ...]:
+        """Every delay of every schedule, once each: the delay topics there are."""
+        return tuple(
+            sorted({*self.retry_delays_s, *(d for s in self.retry_schedules.values() for d in s)})
+        )
 
     @field_validator("ops_user_ids", "receipt_priorities", "repeat_priorities", mode="before")
     @classmethod

@@ -75,7 +75,7 @@ def declared_topics(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "delete", "retention.ms": str(DAY_MS)},
             f"Send commands waiting {d} s before their next attempt.",
         )
-        for d in settings.retry_delays_s
+        for d in settings.every_retry_delay
     ]
     specs += [
         TopicSpec(

@@ -270,7 +270,8 @@ class ChannelSender:
         if after.wait is Wait.BACKOFF:
             # a Retry-After speaks for the provider that sent it, not for the next one
             retry_after = None if after.failover else (failed.retry_after_ms or 0) / 1000 or None
-            retry = next_attempt(command, self.settings.retry_delays_s, now, self.rng, retry_after)
+            delays = self.settings.retry_delays(command.priority.value)
+            retry = next_attempt(command, delays, now, self.rng, retry_after)
             if retry is None:  # after_failure waits a step only when the schedule has one
                 raise RuntimeError(f"no backoff step after attempt {command.attempt}")
             step, again = retry
@@ -353,7 +354,8 @@ class ChannelSender:
         self._log_breaker(route, before)
         category = error.category
         SENDS.labels(self.channel.value, name, category.value.lower()).inc()
-        attempts_left = retry_step(command.attempt, self.settings.retry_delays_s) is not None
+        delays = self.settings.retry_delays(command.priority.value)
+        attempts_left = retry_step(command.attempt, delays) is not None
         after = after_failure(self.order, name, category, circuit_open, attempts_left)
         log.warning(
             "send failed: %s",
@@ -382,12 +384,12 @@ class ChannelSender:
     async def _send(self, route: Route, command: SendCommand) -> str:
         provider = route.provider
         request_starting(self.channel.value, command.incident_at)
+        timeout = self.settings.send_timeout(self.channel.value)
         try:
-            return await asyncio.wait_for(provider.send(command), self.settings.send_timeout_s)
+            return await asyncio.wait_for(provider.send(command), timeout)
         except TimeoutError as exc:
             raise ProviderError(
-                Failure(FailureKind.TIMEOUT),
-                f"{provider.name}: no answer in {self.settings.send_timeout_s:g} s",
+                Failure(FailureKind.TIMEOUT), f"{provider.name}: no answer in {timeout:g} s"
             ) from exc
 
     def _log_breaker(self, route: Route, before: str) -> None:

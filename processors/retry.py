@@ -106,7 +106,7 @@ class RetryScheduler(Service):
         super().__init__(**kwargs)
         self.settings = settings
         self.emitter = emitter
-        self.topics = [full_name(settings, retry_topic(d)) for d in settings.retry_delays_s]
+        self.topics = [full_name(settings, retry_topic(d)) for d in settings.every_retry_delay]
         self.topics += [full_name(settings, t) for t in TIMER_TOPICS]
         self.incidents_topic = full_name(settings, "incidents")
         self._closed: OrderedDict[str, str] = OrderedDict()

@@ -43,3 +43,37 @@ def test_rejects_a_bad_backoff_schedule(monkeypatch: pytest.MonkeyPatch, delays:
 )
 def test_mask_url(url: str, shown: str) -> None:
     assert mask_url(url) == shown
+
+
+def test_per_channel_timeouts_and_per_priority_schedules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NOTIFIER_SEND_TIMEOUT_S", "8")
+    monkeypatch.setenv("NOTIFIER_SEND_TIMEOUTS", "voice=30, SMS=4.5")
+    monkeypatch.setenv("NOTIFIER_RETRY_DELAYS_S", "30,60")
+    monkeypatch.setenv("NOTIFIER_RETRY_SCHEDULES", "CRITICAL=10,20,40,80;low=300")
+    settings = Settings()
+    assert [settings.send_timeout(c) for c in ("VOICE", "SMS", "EMAIL")] == [30.0, 4.5, 8.0]
+    assert settings.retry_delays("CRITICAL") == (10, 20, 40, 80)
+    assert settings.retry_delays("LOW") == (300,)
+    assert settings.retry_delays("HIGH") == (30, 60)
+    assert settings.every_retry_delay == (10, 20, 30, 40, 60, 80, 300)  # one delay topic each
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("NOTIFIER_SEND_TIMEOUTS", "FAX=3", "unknown channel 'FAX'"),
+        ("NOTIFIER_SEND_TIMEOUTS", "SMS=0", "must be positive"),
+        ("NOTIFIER_SEND_TIMEOUTS", "SMS", "is not CHANNEL=seconds"),
+        ("NOTIFIER_RETRY_SCHEDULES", "URGENT=10", "unknown priority 'URGENT'"),
+        ("NOTIFIER_RETRY_SCHEDULES", "LOW=0,5", "positive delays"),
+        ("NOTIFIER_RETRY_SCHEDULES", "LOW", "is not PRIORITY=delay"),
+    ],
+)
+def test_bad_timeouts_and_schedules_are_refused_with_why(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=message):
+        Settings()

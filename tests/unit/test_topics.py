@@ -28,3 +28,9 @@ def test_users_are_compacted_and_history_is_kept() -> None:
     assert specs["users"].config["cleanup.policy"] == "compact"
     for name in ("incidents", "delivery.events", "provider.callbacks"):
         assert specs[name].config["retention.ms"] == "-1", name
+
+
+def test_every_delay_of_every_priority_schedule_has_its_topic() -> None:
+    settings = Settings(retry_delays_s=(30, 60), retry_schedules={"CRITICAL": (10, 30, 90)})
+    retry = sorted(s.name for s in declared_topics(settings) if s.name.startswith("notify.retry."))
+    assert retry == ["notify.retry.10s", "notify.retry.30s", "notify.retry.60s", "notify.retry.90s"]

@@ -398,3 +398,24 @@ async def test_a_bundle_is_sent_for_its_open_incidents_and_cancelled_for_the_oth
     owner = {"lead": "inc-1", "n-2": "inc-2", "n-3": "inc-3"}
     assert got_sent == sent_for
     assert got_cancelled == {(n, owner[n]) for n in cancelled}
+
+
+async def test_each_priority_retries_on_its_own_schedule() -> None:
+    transient = ProviderError(Failure(FailureKind.HTTP, 503), "fake: HTTP 503")
+    provider = FakeProvider([transient] * 3)
+    channel, emitter = sender(
+        provider,
+        channel_concurrency=1,
+        retry_delays_s=(30, 60),
+        retry_schedules={"CRITICAL": (5, 10, 20), "LOW": ()},
+    )
+    batch = [
+        command("crit", Priority.CRITICAL, attempt=3),  # third of four: one step left (20 s)
+        command("high", Priority.HIGH, attempt=1),  # the default schedule: 30 s first
+        command("low", Priority.LOW, attempt=1),  # LOW is never retried
+    ]
+    await channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
+    failed = {e.incident_id: e.final for e in emitter.sent if isinstance(e, DeliveryFailed)}
+    assert failed == {"crit": False, "high": False, "low": True}
+    retried = {r.incident_id: t for t, r in emitter.topics if isinstance(r, SendCommand)}
+    assert retried == {"crit": "notify.retry.20s", "high": "notify.retry.30s"}
