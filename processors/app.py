@@ -411,10 +411,12 @@ def create_app(
             # acknowledged by hand, each once its batch is handled: a crash mid-batch
             # leaves them to be read again
             batches = arrived_batches(stream.noack().events(), settings.batch_size)
-            async for events in batches:
-                await sender.handle(events)
-                for event in events:
-                    event.ack()
+            # closed with the agent, so its reader stops taking events nobody will handle
+            async with contextlib.aclosing(batches):
+                async for events in batches:
+                    await sender.handle(events)
+                    for event in events:
+                        event.ack()
 
         app.agent(emitter.topic(channel_topic(channel)), name=f"send-{channel.value.lower()}")(
             deliver

@@ -69,3 +69,25 @@ async def test_most_must_be_positive() -> None:
 
     with pytest.raises(ValueError, match="at least 1"):
         await anext(arrived_batches(nothing(), 0))
+
+
+async def test_closing_the_batches_stops_the_reader() -> None:
+    pulled: list[int] = []
+
+    async def endless() -> AsyncIterator[int]:
+        n = 0
+        while True:
+            pulled.append(n)
+            yield n
+            n += 1
+            await asyncio.sleep(0)
+
+    batches = arrived_batches(endless(), 2)
+    await anext(batches)
+    await batches.aclose()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    seen = len(pulled)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(pulled) == seen  # nothing more is taken from the source
