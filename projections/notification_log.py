@@ -15,7 +15,15 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from notifier.contracts.records import CallbackStatus, Channel, ProviderCallback, Record
+from notifier.contracts.records import (
+    CallbackStatus,
+    Channel,
+    CriticalDeliveryFailure,
+    ProviderCallback,
+    Record,
+    TierEscalated,
+    UserUnreachable,
+)
 from notifier.domain.status import (
     ROW_EVENTS,
     AttemptRow,
@@ -26,6 +34,9 @@ from notifier.domain.status import (
 )
 
 PROJECTION = "notification_log"
+# every batch holds this advisory lock shared; a rebuild holds it alone from the drop to the
+# last COPY, so a worker still running waits instead of writing into the half-built tables
+REBUILD_LOCK = 0x6E6C6F67  # "nlog"
 TOPICS = ("delivery.events", "provider.callbacks")  # what it folds, by logical name
 LOG_COLUMNS = [f.name for f in dataclasses.fields(LogRow)]
 ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(AttemptRow)]
@@ -127,6 +138,50 @@ SELECT_CALLBACKS = (
     f"SELECT applied_at IS NULL, {', '.join(CALLBACK_COLUMNS)} FROM provider_callback "
     "WHERE (notification_id = ANY(%s::uuid[]) AND applied_at IS NULL) OR event_id = ANY(%s)"
 )
+# a person-level event is stored once: a replayed one (same event_id) changes nothing
+USER_EVENT_COLUMNS = [
+    "event_id",
+    "incident_id",
+    "user_id",
+    "escalation_level",
+    "kind",
+    "from_tier",
+    "to_tier",
+    "reason",
+    "failed_channels",
+    "ops_incident_id",
+    "occurred_at",
+]
+INSERT_USER_EVENT = (
+    f"INSERT INTO user_event ({', '.join(USER_EVENT_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(USER_EVENT_COLUMNS))}) ON CONFLICT (event_id) DO NOTHING"
+)
+UserEvent = UserUnreachable | TierEscalated | CriticalDeliveryFailure
+USER_EVENTS = (UserUnreachable, TierEscalated, CriticalDeliveryFailure)
+
+
+def user_event_values(event: UserEvent) -> tuple[Any, ...]:
+    """A person-level event as the values of USER_EVENT_COLUMNS."""
+    common = (event.event_id, event.incident_id, event.user_id, event.escalation_level)
+    if isinstance(event, UserUnreachable):
+        return (*common, "UNREACHABLE", None, None, event.reason, None, None, event.occurred_at)
+    if isinstance(event, TierEscalated):
+        tiers = (event.from_tier.value, event.to_tier.value)
+        return (*common, "TIER_ESCALATED", *tiers, event.reason, None, None, event.occurred_at)
+    channels = [c.value for c in event.failed_channels]
+    reason = f"{' and '.join(channels)} failed finally; operations paged"
+    return (
+        *common,
+        "CRITICAL_FAILURE",
+        None,
+        None,
+        reason,
+        channels,
+        event.ops_incident_id,
+        event.occurred_at,
+    )
+
+
 UPSERT_OFFSET = (
     "INSERT INTO projection_offset (projection, topic, partition, next_offset) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) "
@@ -178,6 +233,7 @@ async def apply_batch(
     first, after the delivery events of the batch that creates the row, in the provider's time
     order. Returns the notification rows written.
     """
+    await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
     records = [c.record for c in batch if isinstance(c.record, (*ROW_EVENTS, ProviderCallback))]
     ids = sorted({r.notification_id for r in records})
     rows: dict[str, LogRow] = {}
@@ -251,7 +307,10 @@ async def apply_batch(
     ready = [c for c in waiting.values() if c.notification_id in rows]
     for callback in sorted(ready, key=by_provider_time):
         fold_callback(callback)
+    people = [c.record for c in batch if isinstance(c.record, USER_EVENTS)]
     async with conn.cursor() as cur:
+        if people:  # rare (escalations, the unreachable): a row each is fine
+            await cur.executemany(INSERT_USER_EVENT, [user_event_values(e) for e in people])
         if fresh:
             await cur.executemany(
                 INSERT_CALLBACK,

@@ -33,22 +33,33 @@ from projections.notification_log import (
     CALLBACK_COLUMNS,
     LOG_COLUMNS,
     PROJECTION,
+    REBUILD_LOCK,
     TOPICS,
     UPSERT_OFFSET,
+    USER_EVENT_COLUMNS,
+    USER_EVENTS,
+    UserEvent,
     attempt_values,
     by_provider_time,
     callback_values,
     is_uuid,
     log_values,
+    user_event_values,
 )
 
 DROP = """
 DROP VIEW IF EXISTS channel_success_rate, incident_summary;
-DROP TABLE IF EXISTS notification_attempt, notification_log, projection_offset, provider_callback;
+DROP TABLE IF EXISTS notification_attempt, notification_log, projection_offset, provider_callback,
+    user_event;
 """
 # the migrations that create what DROP drops: forgotten, so that migrate() runs them again;
 # any other state in the database (and its migrations) stays
-READ_MODEL_MIGRATIONS = ["0001_notification_log", "0002_views", "0003_provider_callbacks"]
+READ_MODEL_MIGRATIONS = [
+    "0001_notification_log",
+    "0002_views",
+    "0003_provider_callbacks",
+    "0006_user_events",
+]
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,23 @@ async def rebuild(
     a callback read before its notification's row waits for the row (to the end of the chunk
     that makes it, then in the provider's time order) and stays unapplied if none comes.
     """
+    # held until the rows are in: a live projection's next batch waits for the rebuild, then
+    # applies (idempotently) what it had read, rather than racing the COPY
+    lock = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    try:
+        await lock.execute("SELECT pg_advisory_lock(%s)", (REBUILD_LOCK,))
+        return await _rebuild(settings, codec, url, progress, batch_size)
+    finally:
+        await lock.close()  # the session's lock goes with it
+
+
+async def _rebuild(
+    settings: Settings,
+    codec: AvroCodec,
+    url: str,
+    progress: Callable[[int, int], None] | None,
+    batch_size: int,
+) -> RebuildResult:
     from confluent_kafka import Consumer, TopicPartition
 
     drop_read_model(url)
@@ -112,6 +140,7 @@ async def rebuild(
     attempts: dict[tuple[str, int], AttemptRow] = {}
     callbacks: dict[str, tuple[ProviderCallback, datetime | None]] = {}  # by event_id
     waiting: dict[str, list[ProviderCallback]] = {}  # by notification id, until its row
+    people: dict[str, UserEvent] = {}  # person-level events, by event_id (stored once)
     offsets: dict[tuple[str, int], int] = {}
     try:
         bounds: dict[tuple[str, int], tuple[int, int]] = {}
@@ -149,6 +178,9 @@ async def rebuild(
                         callbacks[record.event_id] = (record, None)
                         waiting.setdefault(nid, []).append(record)
                     continue
+                if isinstance(record, USER_EVENTS):
+                    people.setdefault(record.event_id, record)
+                    continue
                 if not isinstance(record, ROW_EVENTS):
                     skipped += record is None
                     continue
@@ -183,6 +215,12 @@ async def rebuild(
             "provider_callback",
             [*CALLBACK_COLUMNS, "applied_at"],
             ((*callback_values(c), at) for c, at in callbacks.values()),
+        )
+        await _copy(
+            conn,
+            "user_event",
+            USER_EVENT_COLUMNS,
+            (user_event_values(e) for e in people.values()),
         )
         async with conn.cursor() as cur:
             await cur.executemany(

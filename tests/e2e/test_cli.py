@@ -7,6 +7,7 @@ import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -147,7 +148,7 @@ def test_migrate_and_show_an_empty_log(notifier_bin: Path, cli_env: dict[str, st
     first = run(notifier_bin, cli_env, "db", "migrate")
     assert first.returncode == 0, first.stderr
     again = run(notifier_bin, cli_env, "db", "migrate")
-    assert "0 applied, 5 already applied" in again.stdout
+    assert "0 applied, 6 already applied" in again.stdout
     log = run(notifier_bin, cli_env, "log", "no-such-incident")
     assert log.returncode == 0, log.stderr
     assert "no notifications recorded for incident no-such-incident" in log.stdout
@@ -187,18 +188,24 @@ def test_the_log_tells_alerts_notices_and_repeats_apart(
 ) -> None:
     import psycopg
 
-    assert run(notifier_bin, cli_env, "db", "migrate").returncode == 0
-    incident = f"log-{uuid.uuid4().hex[:8]}"
-    rows = [("ALERT", 0, "SENT"), ("ALERT", 2, "SENT"), ("ACKNOWLEDGED_NOTICE", 0, "QUEUED")]
-    with psycopg.connect(cli_env["DATABASE_URL"]) as conn:
-        for kind, repeat, status in rows:
-            conn.execute(
-                "INSERT INTO notification_log (notification_id, incident_id, user_id, channel, "
-                "tier, escalation_level, kind, repeat, status) "
-                "VALUES (%s, %s, 'alice', 'VOICE', 'FALLBACK', 1, %s, %s, %s)",
-                (uuid.uuid4(), incident, kind, repeat, status),
-            )
-    shown = run(notifier_bin, {**cli_env, "COLUMNS": "250"}, "log", incident)
+    from tests.conftest import scratch_database
+
+    base = cli_env["DATABASE_URL"]
+    # rows written by hand go to a database of their own: the workers' tests read theirs
+    with scratch_database(base, f"{urlsplit(base).path.strip('/')}_log") as url:
+        env = {**cli_env, "DATABASE_URL": url, "COLUMNS": "250"}
+        assert run(notifier_bin, env, "db", "migrate").returncode == 0
+        incident = f"log-{uuid.uuid4().hex[:8]}"
+        rows = [("ALERT", 0, "SENT"), ("ALERT", 2, "SENT"), ("ACKNOWLEDGED_NOTICE", 0, "QUEUED")]
+        with psycopg.connect(url) as conn:
+            for kind, repeat, status in rows:
+                conn.execute(
+                    "INSERT INTO notification_log (notification_id, incident_id, user_id, "
+                    "channel, tier, escalation_level, kind, repeat, status) "
+                    "VALUES (%s, %s, 'alice', 'VOICE', 'FALLBACK', 1, %s, %s, %s)",
+                    (uuid.uuid4(), incident, kind, repeat, status),
+                )
+        shown = run(notifier_bin, env, "log", incident)
     assert shown.returncode == 0, shown.stderr
     lines = [line for line in shown.stdout.splitlines() if "alice" in line]
     assert len(lines) == 3

@@ -38,6 +38,9 @@ from notifier.settings import Settings
 from notifier.topics import full_name
 
 T = TypeVar("T")
+NOTIFICATIONLOG_PAGE = (
+    Path(__file__).resolve().parents[3] / "docs" / "NOTIFICATIONLOG.md"
+).read_text()
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 
 
@@ -235,6 +238,23 @@ class Pipeline:
                 "SELECT * FROM notification_log WHERE notification_id = %s", (notification_id,)
             )
             return await cursor.fetchone()
+
+    async def documented(self, heading: str, incident_id: str) -> list[dict[str, Any]]:
+        """The rows of the query under `heading` in docs/NOTIFICATIONLOG.md that are about
+        `incident_id`, as a reader of the page would run it."""
+        import re
+
+        import psycopg
+        from psycopg.rows import dict_row
+
+        section = NOTIFICATIONLOG_PAGE.split(f"## {heading}\n", 1)[1]
+        query = re.search(r"```sql\n(.*?)```", section, re.S)
+        assert query is not None, f"no query under {heading!r}"
+        assert self.settings.database_url is not None
+        url = self.settings.database_url.get_secret_value()
+        async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
+            rows = await (await conn.execute(query.group(1))).fetchall()
+        return [r for r in rows if r.get("incident_id") == incident_id]
 
 
 async def eventually(

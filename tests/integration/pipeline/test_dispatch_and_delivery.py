@@ -90,10 +90,20 @@ async def test_a_user_nobody_can_reach_is_reported(clean_sandbox: Pipeline) -> N
         event.incident_id,
         lambda found: any(isinstance(e, UserUnreachable) for e in found),
     )
-    assert [e.reason for e in events if isinstance(e, UserUnreachable)] == [
+    reason = (
         "email: no user "
         "profile; push: no user profile; slack: no user profile; sms: no user profile; "
         "teams: no user profile; voice: no user profile; webhook: no user profile"
+    )
+    assert [e.reason for e in events if isinstance(e, UserUnreachable)] == [reason]
+    people = await eventually(
+        lambda: clean_sandbox.documented(
+            "Who could not be reached, which tiers failed, and why (last day)", event.incident_id
+        ),
+        bool,
+    )
+    assert [(r["user_id"], r["kind"], r["reason"]) for r in people] == [
+        ("ghost-user", "UNREACHABLE", reason)
     ]
 
 

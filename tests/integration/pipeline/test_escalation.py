@@ -10,9 +10,10 @@ from notifier.contracts.records import (
     NotificationQueued,
     TierEscalated,
 )
-from tests.integration.pipeline.conftest import Pipeline
+from tests.integration.pipeline.conftest import Pipeline, eventually
 
 pytestmark = pytest.mark.integration
+WHO_FAILED = "Who could not be reached, which tiers failed, and why (last day)"
 PRIMARY = ("smtp", "slack", "fcm", "teams", "webhook")
 
 
@@ -66,6 +67,19 @@ async def test_email_and_sms_failing_pages_the_ops_team_once(clean_sandbox: Pipe
     critical = [e for e in events if isinstance(e, CriticalDeliveryFailure)]
     assert len(critical) == 1
     ops_id = critical[0].ops_incident_id
+    # the NotificationLog says it too, with the page's own query
+    people = await eventually(
+        lambda: p.documented(WHO_FAILED, event.incident_id),
+        lambda rows: any(r["kind"] == "CRITICAL_FAILURE" for r in rows),
+    )
+    assert sorted((r["kind"], r["from_tier"] or "", r["to_tier"] or "") for r in people) == [
+        ("CRITICAL_FAILURE", "", ""),
+        ("TIER_ESCALATED", "PRIMARY", "SECONDARY"),
+        ("TIER_ESCALATED", "SECONDARY", "FALLBACK"),
+    ]
+    [paged] = [r for r in people if r["kind"] == "CRITICAL_FAILURE"]
+    assert paged["failed_channels"] == ["EMAIL", "SMS"] and paged["ops_incident_id"] == ops_id
+    assert all(r["reason"] for r in people)
     ops = await p.events(
         "delivery.events",
         ops_id,
