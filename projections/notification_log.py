@@ -22,7 +22,15 @@ from notifier.contracts.records import (
     ProviderCallback,
     Record,
     TierEscalated,
+    UserProfile,
     UserUnreachable,
+)
+from notifier.domain.incident_status import (
+    INCIDENT_EVENTS,
+    IncidentRow,
+    PersonRow,
+    apply_incident,
+    apply_profile,
 )
 from notifier.domain.status import (
     ROW_EVENTS,
@@ -37,7 +45,8 @@ PROJECTION = "notification_log"
 # every batch holds this advisory lock shared; a rebuild holds it alone from the drop to the
 # last COPY, so a worker still running waits instead of writing into the half-built tables
 REBUILD_LOCK = 0x6E6C6F67  # "nlog"
-TOPICS = ("delivery.events", "provider.callbacks")  # what it folds, by logical name
+# what it folds, by logical name: the deliveries, and the incidents and people they are about
+TOPICS = ("delivery.events", "provider.callbacks", "incidents", "users")
 LOG_COLUMNS = [f.name for f in dataclasses.fields(LogRow)]
 ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(AttemptRow)]
 # attrgetter, not dataclasses.astuple: astuple deep-copies every value (a quarter of a
@@ -121,6 +130,12 @@ def as_columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 UPSERT_LOG = _upsert("notification_log", LogRow, ["notification_id"])
+UPSERT_INCIDENT = _upsert("incident", IncidentRow, ["incident_id"])
+UPSERT_PERSON = _upsert("person", PersonRow, ["user_id"])
+INCIDENT_COLUMNS = [f.name for f in dataclasses.fields(IncidentRow)]
+PERSON_COLUMNS = [f.name for f in dataclasses.fields(PersonRow)]
+incident_values = operator.attrgetter(*INCIDENT_COLUMNS)
+person_values = operator.attrgetter(*PERSON_COLUMNS)
 UPSERT_ATTEMPT = _upsert("notification_attempt", AttemptRow, ["notification_id", "attempt"])
 # a callback is stored once: a replayed one (same event_id) changes nothing
 INSERT_CALLBACK = (
@@ -307,6 +322,7 @@ async def apply_batch(
     ready = [c for c in waiting.values() if c.notification_id in rows]
     for callback in sorted(ready, key=by_provider_time):
         fold_callback(callback)
+    await apply_incidents_and_people(conn, [c.record for c in batch])
     people = [c.record for c in batch if isinstance(c.record, USER_EVENTS)]
     async with conn.cursor() as cur:
         if people:  # rare (escalations, the unreachable): a row each is fine
@@ -332,3 +348,37 @@ async def apply_batch(
             UPSERT_OFFSET, [(PROJECTION, t, p, o) for (t, p), o in offsets.items()]
         )
     return len(changed_rows)
+
+
+async def apply_incidents_and_people(conn: AsyncConnection[Any], records: Sequence[Record]) -> None:
+    """Fold the batch's incident events and user profiles into `incident` and `person`, in
+    the order read (rows locked, read once, written once)."""
+    incidents = [r for r in records if isinstance(r, INCIDENT_EVENTS)]
+    profiles = [r for r in records if isinstance(r, UserProfile)]
+    if incidents:
+        ids = sorted({e.incident_id for e in incidents})
+        cursor = await conn.execute(
+            f"SELECT {', '.join(INCIDENT_COLUMNS)} FROM incident "
+            "WHERE incident_id = ANY(%s) ORDER BY incident_id FOR UPDATE",
+            (ids,),
+        )
+        rows = {r[0]: IncidentRow(*r) for r in await cursor.fetchall()}
+        for event in incidents:
+            rows[event.incident_id] = apply_incident(rows.get(event.incident_id), event)
+        await conn.execute(
+            UPSERT_INCIDENT,
+            as_columns(map(incident_values, rows.values()), len(INCIDENT_COLUMNS)),
+        )
+    if profiles:
+        users = sorted({p.user_id for p in profiles})
+        cursor = await conn.execute(
+            f"SELECT {', '.join(PERSON_COLUMNS)} FROM person "
+            "WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE",
+            (users,),
+        )
+        people = {r[0]: PersonRow(*r) for r in await cursor.fetchall()}
+        for profile in profiles:
+            people[profile.user_id] = apply_profile(people.get(profile.user_id), profile)
+        await conn.execute(
+            UPSERT_PERSON, as_columns(map(person_values, people.values()), len(PERSON_COLUMNS))
+        )

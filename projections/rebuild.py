@@ -16,7 +16,14 @@ import psycopg
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
-from notifier.contracts.records import ProviderCallback
+from notifier.contracts.records import ProviderCallback, UserProfile
+from notifier.domain.incident_status import (
+    INCIDENT_EVENTS,
+    IncidentRow,
+    PersonRow,
+    apply_incident,
+    apply_profile,
+)
 from notifier.domain.status import (
     ROW_EVENTS,
     AttemptRow,
@@ -31,7 +38,9 @@ from projections.migrate import migrate
 from projections.notification_log import (
     ATTEMPT_COLUMNS,
     CALLBACK_COLUMNS,
+    INCIDENT_COLUMNS,
     LOG_COLUMNS,
+    PERSON_COLUMNS,
     PROJECTION,
     REBUILD_LOCK,
     TOPICS,
@@ -42,15 +51,17 @@ from projections.notification_log import (
     attempt_values,
     by_provider_time,
     callback_values,
+    incident_values,
     is_uuid,
     log_values,
+    person_values,
     user_event_values,
 )
 
 DROP = """
 DROP VIEW IF EXISTS channel_success_rate, incident_summary;
 DROP TABLE IF EXISTS notification_attempt, notification_log, projection_offset, provider_callback,
-    user_event;
+    user_event, incident, person;
 """
 # the migrations that create what DROP drops: forgotten, so that migrate() runs them again;
 # any other state in the database (and its migrations) stays
@@ -59,6 +70,7 @@ READ_MODEL_MIGRATIONS = [
     "0002_views",
     "0003_provider_callbacks",
     "0006_user_events",
+    "0007_people_and_incidents",
 ]
 
 
@@ -141,6 +153,8 @@ async def _rebuild(
     callbacks: dict[str, tuple[ProviderCallback, datetime | None]] = {}  # by event_id
     waiting: dict[str, list[ProviderCallback]] = {}  # by notification id, until its row
     people: dict[str, UserEvent] = {}  # person-level events, by event_id (stored once)
+    incidents: dict[str, IncidentRow] = {}
+    persons: dict[str, PersonRow] = {}
     offsets: dict[tuple[str, int], int] = {}
     try:
         bounds: dict[tuple[str, int], tuple[int, int]] = {}
@@ -181,6 +195,13 @@ async def _rebuild(
                 if isinstance(record, USER_EVENTS):
                     people.setdefault(record.event_id, record)
                     continue
+                if isinstance(record, INCIDENT_EVENTS):
+                    found = incidents.get(record.incident_id)
+                    incidents[record.incident_id] = apply_incident(found, record)
+                    continue
+                if isinstance(record, UserProfile):
+                    persons[record.user_id] = apply_profile(persons.get(record.user_id), record)
+                    continue
                 if not isinstance(record, ROW_EVENTS):
                     skipped += record is None
                     continue
@@ -216,6 +237,10 @@ async def _rebuild(
             [*CALLBACK_COLUMNS, "applied_at"],
             ((*callback_values(c), at) for c, at in callbacks.values()),
         )
+        await _copy(
+            conn, "incident", INCIDENT_COLUMNS, (incident_values(r) for r in incidents.values())
+        )
+        await _copy(conn, "person", PERSON_COLUMNS, (person_values(r) for r in persons.values()))
         await _copy(
             conn,
             "user_event",

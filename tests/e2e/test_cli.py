@@ -148,7 +148,7 @@ def test_migrate_and_show_an_empty_log(notifier_bin: Path, cli_env: dict[str, st
     first = run(notifier_bin, cli_env, "db", "migrate")
     assert first.returncode == 0, first.stderr
     again = run(notifier_bin, cli_env, "db", "migrate")
-    assert "0 applied, 6 already applied" in again.stdout
+    assert "0 applied, 7 already applied" in again.stdout
     log = run(notifier_bin, cli_env, "log", "no-such-incident")
     assert log.returncode == 0, log.stderr
     assert "no notifications recorded for incident no-such-incident" in log.stdout

@@ -240,8 +240,8 @@ class Pipeline:
             return await cursor.fetchone()
 
     async def documented(self, heading: str, incident_id: str) -> list[dict[str, Any]]:
-        """The rows of the query under `heading` in docs/NOTIFICATIONLOG.md that are about
-        `incident_id`, as a reader of the page would run it."""
+        """The rows of the query under `heading` in docs/NOTIFICATIONLOG.md about
+        `incident_id` (put in for <incident-id>), as a reader of the page would run it."""
         import re
 
         import psycopg
@@ -252,9 +252,10 @@ class Pipeline:
         assert query is not None, f"no query under {heading!r}"
         assert self.settings.database_url is not None
         url = self.settings.database_url.get_secret_value()
+        sql = query.group(1).replace("<incident-id>", incident_id)
         async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
-            rows = await (await conn.execute(query.group(1))).fetchall()
-        return [r for r in rows if r.get("incident_id") == incident_id]
+            rows = await (await conn.execute(sql)).fetchall()
+        return [r for r in rows if r.get("incident_id", incident_id) == incident_id]
 
 
 async def eventually(

@@ -44,3 +44,21 @@ async def test_documented_query_runs(pipeline: Pipeline, incident_id: str, query
     about_the_incident = "<incident-id>" in query
     rows = await eventually(run, lambda rs: bool(rs) or not about_the_incident)
     assert rows or not about_the_incident
+
+
+async def test_the_delivery_status_comes_with_names_and_emails(
+    pipeline: Pipeline, incident_id: str
+) -> None:
+    """The seeds' question, one join: who, reached where, for which incident."""
+    rows = await eventually(
+        lambda: pipeline.documented(
+            "An incident's delivery status, with each person's name and email", incident_id
+        ),
+        lambda found: len(found) == 3,
+    )
+    assert sorted((r["name"], r["email"], r["channel"]) for r in rows) == [
+        ("alice", "alice@example.com", "EMAIL"),
+        ("alice", "alice@example.com", "PUSH"),
+        ("bob", "bob@example.com", "EMAIL"),
+    ]
+    assert {(r["title"], r["incident_status"]) for r in rows} == {("db down", "open")}
