@@ -133,34 +133,42 @@ class LagSampler:
                 self._stop.wait(self.every_s)
 
 
-def projection_behind(settings: Settings, conn: Any) -> int:
-    """Events of delivery.events the projection has not stored yet."""
+def projection_behind(
+    settings: Settings, conn: Any, logical: tuple[str, ...] = ("delivery.events",)
+) -> int:
+    """Messages of the `logical` topics the projection has not stored yet."""
     from notifier.topics import full_name
 
-    topic = full_name(settings, "delivery.events")
-    ends = {p: o for p, o in end_offsets(settings, "delivery.events").items() if o}
-    stored: dict[int, int] = dict(
-        conn.execute(
-            "SELECT partition, next_offset FROM projection_offset WHERE topic = %s", (topic,)
-        ).fetchall()
-    )
-    return sum(max(0, o - stored.get(p, 0)) for p, o in ends.items())
+    behind = 0
+    for name in logical:
+        topic = full_name(settings, name)
+        ends = {p: o for p, o in end_offsets(settings, name).items() if o}
+        stored: dict[int, int] = dict(
+            conn.execute(
+                "SELECT partition, next_offset FROM projection_offset WHERE topic = %s", (topic,)
+            ).fetchall()
+        )
+        behind += sum(max(0, o - stored.get(p, 0)) for p, o in ends.items())
+    return behind
 
 
 def _wait_projection(settings: Settings, say: Say, timeout_s: float = 300) -> float:
-    """Wait until the projection's stored offsets reach the end of delivery.events."""
+    """Wait until the projection's stored offsets reach the end of every topic it folds
+    (the users too: a worker's first start projects every profile once, which must not
+    be measured as the cost of notifications)."""
     import psycopg
 
     from projections.database import database_url
+    from projections.notification_log import TOPICS
 
     deadline = time.monotonic() + timeout_s
     with psycopg.connect(database_url(settings), autocommit=True) as conn:
         while True:
-            behind = projection_behind(settings, conn)
+            behind = projection_behind(settings, conn, TOPICS)
             if behind <= 0:
                 return time.time()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"projection still {behind} events behind")
+                raise RuntimeError(f"projection still {behind} messages behind")
             time.sleep(0.1)
 
 
