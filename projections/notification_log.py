@@ -8,7 +8,7 @@ import dataclasses
 import operator
 import typing
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -356,29 +356,47 @@ async def apply_incidents_and_people(conn: AsyncConnection[Any], records: Sequen
     incidents = [r for r in records if isinstance(r, INCIDENT_EVENTS)]
     profiles = [r for r in records if isinstance(r, UserProfile)]
     if incidents:
-        ids = sorted({e.incident_id for e in incidents})
-        cursor = await conn.execute(
-            f"SELECT {', '.join(INCIDENT_COLUMNS)} FROM incident "
-            "WHERE incident_id = ANY(%s) ORDER BY incident_id FOR UPDATE",
-            (ids,),
-        )
-        rows = {r[0]: IncidentRow(*r) for r in await cursor.fetchall()}
-        for event in incidents:
-            rows[event.incident_id] = apply_incident(rows.get(event.incident_id), event)
-        await conn.execute(
-            UPSERT_INCIDENT,
-            as_columns(map(incident_values, rows.values()), len(INCIDENT_COLUMNS)),
-        )
+        await _fold_rows(conn, INCIDENT_FOLD, [(e.incident_id, e) for e in incidents])
     if profiles:
-        users = sorted({p.user_id for p in profiles})
-        cursor = await conn.execute(
-            f"SELECT {', '.join(PERSON_COLUMNS)} FROM person "
-            "WHERE user_id = ANY(%s) ORDER BY user_id FOR UPDATE",
-            (users,),
-        )
-        people = {r[0]: PersonRow(*r) for r in await cursor.fetchall()}
-        for profile in profiles:
-            people[profile.user_id] = apply_profile(people.get(profile.user_id), profile)
-        await conn.execute(
-            UPSERT_PERSON, as_columns(map(person_values, people.values()), len(PERSON_COLUMNS))
-        )
+        await _fold_rows(conn, PERSON_FOLD, [(p.user_id, p) for p in profiles])
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """How one table of rows keyed by one column is read, folded and written back."""
+
+    table: str
+    key: str
+    columns: list[str]
+    row: Callable[..., Any]
+    apply: Callable[[Any, Any], Any]
+    values: Callable[[Any], tuple[Any, ...]]
+    upsert: str
+
+
+INCIDENT_FOLD = _Fold(
+    "incident",
+    "incident_id",
+    INCIDENT_COLUMNS,
+    IncidentRow,
+    apply_incident,
+    incident_values,
+    UPSERT_INCIDENT,
+)
+PERSON_FOLD = _Fold(
+    "person", "user_id", PERSON_COLUMNS, PersonRow, apply_profile, person_values, UPSERT_PERSON
+)
+
+
+async def _fold_rows(
+    conn: AsyncConnection[Any], fold: _Fold, keyed: Sequence[tuple[str, Any]]
+) -> None:
+    cursor = await conn.execute(
+        f"SELECT {', '.join(fold.columns)} FROM {fold.table} "
+        f"WHERE {fold.key} = ANY(%s) ORDER BY {fold.key} FOR UPDATE",
+        (sorted({key for key, _ in keyed}),),
+    )
+    rows = {values[0]: fold.row(*values) for values in await cursor.fetchall()}
+    for key, record in keyed:
+        rows[key] = fold.apply(rows.get(key), record)
+    await conn.execute(fold.upsert, as_columns(map(fold.values, rows.values()), len(fold.columns)))
