@@ -26,6 +26,20 @@ KNOWN_PROVIDERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def assignments(text: str, separator: str, form: str) -> dict[str, str]:
+    """NAME=value items separated by `separator` (blanks ignored), names upper-cased;
+    ValueError naming the expected `form` for an item without '='."""
+    found: dict[str, str] = {}
+    for item in text.replace(" ", "").split(separator):
+        if not item:
+            continue
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"{item!r} is not {form}")
+        found[name.upper()] = value
+    return found
+
+
 class Settings(BaseSettings):
     """Every setting of the notifier; see the README's settings table."""
 
@@ -214,15 +228,11 @@ class Settings(BaseSettings):
     def _split_providers(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        lists: dict[str, tuple[str, ...]] = {}
-        for item in value.replace(" ", "").split(";"):
-            if not item:
-                continue
-            channel, equals, names = item.partition("=")
-            if not equals:
-                raise ValueError(f"{item!r} is not CHANNEL=provider,...; e.g. EMAIL=smtp,sendgrid")
-            lists[channel.upper()] = tuple(n.lower() for n in names.split(",") if n)
-        return lists
+        found = assignments(value, ";", "CHANNEL=provider,...; e.g. EMAIL=smtp,sendgrid")
+        return {
+            channel: tuple(n.lower() for n in names.split(",") if n)
+            for channel, names in found.items()
+        }
 
     @field_validator("providers")
     @classmethod
@@ -273,15 +283,8 @@ class Settings(BaseSettings):
     def _split_timeouts(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        found: dict[str, float] = {}
-        for item in value.replace(" ", "").replace(";", ",").split(","):
-            if not item:
-                continue
-            channel, equals, seconds = item.partition("=")
-            if not equals:
-                raise ValueError(f"{item!r} is not CHANNEL=seconds; e.g. VOICE=30,SMS=5")
-            found[channel.upper()] = float(seconds)
-        return found
+        found = assignments(value.replace(";", ","), ",", "CHANNEL=seconds; e.g. VOICE=30,SMS=5")
+        return {channel: float(seconds) for channel, seconds in found.items()}
 
     @field_validator("send_timeouts")
     @classmethod
@@ -300,17 +303,8 @@ class Settings(BaseSettings):
     def _split_schedules(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        found: dict[str, tuple[int, ...]] = {}
-        for item in value.replace(" ", "").split(";"):
-            if not item:
-                continue
-            priority, equals, delays = item.partition("=")
-            if not equals:
-                raise ValueError(
-                    f"{item!r} is not PRIORITY=delay,...; e.g. CRITICAL=10,20,40;LOW=300"
-                )
-            found[priority.upper()] = tuple(int(d) for d in delays.split(",") if d)
-        return found
+        found = assignments(value, ";", "PRIORITY=delay,...; e.g. CRITICAL=10,20,40;LOW=300")
+        return {p: tuple(int(d) for d in delays.split(",") if d) for p, delays in found.items()}
 
     @field_validator("retry_schedules")
     @classmethod
