@@ -21,6 +21,7 @@ from notifier.domain.dispatch import IncidentMemory
 from notifier.domain.throttle import parse_throttles
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name
+from processors.batch_handling import handle_until_done
 from processors.batches import arrived_batches
 from processors.channels import ChannelSender
 from processors.directory import UserDirectory
@@ -405,6 +406,9 @@ def create_app(
 
     app.timer(1.0)(skipped_messages)  # each second: a skip is read again within ~3 s
 
+    async def dead_letter_handled(event: Any, error: BaseException) -> None:
+        await emitter.dead_letter(event, "handle", error)
+
     for channel, sender in senders.items():
 
         async def deliver(stream: Any, sender: ChannelSender = sender) -> None:
@@ -414,7 +418,7 @@ def create_app(
             # closed with the agent, so its reader stops taking events nobody will handle
             async with contextlib.aclosing(batches):
                 async for events in batches:
-                    await sender.handle(events)
+                    await handle_until_done(events, sender.handle, dead_letter_handled)
                     for event in events:
                         event.ack()
 
