@@ -13,6 +13,7 @@ from notifier.domain.failures import Failure, FailureKind
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 REFRESH_BEFORE = timedelta(minutes=5)  # a token this close to its expiry is replaced first
+REFRESH_TIMEOUT_S = 10.0  # google-auth's default is 120 s: a blackholed endpoint held threads
 
 
 class ServiceAccountTokens:
@@ -34,7 +35,7 @@ class ServiceAccountTokens:
                 f"fcm: service account file {key_file} unusable: {exc}",
             ) from exc
         self._now = now or (lambda: datetime.now(UTC))
-        self._lock = asyncio.Lock()
+        self._refreshing: asyncio.Future[None] | None = None
 
     def _fresh(self) -> bool:
         token, expiry = self.credentials.token, self.credentials.expiry
@@ -46,9 +47,11 @@ class ServiceAccountTokens:
     async def token(self) -> str:
         """A token valid for at least REFRESH_BEFORE more."""
         if not self._fresh():
-            async with self._lock:
-                if not self._fresh():
-                    await asyncio.to_thread(self._refresh)
+            # one refresh for every send waiting, shielded: a send given up on (its
+            # timeout) must not leave the thread running and start another
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.ensure_future(asyncio.to_thread(self._refresh))
+            await asyncio.shield(self._refreshing)
         return str(self.credentials.token)
 
     def forget(self) -> None:
@@ -59,10 +62,22 @@ class ServiceAccountTokens:
         from google.auth.exceptions import RefreshError, TransportError
         from google.auth.transport.requests import Request
 
+        transport = Request()
+
+        def request(*args: Any, **kwargs: Any) -> Any:
+            # google-auth calls its transport as a function; the timeout is cut to ours
+            kwargs["timeout"] = min(kwargs.get("timeout") or REFRESH_TIMEOUT_S, REFRESH_TIMEOUT_S)
+            return transport(*args, **kwargs)
+
         try:
-            self.credentials.refresh(Request())
-        except RefreshError as exc:  # the account or its key was refused: not worth retrying
-            raise ProviderError(
+            self.credentials.refresh(request)
+        except RefreshError as exc:
+            if getattr(exc, "retryable", False):  # the token endpoint's 5xx or 429: transient
+                raise ProviderError(
+                    Failure(FailureKind.HTTP, 503),
+                    f"fcm: token endpoint unavailable: {exc}",
+                ) from exc
+            raise ProviderError(  # the account or its key was refused: a configuration error
                 Failure(FailureKind.HTTP, 401, "THIRD_PARTY_AUTH_ERROR"),
                 f"fcm: no access token from the service account: {exc}",
             ) from exc

@@ -158,3 +158,27 @@ async def test_every_device_gets_the_push_and_unregistered_ones_are_dropped(
     assert delivered == ["phone-1", "phone-1", "phone-2", "phone-2"]
     assert gone.value.category is known.value.category is FailureCategory.PERMANENT
     assert len(await requests_of(control, "fcm")) == len(asked)  # nobody was asked again
+
+
+async def test_a_token_endpoint_outage_is_transient(
+    sandbox: dict[str, str], control: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Google's token endpoint answering 503 is worth a retry, not a configuration error."""
+    key_file, email, public = service_account(sandbox, tmp_path)
+    await control.put(
+        "/_sandbox/google/service-accounts", json={"client_email": email, "public_key_pem": public}
+    )
+    await control.put("/_sandbox/faults/google", json={"fail_next": 10, "status": 503})
+    push = build_provider(
+        Channel.PUSH,
+        "fcm",
+        settings_for(sandbox, fcm_service_account_file=key_file, fcm_access_token=None),
+    )
+    try:
+        with pytest.raises(ProviderError) as unavailable:
+            await push.send(command(Channel.PUSH, sandbox))
+    finally:
+        await push.close()
+        await control.delete("/_sandbox/faults/google")
+    assert unavailable.value.category is FailureCategory.TRANSIENT
+    assert await requests_of(control, "fcm") == []
