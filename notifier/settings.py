@@ -372,7 +372,7 @@ class Settings(BaseSettings):
             elif isinstance(value, tuple):
                 text = ",".join(str(v) for v in value)
             elif isinstance(value, dict) and all(isinstance(v, tuple) for v in value.values()):
-                text = ";".join(f"{k}={','.join(v)}" for k, v in value.items())
+                text = ";".join(f"{k}={','.join(map(str, v))}" for k, v in value.items())
             elif isinstance(value, dict):
                 text = ",".join(f"{k}={v}" for k, v in value.items())
             else:

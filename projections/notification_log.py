@@ -29,6 +29,7 @@ from notifier.domain.incident_status import (
     INCIDENT_EVENTS,
     IncidentRow,
     PersonRow,
+    ProfileDeleted,
     apply_incident,
     apply_profile,
 )
@@ -200,7 +201,9 @@ def user_event_values(event: UserEvent) -> tuple[Any, ...]:
 UPSERT_OFFSET = (
     "INSERT INTO projection_offset (projection, topic, partition, next_offset) "
     "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) "
-    "DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+    # never backwards: a batch that waited out a rebuild must not undo the rebuild's offsets
+    "DO UPDATE SET next_offset = GREATEST(projection_offset.next_offset, EXCLUDED.next_offset), "
+    "updated_at = now()"
 )
 
 
@@ -228,7 +231,9 @@ def by_provider_time(callback: ProviderCallback) -> tuple[Any, str]:
 async def load_offsets(
     conn: AsyncConnection[Any], topics: Iterable[str]
 ) -> dict[tuple[str, int], int]:
-    """Stored next offsets of this projection, by (topic, partition)."""
+    """Stored next offsets of this projection, by (topic, partition); waits for a rebuild
+    in progress (whose offsets are not stored yet)."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
     cursor = await conn.execute(
         "SELECT topic, partition, next_offset FROM projection_offset "
         "WHERE projection = %s AND topic = ANY(%s)",
@@ -354,7 +359,7 @@ async def apply_incidents_and_people(conn: AsyncConnection[Any], records: Sequen
     """Fold the batch's incident events and user profiles into `incident` and `person`, in
     the order read (rows locked, read once, written once)."""
     incidents = [r for r in records if isinstance(r, INCIDENT_EVENTS)]
-    profiles = [r for r in records if isinstance(r, UserProfile)]
+    profiles = [r for r in records if isinstance(r, UserProfile | ProfileDeleted)]
     if incidents:
         await _fold_rows(conn, INCIDENT_FOLD, [(e.incident_id, e) for e in incidents])
     if profiles:
@@ -399,4 +404,9 @@ async def _fold_rows(
     rows = {values[0]: fold.row(*values) for values in await cursor.fetchall()}
     for key, record in keyed:
         rows[key] = fold.apply(rows.get(key), record)
-    await conn.execute(fold.upsert, as_columns(map(fold.values, rows.values()), len(fold.columns)))
+    kept = [row for row in rows.values() if row is not None]
+    gone = [key for key, row in rows.items() if row is None]  # deleted by a tombstone
+    if kept:
+        await conn.execute(fold.upsert, as_columns(map(fold.values, kept), len(fold.columns)))
+    if gone:
+        await conn.execute(f"DELETE FROM {fold.table} WHERE {fold.key} = ANY(%s)", (gone,))

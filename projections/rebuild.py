@@ -21,6 +21,7 @@ from notifier.domain.incident_status import (
     INCIDENT_EVENTS,
     IncidentRow,
     PersonRow,
+    ProfileDeleted,
     apply_incident,
     apply_profile,
 )
@@ -154,7 +155,8 @@ async def _rebuild(
     waiting: dict[str, list[ProviderCallback]] = {}  # by notification id, until its row
     people: dict[str, UserEvent] = {}  # person-level events, by event_id (stored once)
     incidents: dict[str, IncidentRow] = {}
-    persons: dict[str, PersonRow] = {}
+    persons: dict[str, PersonRow | None] = {}  # None: deleted by a tombstone
+    users_topic = full_name(settings, "users")
     offsets: dict[tuple[str, int], int] = {}
     try:
         bounds: dict[tuple[str, int], tuple[int, int]] = {}
@@ -181,6 +183,8 @@ async def _rebuild(
                 if offset + 1 >= left[tp]:
                     del left[tp]
                 record = _decode(codec, msg.value())
+                if msg.value() is None and tp[0] == users_topic and msg.key():
+                    record = ProfileDeleted(bytes(msg.key() or b"").decode(errors="replace"))
                 if isinstance(record, ProviderCallback):
                     if record.event_id in callbacks:
                         continue  # the same callback again: stored and folded once
@@ -199,7 +203,7 @@ async def _rebuild(
                     found = incidents.get(record.incident_id)
                     incidents[record.incident_id] = apply_incident(found, record)
                     continue
-                if isinstance(record, UserProfile):
+                if isinstance(record, UserProfile | ProfileDeleted):
                     persons[record.user_id] = apply_profile(persons.get(record.user_id), record)
                     continue
                 if not isinstance(record, ROW_EVENTS):
@@ -240,7 +244,9 @@ async def _rebuild(
         await _copy(
             conn, "incident", INCIDENT_COLUMNS, (incident_values(r) for r in incidents.values())
         )
-        await _copy(conn, "person", PERSON_COLUMNS, (person_values(r) for r in persons.values()))
+        await _copy(
+            conn, "person", PERSON_COLUMNS, (person_values(r) for r in persons.values() if r)
+        )
         await _copy(
             conn,
             "user_event",

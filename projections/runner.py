@@ -19,6 +19,7 @@ from mode import Service
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
+from notifier.domain.incident_status import ProfileDeleted
 from notifier.settings import Settings
 from notifier.topics import full_name
 from processors.metrics import projected
@@ -81,6 +82,7 @@ class ProjectionRunner(Service):
         self.database_url = database_url
         self.dead_letter = dead_letter
         self.topics = [full_name(settings, t) for t in TOPICS]
+        self.users_topic = full_name(settings, "users")
         self._consumer: AIOKafkaConsumer | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # the rebalance listener (reading offsets) and the batch loop share the connection,
@@ -248,6 +250,8 @@ class ProjectionRunner(Service):
         await self.dead_letter(msg, "project", error)
 
     async def _decode(self, msg: Any) -> Any:
+        if msg.value is None and msg.topic == self.users_topic and msg.key:
+            return ProfileDeleted(msg.key.decode(errors="replace"))  # a person deleted
         try:
             record = self.codec.decode(msg.value)
         except ContractError as exc:

@@ -87,8 +87,19 @@ def apply_incident(row: IncidentRow | None, event: IncidentEvent) -> IncidentRow
     return replace(row, resolved_at=at, resolved_by=event.by_user_id)
 
 
-def apply_profile(row: PersonRow | None, profile: UserProfile) -> PersonRow:
-    """`row` after `profile`: the newer profile wins (a replayed older one changes nothing)."""
+@dataclass(frozen=True)
+class ProfileDeleted:
+    """A tombstone on the compacted users topic: the person is gone, and so are their
+    contact details."""
+
+    user_id: str
+
+
+def apply_profile(row: PersonRow | None, profile: UserProfile | ProfileDeleted) -> PersonRow | None:
+    """`row` after `profile`: the newer profile wins (a replayed older one changes nothing);
+    a deletion leaves no row."""
+    if isinstance(profile, ProfileDeleted):
+        return None
     if row is not None and profile.updated_at < row.updated_at:
         return row
     return PersonRow(

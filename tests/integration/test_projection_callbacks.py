@@ -533,3 +533,25 @@ async def test_an_event_the_database_refuses_is_dead_lettered_and_the_rest_proje
                 assert stored is not None and stored[0] == 8  # every message, the poison too
         finally:
             await runner.stop()
+
+
+async def test_people_are_kept_as_their_latest_profile_and_forgotten_when_deleted(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    """A tombstone on the users topic removes the person's contact details from SQL."""
+    from notifier.contracts.records import UserProfile
+    from notifier.domain.incident_status import ProfileDeleted
+
+    user = f"u-{uuid.uuid4().hex[:8]}"
+
+    def profile(s: int, email: str) -> UserProfile:
+        return UserProfile(user_id=user, name="Dee", updated_at=at(s), email=email)
+
+    async def person() -> tuple[Any, ...] | None:
+        cursor = await conn.execute("SELECT name, email FROM person WHERE user_id = %s", (user,))
+        return await cursor.fetchone()
+
+    await fold(conn, profile(10, "dee@example.com"), profile(5, "old@example.com"))
+    assert await person() == ("Dee", "dee@example.com")  # the newer profile, whatever the order
+    await fold(conn, ProfileDeleted(user))  # type: ignore[arg-type]
+    assert await person() is None

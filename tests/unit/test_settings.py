@@ -58,6 +58,9 @@ def test_per_channel_timeouts_and_per_priority_schedules(
     assert settings.retry_delays("LOW") == (300,)
     assert settings.retry_delays("HIGH") == (30, 60)
     assert settings.every_retry_delay == (10, 20, 30, 40, 60, 80, 300)  # one delay topic each
+    shown = settings.masked()  # what `notifier config` prints
+    assert shown["retry_schedules"] == "CRITICAL=10,20,40,80;LOW=300"
+    assert shown["send_timeouts"] == "VOICE=30.0,SMS=4.5"
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from notifier.contracts.records import (
 )
 from notifier.domain.incident_status import (
     IncidentEvent,
+    ProfileDeleted,
     apply_incident,
     apply_profile,
 )
@@ -92,8 +93,12 @@ def profile(s: int, name: str) -> UserProfile:
     return UserProfile(user_id="u1", name=name, updated_at=at(s), email="u1@example.com")
 
 
-def test_the_newer_profile_wins() -> None:
+def test_the_newer_profile_wins_and_a_deletion_leaves_nothing() -> None:
     newer = apply_profile(None, profile(10, "Ann"))
-    assert apply_profile(newer, profile(5, "Old")).name == "Ann"  # replayed older one
-    assert apply_profile(newer, profile(20, "Ann B.")).name == "Ann B."
+    assert newer is not None
     assert newer.email == "u1@example.com" and newer.time_zone == "UTC"
+    older = apply_profile(newer, profile(5, "Old"))  # replayed older one
+    renamed = apply_profile(newer, profile(20, "Ann B."))
+    assert older is not None and older.name == "Ann"
+    assert renamed is not None and renamed.name == "Ann B."
+    assert apply_profile(newer, ProfileDeleted("u1")) is None
