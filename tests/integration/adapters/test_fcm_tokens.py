@@ -62,17 +62,18 @@ async def control(sandbox: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def push_twice(sandbox: dict[str, str], key_file: Path) -> None:
-    push = build_provider(
+async def push(sandbox: dict[str, str], key_file: Path, times: int = 1) -> None:
+    """Push `times` through an FCM adapter whose tokens come from `key_file`."""
+    fcm = build_provider(
         Channel.PUSH,
         "fcm",
         settings_for(sandbox, fcm_service_account_file=key_file, fcm_access_token=None),
     )
     try:
-        for _ in range(2):
-            assert await push.send(command(Channel.PUSH, sandbox))
+        for _ in range(times):
+            assert await fcm.send(command(Channel.PUSH, sandbox))
     finally:
-        await push.close()
+        await fcm.close()
 
 
 async def requests_of(control: httpx.AsyncClient, provider: str) -> list[dict[str, Any]]:
@@ -100,7 +101,7 @@ async def test_tokens_are_minted_from_the_service_account_and_refreshed(
         json={"client_email": email, "public_key_pem": public, "token_lifetime_s": lifetime_s},
     )
     assert registered.status_code == 200
-    await push_twice(sandbox, key_file)
+    await push(sandbox, key_file, times=2)
     tokens = await requests_of(control, "google")
     assert [(r["status"], r["to"]) for r in tokens] == [(200, email)] * minted
     assert [r["status"] for r in await requests_of(control, "fcm")] == [200, 200]
@@ -110,16 +111,8 @@ async def test_an_account_google_does_not_know_is_a_configuration_error(
     sandbox: dict[str, str], control: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     key_file, _, _ = service_account(sandbox, tmp_path)  # never registered
-    push = build_provider(
-        Channel.PUSH,
-        "fcm",
-        settings_for(sandbox, fcm_service_account_file=key_file, fcm_access_token=None),
-    )
-    try:
-        with pytest.raises(ProviderError) as refused:
-            await push.send(command(Channel.PUSH, sandbox))
-    finally:
-        await push.close()
+    with pytest.raises(ProviderError) as refused:
+        await push(sandbox, key_file)
     assert refused.value.category is FailureCategory.CONFIGURATION
     assert "no access token" in refused.value.reason
     assert await requests_of(control, "fcm") == []  # FCM itself was never called
@@ -130,16 +123,16 @@ async def test_every_device_gets_the_push_and_unregistered_ones_are_dropped(
 ) -> None:
     """Tokens starting 'stale-' are unregistered in the sandbox: the live devices get the
     push, the stale one is asked once and then no more; with none left it is permanent."""
-    push = build_provider(Channel.PUSH, "fcm", settings_for(sandbox))
+    fcm = build_provider(Channel.PUSH, "fcm", settings_for(sandbox))
     devices = {"tokens": "phone-1,stale-tablet,phone-2"}
     try:
         for _ in range(2):
-            sent = await push.send(
+            sent = await fcm.send(
                 command(Channel.PUSH, sandbox, address="phone-1", address_params=devices)
             )
             assert sent.startswith("projects/")
         with pytest.raises(ProviderError) as gone:
-            await push.send(
+            await fcm.send(
                 command(
                     Channel.PUSH,
                     sandbox,
@@ -149,9 +142,9 @@ async def test_every_device_gets_the_push_and_unregistered_ones_are_dropped(
             )
         asked = await requests_of(control, "fcm")
         with pytest.raises(ProviderError) as known:  # none left to ask
-            await push.send(command(Channel.PUSH, sandbox, address="stale-a"))
+            await fcm.send(command(Channel.PUSH, sandbox, address="stale-a"))
     finally:
-        await push.close()
+        await fcm.close()
     # three devices, then the two live ones, then both stale ones of the other person
     assert len(asked) == 3 + 2 + 2
     delivered = sorted(r["to"] for r in asked if r["status"] == 200)
@@ -169,16 +162,10 @@ async def test_a_token_endpoint_outage_is_transient(
         "/_sandbox/google/service-accounts", json={"client_email": email, "public_key_pem": public}
     )
     await control.put("/_sandbox/faults/google", json={"fail_next": 10, "status": 503})
-    push = build_provider(
-        Channel.PUSH,
-        "fcm",
-        settings_for(sandbox, fcm_service_account_file=key_file, fcm_access_token=None),
-    )
     try:
         with pytest.raises(ProviderError) as unavailable:
-            await push.send(command(Channel.PUSH, sandbox))
+            await push(sandbox, key_file)
     finally:
-        await push.close()
         await control.delete("/_sandbox/faults/google")
     assert unavailable.value.category is FailureCategory.TRANSIENT
     assert await requests_of(control, "fcm") == []
