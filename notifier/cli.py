@@ -458,6 +458,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Faust log level: debug, info, warn.")] = "info",
 ) -> None:
     """Run the pipeline: the dispatcher and one agent per channel (Faust worker)."""
+    from adapters.base import ProviderError
     from notifier.contracts.factory import RegistryNotConfiguredError
     from notifier.contracts.registry import RegistryUnavailableError
     from processors.app import run_worker
@@ -474,6 +475,7 @@ def worker(
         RegistryUnavailableError,
         DatabaseNotConfiguredError,
         UntestedVersionError,
+        ProviderError,  # a provider set up wrong at start: an unusable FCM key file
     ) as exc:
         raise fail(str(exc)) from exc
 

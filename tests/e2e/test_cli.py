@@ -216,3 +216,15 @@ def test_the_log_tells_alerts_notices_and_repeats_apart(
         ("alert", ""),
         ("alert", "2"),
     ]
+
+
+def test_the_worker_refuses_an_unusable_fcm_key_with_a_clear_error(
+    notifier_bin: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    key = tmp_path / "service-account.json"
+    key.write_text("REPLACE_ME")  # the Kubernetes placeholder, never replaced
+    env = {**cli_env, "NOTIFIER_FCM_SERVICE_ACCOUNT_FILE": str(key), "NOTIFIER_METRICS_PORT": "0"}
+    started = run(notifier_bin, env, "worker", timeout=120)
+    assert started.returncode == 1
+    assert "error:" in started.stderr and "service account file" in started.stderr
+    assert "Traceback" not in started.stderr

@@ -164,3 +164,14 @@ def test_autoscaler_targets_the_bridge_only() -> None:
     for autoscaler in autoscalers:
         assert autoscaler["spec"]["scaleTargetRef"]["name"] == "notifier-bridge"
     assert "replicas" not in one("Deployment", "notifier-bridge")["spec"]  # the HPA owns it
+
+
+def test_workers_mint_fcm_tokens_from_a_mounted_service_account() -> None:
+    path = config()["NOTIFIER_FCM_SERVICE_ACCOUNT_FILE"]
+    worker = one("Deployment", "notifier-worker")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in worker["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in worker["volumes"]}
+    assert path.startswith(mounts["fcm-service-account"] + "/")
+    secret = volumes["fcm-service-account"]["secret"]["secretName"]
+    assert Path(path).name in one("Secret", secret)["stringData"]
+    assert "NOTIFIER_FCM_ACCESS_TOKEN" not in one("Secret", "notifier-secrets")["stringData"]
