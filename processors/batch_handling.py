@@ -4,6 +4,7 @@ command set aside, never a batch left half-handled and unacknowledged."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,38 +33,31 @@ async def handle_until_done(
 
     An agent whose handler raised used to stop with its batch unacknowledged: commits halted
     at the first of them, and everything after was handled again at the next rebalance."""
+    try:
+        await _waiting_out_kafka(functools.partial(handle, events), sleep)
+        return
+    except Exception:
+        log.exception("a batch of %d commands failed; handling each alone", len(events))
+    for event in events:
+        try:
+            await _waiting_out_kafka(functools.partial(handle, [event]), sleep)
+        except Exception as exc:
+            await dead_letter(event, exc)
+
+
+async def _waiting_out_kafka(
+    call: Callable[[], Awaitable[None]], sleep: Callable[[float], Awaitable[None]]
+) -> None:
+    """`call()` again with backoff while Kafka is out; any other error is raised."""
     attempt = 0
     while True:
         try:
-            await handle(events)
+            await call()
             return
         except Exception as exc:
             if not is_kafka_outage(exc):
-                log.exception("a batch of %d commands failed; handling each alone", len(events))
-                break
+                raise
             delay = KAFKA_BACKOFF_S[min(attempt, len(KAFKA_BACKOFF_S) - 1)]
-            log.warning("Kafka unavailable (%s); the batch again in %s s", exc, delay)
+            log.warning("Kafka unavailable (%s); trying again in %s s", exc, delay)
             attempt += 1
             await sleep(delay)
-    for event in events:
-        await handle_until_done_alone(event, handle, dead_letter, sleep)
-
-
-async def handle_until_done_alone(
-    event: Any,
-    handle: Callable[[list[Any]], Awaitable[None]],
-    dead_letter: Callable[[Any, BaseException], Awaitable[None]],
-    sleep: Callable[[float], Awaitable[None]],
-) -> None:
-    """One command: Kafka waited out, any other failure dead-lettered (stage handle)."""
-    attempt = 0
-    while True:
-        try:
-            await handle([event])
-            return
-        except Exception as exc:
-            if not is_kafka_outage(exc):
-                await dead_letter(event, exc)
-                return
-            await sleep(KAFKA_BACKOFF_S[min(attempt, len(KAFKA_BACKOFF_S) - 1)])
-            attempt += 1

@@ -128,6 +128,7 @@ class Emitter:
 
 
 def _log_failed_send(delivered: asyncio.Future[Any]) -> None:
-    # the producer retries on its own; what still fails is said loudly, never silently lost
+    # the producer retries on its own; what still fails is said loudly. Faust's commit
+    # does not learn of it (its flush does not raise), so the input may be committed
     if not delivered.cancelled() and delivered.exception() is not None:
         log.error("record not written to Kafka: %r", delivered.exception())
