@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,10 +28,11 @@ from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
 from processors.emitter import Emitter
 from processors.endpoint import WorkerEndpoint
 from processors.escalation import escalate, may_change_decisions
-from processors.offsets import never_commit_past_unprocessed, read_skipped_again
+from processors.kafka_transport import BROKER_SCHEME, require_fixed_transport
+from processors.offsets import read_skipped_again
 from processors.partitioner import CachedMurmur2Partitioner
-from processors.patching import patchable
 from processors.retry import RetryScheduler
+from processors.table_recovery import SeekFirstTableManager
 from processors.throttle import TABLE as THROTTLE_TABLE
 from processors.throttle import throttle
 from processors.versions import require_tested_versions
@@ -52,195 +52,6 @@ class ProviderConnections(Service):
             await provider.close()
 
 
-class ActivePartitions:
-    """Faust's live set of active partitions as aiokafka's fetcher reads it: membership
-    follows the set as Faust changes it, and it is never falsy (aiokafka reads a falsy
-    partition set as "every assigned partition")."""
-
-    def __init__(self, live: set[Any]) -> None:
-        self.live = live
-
-    def __contains__(self, tp: object) -> bool:
-        return tp in self.live
-
-    def __bool__(self) -> bool:
-        return True
-
-
-def fetch_only_active_partitions() -> None:
-    """Stop Faust's fetcher from consuming records of partitions Faust has paused.
-
-    Faust (faust-streaming 0.15, aiokafka driver) hands aiokafka its own live set of active
-    partitions, and aiokafka's `fetched_records` reads an empty set as "every assigned
-    partition". Faust empties that set while a fetch may be waiting (up to 1 s): on revoke,
-    on assignment, and between the end of table recovery and the resume of the stream
-    partitions. The fetch then returns records of paused partitions (changelogs, topics),
-    Faust drops them, and aiokafka's position has already moved past them. Faust's re-seek
-    moves only partitions with a committed offset, so a changelog partition stays past the
-    records its recovery waits for (the worker keeps its partitions and consumes nothing
-    until the next rebalance: "No event received for active tp ... since recovery start"),
-    and a topic partition with nothing committed yet skips messages, which the next commit
-    then passes for good.
-
-    Here each fetch asks for Faust's active partitions through a view that follows the live
-    set but is never "empty" to aiokafka (an empty set then means nothing, not everything),
-    and whatever comes back for a partition that is no longer active is put back (seek to
-    its first record) for when it is resumed. The view must stay live: a copy taken when the
-    fetch starts misses partitions Faust makes active while it waits, and those waited out
-    the 1 s fetch timeout (p50 incident -> provider request 2.3 s at 50 incidents/s, 41 ms
-    live; make bench). Replaces `AIOKafkaConsumerThread._fetch_records` of the versions it
-    was written against; any other version is left alone, with a warning.
-    """
-    from aiokafka.errors import ConsumerStoppedError, IllegalStateError
-    from faust.transport.drivers import aiokafka as driver
-
-    thread: Any = driver.AIOKafkaConsumerThread
-    if not patchable(thread, "_fetch_only_active", "fetch"):
-        return
-    fetch_all = thread._fetch_records
-
-    async def fetch(
-        self: Any,
-        consumer: Any,
-        active_partitions: set[Any] | None,
-        timeout: float | None = None,  # noqa: ASYNC109 (the name Faust calls it with)
-        max_records: int | None = None,
-    ) -> Any:
-        faust_consumer = self.consumer
-        if active_partitions is None:  # a client-only app: every partition is wanted
-            return await fetch_all(self, consumer, None, timeout, max_records)
-        if not faust_consumer.flow_active or not active_partitions:
-            return {}
-        partitions = ActivePartitions(active_partitions)
-        fetcher = consumer._fetcher
-        if consumer._closed or fetcher._closed:
-            raise ConsumerStoppedError()
-        with fetcher._subscriptions.fetch_context():
-            records: dict[Any, list[Any]] = await fetcher.fetched_records(
-                partitions, timeout=timeout, max_records=max_records
-            )
-        # what Faust would drop (as its getmany decides) goes back to be fetched again
-        for tp in list(records):
-            if faust_consumer.flow_active and (
-                tp in faust_consumer._active_partitions or tp in faust_consumer._buffered_partitions
-            ):
-                continue
-            first = records.pop(tp)[0].offset
-            with contextlib.suppress(IllegalStateError):  # revoked: its next owner reads it
-                consumer.seek(tp, first)
-                log.debug("records of paused %s put back at offset %d", tp, first)
-        return records
-
-    thread._fetch_records = fetch
-    thread._fetch_only_active = True
-
-
-def commit_before_forgetting_revoked() -> None:
-    """Commit what the streams acknowledged on the revoked partitions before Faust forgets it.
-
-    Faust (faust-streaming 0.15, `Consumer.on_partitions_revoked`) drops its bookkeeping of
-    the revoked partitions (acknowledged offsets, gaps, last committed offset) first and only
-    then calls the app's handler, which waits for the events in flight and commits: that
-    commit finds nothing acknowledged and commits nothing (faust #502). With the default
-    eager assignment every partition is revoked at every rebalance, so whatever was handled
-    since the last periodic commit (`broker_commit_interval`, 2.8 s; the first one only 5.6 s
-    after the worker starts, so nothing at all in a short first generation) was handled again
-    by the partition's next owner: a provider request sent again for each of them.
-
-    Here the handler runs first, with the bookkeeping intact, and the revoked partitions are
-    forgotten after it has committed. Replaces `Consumer.on_partitions_revoked` of the
-    versions it was written against; any other version is left alone, with a warning.
-    """
-    from faust.transport import consumer as base
-    from faust.utils.tracing import traced_from_parent_span
-
-    cls: Any = base.Consumer
-    if not patchable(cls, "_commit_before_forgetting", "revoke commit"):
-        return
-
-    @Service.transitions_to(base.CONSUMER_PARTITIONS_REVOKED)
-    async def on_partitions_revoked(self: Any, revoked: set[Any]) -> None:
-        span = self.app._start_span_from_rebalancing("on_partitions_revoked")
-        traced = traced_from_parent_span(span)
-        with span:
-            if self._active_partitions is not None:
-                self._active_partitions.difference_update(revoked)
-            self._paused_partitions.difference_update(revoked)
-            try:
-                # waits for the events in flight, then commits what was acknowledged
-                await traced(self._on_partitions_revoked, partitions=revoked)(revoked)
-            finally:
-                for tp in revoked:
-                    self._gap.pop(tp, None)
-                    self._acked.pop(tp, None)
-                    self._acked_index.pop(tp, None)
-                    self._read_offset.pop(tp, None)
-                    self._committed_offset.pop(tp, None)
-
-    cls.on_partitions_revoked = on_partitions_revoked
-    cls._commit_before_forgetting = True
-
-
-def seek_streams_before_resuming() -> None:
-    """Seek the stream partitions to their committed offsets before resuming them, not after.
-
-    Faust (faust-streaming 0.15, `Recovery.on_recovery_completed`) resumes the stream
-    partitions and only then seeks them to their committed offsets. When no table needed
-    recovering the flow is already active, so the fetcher reads the resumed partitions at
-    once; what the agents handle before the seek lands is read again after it (the seek
-    also resets Faust's read offsets) and handled a second time by the same worker: a
-    provider request sent twice. Here the partitions are seeked while still paused, then
-    resumed. Replaces `Recovery.on_recovery_completed` of the versions it was written
-    against; any other version is left alone, with a warning.
-    """
-    from faust.tables.recovery import Recovery
-
-    cls: Any = Recovery
-    if not patchable(cls, "_seeks_before_resuming", "resume seek"):
-        return
-
-    async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
-        app = self.app
-        consumer = app.consumer
-        self.log.info("Restore complete!")
-        await app.on_rebalance_complete.send()
-        self._set_recovery_ended()
-        callbacks = [
-            asyncio.ensure_future(
-                table.on_recovery_completed(
-                    self.actives_for_table[table], self.standbys_for_table[table]
-                )
-            )
-            for table in self.tables.values()
-        ]
-        if callbacks:
-            await asyncio.wait(callbacks)
-        assignment = consumer.assignment()
-        if app.consumer_generation_id != generation_id:
-            self.log.warning(
-                "Recovery rebalancing again app id %s param %s",
-                app.consumer_generation_id,
-                generation_id,
-            )
-            return
-        if assignment:
-            self.log.info("Seek stream partitions to committed offsets.")
-            await self._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
-        consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
-        self.completed.set()
-        app.flow_control.resume()
-        consumer.resume_flow()
-        await app._fetcher.maybe_start()
-        self.tables.on_actives_ready()
-        if not app.assignor.assigned_standbys():
-            self.tables.on_standbys_ready()
-        app.on_rebalance_end()
-        self.log.info("Worker ready")
-
-    cls.on_recovery_completed = on_recovery_completed
-    cls._seeks_before_resuming = True
-
-
 def create_app(
     settings: Settings,
     *,
@@ -249,17 +60,16 @@ def create_app(
 ) -> faust.App:
     """The Faust app with the dispatcher and one agent per channel (`providers`: each
     channel's providers in failover order; built from the settings when not given)."""
-    require_tested_versions()  # the fixes below are for these releases only
+    # the transport's and the table manager's fixes are written for these releases only
+    require_tested_versions()
     codec = codec or build_codec(settings)
-    fetch_only_active_partitions()
-    commit_before_forgetting_revoked()
-    seek_streams_before_resuming()
-    never_commit_past_unprocessed()
-    brokers = [f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")]
+    require_fixed_transport()
+    brokers = [f"{BROKER_SCHEME}://{host}" for host in settings.kafka_bootstrap.split(",")]
     app = faust.App(
         f"{settings.topic_prefix}notifier",
         broker=brokers,
         store="memory://",
+        TableManager=SeekFirstTableManager,
         autodiscover=False,
         web_enabled=False,
         datadir=str(settings.stack_dir / "faust"),
@@ -275,7 +85,7 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         # no standby table replicas: a new owner rebuilds its tables from the changelog. They
         # were turned off while a scale test with 2-3 workers stalled (6 of 9 runs with them,
-        # about 1 in 3 without); the cause was the fetch bug that fetch_only_active_partitions
+        # about 1 in 3 without); the cause was the fetch bug that ActiveOnlyConsumerThread
         # works around, and standbys have not been measured again since
         table_standby_replicas=0,
         # no agent concurrency > 1: it can commit past in-flight messages (faust #606)
