@@ -349,6 +349,9 @@ def teams(payload: Any) -> Reply:
         or card.get("content", {}).get("type") != "AdaptiveCard"
     ):
         return bad
+    # the card itself against Microsoft's published Adaptive Card schema
+    if spec_validation.adaptive_card_violation(card["content"]) is not None:
+        return bad
     texts = [b.get("text") for b in card["content"].get("body", [])]
     return 200, "1", {}, {"title": texts[0] if texts else None}
 

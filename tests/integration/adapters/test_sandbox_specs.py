@@ -1,4 +1,4 @@
-"""Over a socket, the sandbox checks SendGrid and FCM request bodies against the providers'
+"""Over a socket, the sandbox checks SendGrid, FCM and Teams request bodies against the
 published schemas: what the adapters send passes, a body the schema refuses gets the
 provider's own error shape and status, and the adapter files that answer as permanent."""
 
@@ -15,6 +15,7 @@ from adapters.base import Provider, ProviderError
 from adapters.fcm import FcmPush
 from adapters.providers import build_providers
 from adapters.sendgrid import SendGridEmail
+from adapters.teams import TeamsCard
 from notifier.contracts.records import Channel, FailureCategory
 from tests.integration.adapters.test_adapters_on_sandbox import command, settings_for
 
@@ -37,7 +38,10 @@ async def providers(sandbox: dict[str, str]) -> AsyncIterator[dict[Channel, Prov
         await provider.close()
 
 
-@pytest.mark.parametrize(("channel", "name"), [(Channel.EMAIL, "sendgrid"), (Channel.PUSH, "fcm")])
+@pytest.mark.parametrize(
+    ("channel", "name"),
+    [(Channel.EMAIL, "sendgrid"), (Channel.PUSH, "fcm"), (Channel.TEAMS, "teams")],
+)
 async def test_the_adapters_requests_fit_the_published_schema(
     sandbox: dict[str, str],
     providers: dict[Channel, Provider],
@@ -123,6 +127,38 @@ async def test_the_sandbox_checks_credentials_before_the_schema(
     assert refused.status_code == 401
 
 
+CARD: dict[str, Any] = {
+    "type": "AdaptiveCard",
+    "version": "1.4",
+    "body": [{"type": "TextBlock", "text": "db down"}],
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"body": [{"type": "TextBlok", "text": "db down"}]},
+        {"actions": [{"type": "Action.OpenUrl", "title": "Open"}]},
+    ],
+    ids=["unknown-element", "open-url-without-url"],
+)
+async def test_teams_refuses_a_card_its_schema_refuses(
+    sandbox: dict[str, str], control: httpx.AsyncClient, change: dict[str, Any]
+) -> None:
+    def post(card: dict[str, Any]) -> Any:
+        attachment = {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
+        return control.post(
+            "/teams/webhook/alice", json={"type": "message", "attachments": [attachment]}
+        )
+
+    assert (await post(CARD)).status_code == 200
+    refused = await post({**CARD, **change})
+    assert (refused.status_code, refused.text) == (
+        400,
+        "Bad payload received by generic incoming webhook.",
+    )
+
+
 @pytest.mark.parametrize(
     ("channel", "rewrite", "code"),
     [
@@ -132,8 +168,13 @@ async def test_the_sandbox_checks_credentials_before_the_schema(
             "INVALID_ARGUMENT",
         ),
         (Channel.EMAIL, lambda body: body.update(custom_args={"n": "1"}), "Expected: string"),
+        (
+            Channel.TEAMS,
+            lambda body: body["attachments"][0]["content"]["body"][0].update(weight="bold"),
+            "Bad payload",
+        ),
     ],
-    ids=["fcm-lower-case-priority", "sendgrid-custom-args-object"],
+    ids=["fcm-lower-case-priority", "sendgrid-custom-args-object", "teams-card-bad-weight"],
 )
 async def test_a_schema_refusal_is_permanent_for_the_adapter(
     sandbox: dict[str, str],
@@ -147,7 +188,7 @@ async def test_a_schema_refusal_is_permanent_for_the_adapter(
     would be in production, permanent (no retry can fix it)."""
     adapter = providers[channel]
     adapter = getattr(adapter, "inner", adapter)  # email goes through the links wrapper
-    assert isinstance(adapter, FcmPush | SendGridEmail)
+    assert isinstance(adapter, FcmPush | SendGridEmail | TeamsCard)
     cmd = command(channel, sandbox)
     call = adapter.build(cmd)
     body = dict(call.json)

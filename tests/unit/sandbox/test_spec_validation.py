@@ -11,10 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from jsonschema import Draft6Validator
 
 from adapters.sandbox.spec_validation import (
+    ADAPTIVE_CARD,
     FCM_DISCOVERY,
     SENDGRID_OPENAPI,
+    adaptive_card_violation,
     discovery_schema,
     fcm_violation,
     sendgrid_violation,
@@ -245,7 +248,9 @@ def test_discovery_types_as_json_schema(node: dict[str, Any], schema: dict[str, 
     assert converted["$defs"]["T"] == schema
 
 
-@pytest.mark.parametrize("spec", [FCM_DISCOVERY, SENDGRID_OPENAPI], ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "spec", [FCM_DISCOVERY, SENDGRID_OPENAPI, ADAPTIVE_CARD], ids=lambda p: p.parent.name
+)
 def test_each_kept_spec_matches_its_recorded_source(spec: Any) -> None:
     """A spec changed by hand, or refreshed without updating SOURCE.md, fails here."""
     source = (spec.parent / "SOURCE.md").read_text()
@@ -253,3 +258,58 @@ def test_each_kept_spec_matches_its_recorded_source(spec: Any) -> None:
     assert recorded is not None
     assert hashlib.sha256(spec.read_bytes()).hexdigest() == recorded.group(1)
     assert json.loads(spec.read_text())
+
+
+CARD: dict[str, Any] = {
+    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+    "type": "AdaptiveCard",
+    "version": "1.4",
+    "body": [
+        {"type": "TextBlock", "text": "[CRITICAL] db down", "weight": "Bolder", "wrap": True},
+        {"type": "TextBlock", "text": "Primary unreachable.", "wrap": True},
+    ],
+    "actions": [{"type": "Action.OpenUrl", "title": "Open", "url": "https://inc.example.com/1"}],
+}
+
+CARD_CASES: list[tuple[str, Edit, str | None]] = [
+    ("adapter-shape", lambda c: None, None),
+    (
+        "nested",
+        lambda c: c["body"].append(
+            {"type": "Container", "items": [{"type": "FactSet", "facts": []}]}
+        ),
+        None,
+    ),
+    (
+        "inline-string",
+        lambda c: c["body"].append({"type": "RichTextBlock", "inlines": ["plain"]}),
+        None,
+    ),
+    ("unknown-element", lambda c: c["body"][0].update(type="TextBlok"), "body.0.type"),
+    ("bad-weight", lambda c: c["body"][0].update(weight="Heavy"), "body.0.weight"),
+    ("unknown-property", lambda c: c["body"][1].update(colour="red"), "body.1"),
+    ("text-missing", lambda c: c["body"][1].pop("text"), "body.1"),
+    ("url-missing", lambda c: c["actions"][0].pop("url"), "actions.0"),
+    ("element-not-object", lambda c: c["body"].append("text"), "body.2"),
+    (
+        "nested-image-without-url",
+        lambda c: c["body"].append({"type": "Container", "items": [{"type": "Image"}]}),
+        "body.2.items.0",
+    ),
+    ("not-a-card", lambda c: c.update(type="Card"), "type"),
+]
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"), [c[1:] for c in CARD_CASES], ids=[c[0] for c in CARD_CASES]
+)
+def test_adaptive_cards_are_checked_as_the_published_schema_checks_them(
+    edit: Edit, field: str | None
+) -> None:
+    """The sandbox dispatches element unions by `type` for speed: it must agree with the
+    schema read plainly, and name the field at fault."""
+    card = edited(CARD, edit)
+    violation = adaptive_card_violation(card)
+    plain = Draft6Validator(json.loads(ADAPTIVE_CARD.read_text()))
+    assert plain.is_valid(card) is (violation is None)
+    assert (violation.field if violation else None) == field
