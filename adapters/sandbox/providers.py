@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from adapters.bridge.signatures import sendgrid_keypair_from_seed
+from adapters.sandbox import spec_validation
 from notifier.domain.tiers import is_e164
 
 Reply = tuple[int, Any, dict[str, str], dict[str, Any]]
@@ -146,32 +147,28 @@ def sendgrid(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply
     """POST /v3/mail/send."""
     if _bearer(auth) != creds.sendgrid_api_key:
         return _sg_error(401, "The provided authorization grant is invalid, expired, or revoked")
-    if not isinstance(payload, dict):
+    if payload is None:
         return _sg_error(400, "Bad Request", None)
-    people = payload.get("personalizations")
-    if not isinstance(people, list) or not people:
+    # the published schema first (types, required fields, addresses, custom_args' types)
+    violation = spec_validation.sendgrid_violation(payload)
+    if violation is not None:
+        return _sg_error(400, violation.message, violation.field or None)
+    # what the API refuses beyond its schema
+    people = payload["personalizations"]
+    if not people:
         return _sg_error(
             400,
             "The personalizations field is required and must have at least one personalization.",
             "personalizations",
         )
-    if "custom_args" in payload and not isinstance(payload["custom_args"], str):
-        # the API types the top-level custom_args as a string; the object form belongs in a
-        # personalization
-        return _sg_error(400, "The custom_args parameter must be a string.", "custom_args")
-    to = [t.get("email", "") for p in people for t in p.get("to", [])]
-    if not to or any("@" not in t for t in to):
+    to = [t["email"] for p in people for t in p["to"]]
+    if not to:
         return _sg_error(400, "Does not contain a valid address.", "personalizations.0.to")
-    if "@" not in str(payload.get("from", {}).get("email", "")):
-        return _sg_error(400, "The from email does not contain a valid address.", "from.email")
+    # the sandbox has no templates, so a subject and a content are needed
     if not payload.get("subject"):
         return _sg_error(400, "The subject is required.", "subject")
     content = payload.get("content")
-    if (
-        not isinstance(content, list)
-        or not content
-        or any(not c.get("type") or c.get("value") is None for c in content)
-    ):
+    if not content:
         return _sg_error(400, "Content must have a type and a value.", "content")
     message_id = secrets.token_urlsafe(16)[:22]
     args = people[0].get("custom_args") or {}
@@ -205,6 +202,30 @@ def _fcm_error(status: int, state: str, message: str, code: str | None = None) -
     )
 
 
+def _fcm_bad_request(violation: spec_validation.Violation) -> Reply:
+    # how Google's front end answers a body its JSON parser refuses: a google.rpc.BadRequest
+    # naming the field, no FcmError
+    violations = [{"field": violation.field, "description": violation.message}]
+    return (
+        400,
+        {
+            "error": {
+                "code": 400,
+                "message": violation.message,
+                "status": "INVALID_ARGUMENT",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.BadRequest",
+                        "fieldViolations": violations,
+                    }
+                ],
+            }
+        },
+        {},
+        {},
+    )
+
+
 def fcm(
     creds: SandboxCredentials,
     project: str,
@@ -223,11 +244,11 @@ def fcm(
             "Request had invalid authentication credentials.",
             "THIRD_PARTY_AUTH_ERROR",
         )
-    message = payload.get("message") if isinstance(payload, dict) else None
-    if not isinstance(message, dict):
-        return _fcm_error(
-            400, "INVALID_ARGUMENT", "Request contains an invalid argument.", "INVALID_ARGUMENT"
-        )
+    # the published schema first (unknown names, types, enums such as Android's priority)
+    violation = spec_validation.fcm_violation(payload)
+    if violation is not None:
+        return _fcm_bad_request(violation)
+    message = payload["message"]
     targets = [k for k in ("token", "topic", "condition") if message.get(k)]
     if len(targets) != 1:
         return _fcm_error(
@@ -240,25 +261,7 @@ def fcm(
     if token.startswith("stale-"):
         return _fcm_error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")
     note = message.get("notification") or {}
-    if not isinstance(note.get("title", ""), str) or not isinstance(note.get("body", ""), str):
-        return _fcm_error(400, "INVALID_ARGUMENT", "Invalid notification.", "INVALID_ARGUMENT")
-    android = message.get("android") or {}
-    if "priority" in android and android["priority"] not in ("NORMAL", "HIGH"):
-        return _fcm_error(
-            400,
-            "INVALID_ARGUMENT",
-            f"Invalid value at 'message.android.priority' (type.googleapis.com/"
-            f'google.firebase.fcm.v1.AndroidMessagePriority), "{android["priority"]}"',
-            "INVALID_ARGUMENT",
-        )
     data = message.get("data") or {}
-    if any(not isinstance(v, str) for v in data.values()):
-        return _fcm_error(
-            400,
-            "INVALID_ARGUMENT",
-            "Invalid value at 'message.data' (map values must be strings).",
-            "INVALID_ARGUMENT",
-        )
     name = f"projects/{project}/messages/0:{int(time.time() * 1000)}%{secrets.token_hex(8)}"
     return (
         200,
@@ -345,6 +348,9 @@ def teams(payload: Any) -> Reply:
         card.get("contentType") != "application/vnd.microsoft.card.adaptive"
         or card.get("content", {}).get("type") != "AdaptiveCard"
     ):
+        return bad
+    # the card itself against Microsoft's published Adaptive Card schema
+    if spec_validation.adaptive_card_violation(card["content"]) is not None:
         return bad
     texts = [b.get("text") for b in card["content"].get("body", [])]
     return 200, "1", {}, {"title": texts[0] if texts else None}
