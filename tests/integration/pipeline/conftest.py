@@ -368,31 +368,16 @@ def wait_for_http(
     raise AssertionError(f"{url} not ready in {timeout_s} s\n{log.read_text(errors='replace')}")
 
 
+SANDBOX_PROVIDERS = ("smtp", "twilio", "fcm", "slack", "teams", "webhook", "sendgrid", "vonage")
+
+
 @pytest.fixture
 async def clean_sandbox(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
     """The pipeline, with sandbox faults cleared before and after the test."""
     async with httpx.AsyncClient(base_url=pipeline.sandbox_url) as client:
-        for provider in (
-            "smtp",
-            "twilio",
-            "fcm",
-            "slack",
-            "teams",
-            "webhook",
-            "sendgrid",
-            "vonage",
-        ):
+        for provider in SANDBOX_PROVIDERS:
             await client.delete(f"/_sandbox/faults/{provider}")
     yield pipeline
     async with httpx.AsyncClient(base_url=pipeline.sandbox_url) as client:
-        for provider in (
-            "smtp",
-            "twilio",
-            "fcm",
-            "slack",
-            "teams",
-            "webhook",
-            "sendgrid",
-            "vonage",
-        ):
+        for provider in SANDBOX_PROVIDERS:
             await client.delete(f"/_sandbox/faults/{provider}")
