@@ -13,6 +13,7 @@ from adapters.slack import SlackMessage
 from adapters.smtp import SmtpEmail
 from adapters.teams import TeamsCard
 from adapters.twilio import TwilioSms, TwilioVoice
+from adapters.vonage import VonageSms, VonageVoice
 from adapters.webhook import GenericWebhook
 from notifier.contracts.records import Channel
 from notifier.settings import Settings
@@ -49,6 +50,8 @@ BUILDERS: dict[tuple[Channel, str], Builder] = {
     (Channel.EMAIL, "sendgrid"): lambda s: SendGridEmail(_client(s, Channel.EMAIL), s),
     (Channel.SMS, "twilio"): lambda s: TwilioSms(_client(s, Channel.SMS), s),
     (Channel.VOICE, "twilio"): lambda s: TwilioVoice(_client(s, Channel.VOICE), s),
+    (Channel.SMS, "vonage"): lambda s: VonageSms(_client(s, Channel.SMS), s),
+    (Channel.VOICE, "vonage"): lambda s: VonageVoice(_client(s, Channel.VOICE), s),
     (Channel.PUSH, "fcm"): lambda s: FcmPush(_client(s, Channel.PUSH), s),
     (Channel.SLACK, "slack"): lambda s: SlackMessage(_client(s, Channel.SLACK), s),
     (Channel.TEAMS, "teams"): lambda s: TeamsCard(_client(s, Channel.TEAMS)),

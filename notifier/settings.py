@@ -10,15 +10,15 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The providers each channel can be sent through, by name (adapters/providers.py builds them).
 KNOWN_PROVIDERS: dict[str, tuple[str, ...]] = {
     "EMAIL": ("smtp", "sendgrid"),
-    "SMS": ("twilio",),
-    "VOICE": ("twilio",),
+    "SMS": ("twilio", "vonage"),
+    "VOICE": ("twilio", "vonage"),
     "PUSH": ("fcm",),
     "SLACK": ("slack",),
     "TEAMS": ("teams",),
@@ -143,6 +143,21 @@ class Settings(BaseSettings):
     twilio_account_sid: str = Field("", description="Twilio Account SID (AC...).")
     twilio_auth_token: SecretStr | None = Field(None, description="Twilio auth token.")
     twilio_from: str = Field("", description="Twilio sender number, E.164.")
+    vonage_sms_base_url: str = Field("https://rest.nexmo.com", description="Vonage SMS API.")
+    vonage_voice_base_url: str = Field("https://api.nexmo.com", description="Vonage Voice API.")
+    vonage_api_key: str = Field("", description="Vonage API key (SMS).")
+    vonage_api_secret: SecretStr | None = Field(None, description="Vonage API secret (SMS).")
+    vonage_from: str = Field(
+        "", description="Vonage sender number, E.164 (sent without the '+', as Vonage wants)."
+    )
+    vonage_application_id: str = Field(
+        "", description="Vonage application id (voice): the JWT's application_id claim."
+    )
+    vonage_private_key_file: Path | None = Field(
+        None,
+        description="The Vonage application's private key (PEM), which signs each voice "
+        "call's JWT (RS256).",
+    )
     fcm_base_url: str = Field("https://fcm.googleapis.com", description="FCM HTTP v1 API.")
     fcm_project_id: str = Field("", description="Firebase project id.")
     fcm_access_token: SecretStr | None = Field(
@@ -253,6 +268,30 @@ class Settings(BaseSettings):
             if len(set(names)) != len(names):
                 raise ValueError(f"{channel} names a provider twice: {','.join(names)}")
         return value
+
+    @model_validator(mode="after")
+    def _vonage_configured(self) -> Settings:
+        # Vonage is only ever a provider NOTIFIER_PROVIDERS names: named without its settings
+        # it could never send, so the worker does not start rather than fail every message
+        needs = {
+            "SMS": ("vonage_api_key", "vonage_api_secret", "vonage_from"),
+            "VOICE": ("vonage_application_id", "vonage_private_key_file", "vonage_from"),
+        }
+        unset = [
+            f"NOTIFIER_{name.upper()}"
+            for channel, names in needs.items()
+            if "vonage" in self.providers.get(channel, ())
+            for name in names
+            if not getattr(self, name)
+        ]
+        if unset:
+            channels = ",".join(c for c in needs if "vonage" in self.providers.get(c, ()))
+            names = list(dict.fromkeys(unset))
+            raise ValueError(
+                f"NOTIFIER_PROVIDERS names vonage for {channels}, but {', '.join(names)} "
+                f"{'is' if len(names) == 1 else 'are'} not set"
+            )
+        return self
 
     @field_validator("email_provider")
     @classmethod

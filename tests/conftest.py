@@ -108,6 +108,45 @@ def notifier_bin() -> Path:
     return Path(sys.executable).parent / "notifier"
 
 
+def vonage_application(sandbox_url: str, folder: Path) -> dict[str, str]:
+    """A fresh Vonage application: its private key written to `folder`, its public key
+    registered with the sandbox; the settings that make voice calls through it."""
+    import json
+    import urllib.request
+    import uuid
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = folder / "vonage-private.key"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    application_id = str(uuid.uuid4())
+    request = urllib.request.Request(
+        f"{sandbox_url}/_sandbox/vonage/applications",
+        data=json.dumps(
+            {"application_id": application_id, "public_key_pem": public.decode()}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+    return {
+        "NOTIFIER_VONAGE_APPLICATION_ID": application_id,
+        "NOTIFIER_VONAGE_PRIVATE_KEY_FILE": str(path),
+    }
+
+
 def _free_port() -> int:
     import socket
 
@@ -160,6 +199,7 @@ def sandbox(
                 raise RuntimeError(f"sandbox did not start: {log.read_text()}") from None
             time.sleep(0.1)
     env = sandbox_env("127.0.0.1", port, smtp_port)
+    env.update(vonage_application(url, tmp_path_factory.mktemp("vonage")))
     env["NOTIFIER_WEBHOOK_SIGNING_SECRET"] = "sandbox-webhook-secret"
     env["SANDBOX_URL"] = url
     yield env

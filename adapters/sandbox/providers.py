@@ -30,6 +30,8 @@ class SandboxCredentials:
     twilio_account_sid: str = "ACsandbox00000000000000000000000000"
     twilio_auth_token: str = "sandbox-twilio-token"
     sendgrid_api_key: str = "SG.sandbox-key"
+    vonage_api_key: str = "5a9d0c1e"
+    vonage_api_secret: str = "sandbox-vonage-secret"
     fcm_access_token: str = "sandbox-fcm-token"
     slack_bot_token: str = "xoxb-sandbox-token"
     slack_signing_secret: str = "sandbox-slack-signing-secret"

@@ -8,6 +8,8 @@ Routes (base URLs the adapters are pointed at):
   /google/token                                                Google OAuth2 (service accounts)
   /slack/api/chat.postMessage                                  Slack Web API
   /slack/actions/{team}/{hook}/{token}                         Slack response_url of a click
+  /vonage/rest/sms/json                                        Vonage SMS API
+  /vonage/api/v1/calls                                         Vonage Voice API
   /teams/webhook/{id}                                          Teams incoming webhook
   /hooks/{id}                                                  generic webhook receiver
 
@@ -15,6 +17,7 @@ Control API:
   GET|DELETE /_sandbox/requests, GET /_sandbox/stats        what was received; forget it
   PUT|DELETE /_sandbox/faults/{provider}                    inject failures
   PUT /_sandbox/google/service-accounts                     accept a service account's key
+  PUT /_sandbox/vonage/applications                         accept a Vonage application's key
   POST /_sandbox/callbacks                                  a Twilio status callback or SendGrid
                                                             event, signed as the provider signs
   POST /_sandbox/interact                                   a user's Slack button click or keys
@@ -37,7 +40,7 @@ from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from adapters.bridge.signatures import sendgrid_sign, slack_signature, twilio_signature
-from adapters.sandbox import providers
+from adapters.sandbox import providers, vonage
 from adapters.sandbox.google_oauth import TokenIssuer
 from adapters.sandbox.providers import Reply, SandboxCredentials
 from adapters.sandbox.state import Fault, Recorded, SandboxState
@@ -46,6 +49,9 @@ STATE: web.AppKey[SandboxState] = web.AppKey("state", SandboxState)
 CREDS: web.AppKey[SandboxCredentials] = web.AppKey("creds", SandboxCredentials)
 SIGNING: web.AppKey[str] = web.AppKey("signing", str)
 ISSUER: web.AppKey[TokenIssuer] = web.AppKey("issuer", TokenIssuer)
+VONAGE_APPS: web.AppKey[vonage.VonageApplications] = web.AppKey(
+    "vonage_apps", vonage.VonageApplications
+)
 HANG_S = 3600.0
 FCM_CODES = {
     400: "INVALID_ARGUMENT",
@@ -56,8 +62,10 @@ FCM_CODES = {
 }
 
 
-def _fault_reply(provider: str, fault: Fault) -> Reply:
+def _fault_reply(provider: str, fault: Fault, path: str) -> Reply:
     code = fault.code
+    if provider == "vonage":
+        return vonage.fault_reply(path, fault.status, code)
     if provider == "twilio":
         return (
             fault.status,
@@ -108,7 +116,7 @@ async def _serve(request: web.Request, provider: str, handle: Any) -> web.Stream
     status, payload, headers, fields = handle(body)
     if fault.should_fail(state.rng):
         rec.fault = "injected"  # the ids in the request are still recorded
-        status, payload, headers, _ = _fault_reply(provider, fault)
+        status, payload, headers, _ = _fault_reply(provider, fault, request.path)
         if fault.retry_after is not None:
             headers = {**headers, "Retry-After": str(fault.retry_after)}
         fields = {k: v for k, v in fields.items() if k != "message_id"}
@@ -223,6 +231,41 @@ async def slack_response(request: web.Request) -> web.StreamResponse:
         return 200, {"ok": True}, {}, {"text": payload.get("text")}
 
     return await _serve(request, "slack_response", handle)
+
+
+async def vonage_sms(request: web.Request) -> web.StreamResponse:
+    """Vonage SMS API: POST /sms/json."""
+    creds = request.app[CREDS]
+    query = dict(request.query)
+    ctype = request.headers.get("Content-Type", "")
+    return await _serve(
+        request,
+        "vonage",
+        lambda body: vonage.sms(creds.vonage_api_key, creds.vonage_api_secret, query, body, ctype),
+    )
+
+
+async def vonage_voice(request: web.Request) -> web.StreamResponse:
+    """Vonage Voice API: POST /v1/calls with an application JWT."""
+    apps = request.app[VONAGE_APPS]
+    return await _serve(
+        request,
+        "vonage",
+        lambda body: vonage.voice(apps, request.headers.get("Authorization"), _json(body)),
+    )
+
+
+async def register_vonage_application(request: web.Request) -> web.Response:
+    """PUT /_sandbox/vonage/applications {application_id, public_key_pem}: the Voice API
+    accepts call JWTs of that application signed by its private key."""
+    try:
+        found = await request.json()
+        request.app[VONAGE_APPS].register(
+            str(found["application_id"]), str(found["public_key_pem"])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=f"bad application: {exc}") from exc
+    return web.json_response({"registered": found["application_id"]})
 
 
 async def teams(request: web.Request) -> web.StreamResponse:
@@ -476,6 +519,7 @@ def build_app(
     app[CREDS] = creds or SandboxCredentials()
     app[SIGNING] = webhook_signing_secret
     app[ISSUER] = TokenIssuer()
+    app[VONAGE_APPS] = vonage.VonageApplications()
     app.router.add_post(r"/twilio/2010-04-01/Accounts/{sid}/{resource:Messages|Calls}.json", twilio)
     app.router.add_post("/sendgrid/v3/mail/send", sendgrid)
     app.router.add_post("/fcm/v1/projects/{project}/messages:send", fcm)
@@ -483,6 +527,9 @@ def build_app(
     app.router.add_route("PUT", "/_sandbox/google/service-accounts", register_service_account)
     app.router.add_post("/slack/api/chat.postMessage", slack)
     app.router.add_post("/slack/actions/{team}/{hook}/{token}", slack_response)
+    app.router.add_post("/vonage/rest/sms/json", vonage_sms)
+    app.router.add_post("/vonage/api/v1/calls", vonage_voice)
+    app.router.add_route("PUT", "/_sandbox/vonage/applications", register_vonage_application)
     app.router.add_post("/teams/webhook/{id}", teams)
     app.router.add_route("*", "/hooks/{id}", hooks)
     app.router.add_get("/_sandbox/requests", list_requests)
@@ -593,6 +640,13 @@ def sandbox_env(
         "NOTIFIER_TWILIO_ACCOUNT_SID": creds.twilio_account_sid,
         "NOTIFIER_TWILIO_AUTH_TOKEN": creds.twilio_auth_token,
         "NOTIFIER_TWILIO_FROM": "+14155550000",
+        # voice through Vonage also needs NOTIFIER_VONAGE_APPLICATION_ID and a private key
+        # file whose public half is registered at /_sandbox/vonage/applications
+        "NOTIFIER_VONAGE_SMS_BASE_URL": f"{base}/vonage/rest",
+        "NOTIFIER_VONAGE_VOICE_BASE_URL": f"{base}/vonage/api",
+        "NOTIFIER_VONAGE_API_KEY": creds.vonage_api_key,
+        "NOTIFIER_VONAGE_API_SECRET": creds.vonage_api_secret,
+        "NOTIFIER_VONAGE_FROM": "+14155550001",
         "NOTIFIER_FCM_BASE_URL": f"{base}/fcm",
         "NOTIFIER_FCM_PROJECT_ID": "sandbox-project",
         "NOTIFIER_FCM_ACCESS_TOKEN": creds.fcm_access_token,

@@ -21,7 +21,7 @@ class FailureKind(Enum):
     CONNECTION = "connection"
     HTTP = "http"
     SMTP = "smtp"
-    PROVIDER = "provider"  # a provider error code in a 2xx/4xx body (Slack ok=false, Twilio)
+    PROVIDER = "provider"  # a provider error code in a 2xx/4xx body (Slack ok=false, Vonage)
     MISSING_SETTING = "missing_setting"
     CIRCUIT_OPEN = "circuit_open"
 
@@ -65,6 +65,28 @@ CODE_RULES: dict[str, FailureCategory] = {
     "21610": P,
     "21614": P,
     "20429": T,
+    # Vonage SMS API message status (HTTP 200, "status" of each message part), prefixed
+    # "vonage:" as bare numbers would read as some other provider's codes. An account or
+    # sender problem is CONFIGURATION: another provider can still send the message.
+    "vonage:1": T,  # Throttled: faster than the account's rate
+    "vonage:2": P,  # Missing Parameters
+    "vonage:3": P,  # Invalid Parameters (e.g. the to number)
+    "vonage:4": C,  # Invalid Credentials
+    "vonage:5": T,  # Internal Error
+    "vonage:6": P,  # Invalid Message: unroutable
+    "vonage:7": P,  # Number Barred
+    "vonage:8": C,  # Partner Account Barred
+    "vonage:9": C,  # Partner Quota Violation: not enough credit
+    "vonage:10": T,  # Too Many Existing Binds
+    "vonage:11": C,  # Account Not Enabled For HTTP
+    "vonage:12": P,  # Message Too Long
+    "vonage:14": C,  # Invalid Signature
+    "vonage:15": C,  # Invalid Sender Address (our from)
+    "vonage:22": P,  # Invalid Network Code
+    "vonage:23": C,  # Invalid Callback Url
+    "vonage:29": C,  # Non-Whitelisted Destination (a trial account)
+    "vonage:32": C,  # Signature And API Secret Disallowed
+    "vonage:33": P,  # Number De-activated
     # FCM v1 errorCode
     "UNREGISTERED": P,
     "INVALID_ARGUMENT": P,

@@ -228,3 +228,41 @@ def test_the_worker_refuses_an_unusable_fcm_key_with_a_clear_error(
     assert started.returncode == 1
     assert "error:" in started.stderr and "service account file" in started.stderr
     assert "Traceback" not in started.stderr
+
+
+def test_vonage_named_without_its_settings_stops_the_worker(
+    notifier_bin: Path, cli_env: dict[str, str]
+) -> None:
+    env = {
+        **cli_env,
+        "NOTIFIER_PROVIDERS": "SMS=twilio,vonage",
+        "NOTIFIER_VONAGE_FROM": "+14155550001",
+        "NOTIFIER_METRICS_PORT": "0",
+    }
+    for command in (["config"], ["worker"]):
+        started = run(notifier_bin, env, *command, timeout=120)
+        assert started.returncode == 1
+        assert (
+            "NOTIFIER_PROVIDERS names vonage for SMS, but NOTIFIER_VONAGE_API_KEY, "
+            "NOTIFIER_VONAGE_API_SECRET are not set"
+        ) in " ".join(started.stderr.split())  # the console wraps long lines
+        assert "Traceback" not in started.stderr
+
+
+def test_the_worker_refuses_an_unusable_vonage_key_with_a_clear_error(
+    notifier_bin: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    key = tmp_path / "private.key"
+    key.write_text("REPLACE_ME")  # the Kubernetes placeholder, never replaced
+    env = {
+        **cli_env,
+        "NOTIFIER_PROVIDERS": "VOICE=twilio,vonage",
+        "NOTIFIER_VONAGE_FROM": "+14155550001",
+        "NOTIFIER_VONAGE_APPLICATION_ID": "00000000-0000-0000-0000-000000000000",
+        "NOTIFIER_VONAGE_PRIVATE_KEY_FILE": str(key),
+        "NOTIFIER_METRICS_PORT": "0",
+    }
+    started = run(notifier_bin, env, "worker", timeout=120)
+    assert started.returncode == 1
+    assert "error:" in started.stderr and "vonage: private key file" in started.stderr
+    assert "Traceback" not in started.stderr

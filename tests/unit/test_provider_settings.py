@@ -35,7 +35,7 @@ def test_the_list_wins_over_email_provider(monkeypatch: pytest.MonkeyPatch) -> N
     ("value", "message"),
     [
         ("EMAIL=smtp,mailgun", "unknown EMAIL provider 'mailgun'; known: smtp, sendgrid"),
-        ("SMS=sendgrid", "unknown SMS provider 'sendgrid'; known: twilio"),
+        ("SMS=sendgrid", "unknown SMS provider 'sendgrid'; known: twilio, vonage"),
         ("FAX=twilio", "unknown channel 'FAX'"),
         ("EMAIL=", "EMAIL names no provider; known: smtp, sendgrid"),
         ("EMAIL=smtp,smtp", "EMAIL names a provider twice"),
@@ -63,3 +63,41 @@ def test_every_known_provider_can_be_built() -> None:
     assert {(c, n) for c, names in KNOWN_PROVIDERS.items() for n in names} == {
         (c.value, n) for c, n in BUILDERS
     }
+
+
+def test_vonage_named_without_its_settings_fails_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_PROVIDERS", "SMS=twilio,vonage")
+    monkeypatch.setenv("NOTIFIER_VONAGE_API_KEY", "5a9d0c1e")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert (
+        "NOTIFIER_PROVIDERS names vonage for SMS, but NOTIFIER_VONAGE_API_SECRET, "
+        "NOTIFIER_VONAGE_FROM are not set"
+    ) in str(caught.value)
+    monkeypatch.setenv("NOTIFIER_PROVIDERS", "VOICE=vonage")
+    monkeypatch.setenv("NOTIFIER_VONAGE_FROM", "+14155550001")
+    monkeypatch.setenv("NOTIFIER_VONAGE_APPLICATION_ID", "app-1")
+    with pytest.raises(ValidationError, match="NOTIFIER_VONAGE_PRIVATE_KEY_FILE is not set"):
+        Settings()
+
+
+def test_vonage_with_its_settings_is_a_provider_of_sms_and_voice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {
+        "PROVIDERS": "SMS=twilio,vonage;VOICE=vonage,twilio",
+        "VONAGE_API_KEY": "5a9d0c1e",
+        "VONAGE_API_SECRET": "s",
+        "VONAGE_FROM": "+14155550001",
+        "VONAGE_APPLICATION_ID": "app-1",
+        "VONAGE_PRIVATE_KEY_FILE": "/run/secrets/vonage/private.key",
+    }.items():
+        monkeypatch.setenv(f"NOTIFIER_{name}", value)
+    settings = Settings()
+    assert settings.providers_of("SMS") == ("twilio", "vonage")
+    assert settings.providers_of("VOICE") == ("vonage", "twilio")
+    assert settings.masked()["vonage_api_secret"] == "***"
+
+
+def test_vonage_unnamed_needs_nothing() -> None:
+    assert Settings().vonage_api_key == ""

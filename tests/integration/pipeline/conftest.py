@@ -96,6 +96,8 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("repeated", [Channel.SMS, Channel.VOICE], sandbox_url),
         profile("resendy", [Channel.EMAIL], sandbox_url),
         profile("texted", [Channel.SMS], sandbox_url),  # the throttle's: SMS only
+        profile("texter", [Channel.SMS], sandbox_url),  # the SMS failover's
+        profile("dialer", [Channel.VOICE], sandbox_url),  # the voice failover's
     ]
 
 
@@ -312,8 +314,9 @@ def pipeline(
         # the default SMS window is 15 minutes: one minute keeps the throttle test short;
         # voice lets the repeat test's calls through (four in 12 s, held by the default 3/900)
         "NOTIFIER_THROTTLES": "SMS=5/60,20/3600;VOICE=10/900",
-        # email fails over from SMTP to SendGrid (the sandbox env carries SendGrid's key)
-        "NOTIFIER_PROVIDERS": "EMAIL=smtp,sendgrid",
+        # email fails over from SMTP to SendGrid, SMS and voice from Twilio to Vonage (the
+        # sandbox env carries SendGrid's key, Vonage's key and its application's key file)
+        "NOTIFIER_PROVIDERS": "EMAIL=smtp,sendgrid;SMS=twilio,vonage;VOICE=twilio,vonage",
     }
     logs = tmp_path_factory.mktemp("worker")
     log = logs / "worker.log"
@@ -365,13 +368,16 @@ def wait_for_http(
     raise AssertionError(f"{url} not ready in {timeout_s} s\n{log.read_text(errors='replace')}")
 
 
+SANDBOX_PROVIDERS = ("smtp", "twilio", "fcm", "slack", "teams", "webhook", "sendgrid", "vonage")
+
+
 @pytest.fixture
 async def clean_sandbox(pipeline: Pipeline) -> AsyncIterator[Pipeline]:
     """The pipeline, with sandbox faults cleared before and after the test."""
     async with httpx.AsyncClient(base_url=pipeline.sandbox_url) as client:
-        for provider in ("smtp", "twilio", "fcm", "slack", "teams", "webhook", "sendgrid"):
+        for provider in SANDBOX_PROVIDERS:
             await client.delete(f"/_sandbox/faults/{provider}")
     yield pipeline
     async with httpx.AsyncClient(base_url=pipeline.sandbox_url) as client:
-        for provider in ("smtp", "twilio", "fcm", "slack", "teams", "webhook", "sendgrid"):
+        for provider in SANDBOX_PROVIDERS:
             await client.delete(f"/_sandbox/faults/{provider}")

@@ -1,5 +1,6 @@
-"""Email fails over from SMTP to SendGrid on the real pipeline (the session's worker runs
-with NOTIFIER_PROVIDERS=EMAIL=smtp,sendgrid; the retry schedule is 1 s, 2 s)."""
+"""Email fails over from SMTP to SendGrid, SMS from Twilio to Vonage, on the real pipeline
+(the session's worker runs with NOTIFIER_PROVIDERS=EMAIL=smtp,sendgrid;SMS=twilio,vonage;
+VOICE=twilio,vonage; the retry schedule is 1 s, 2 s)."""
 
 from __future__ import annotations
 
@@ -64,14 +65,16 @@ async def _smtp_down_then_sent(p: Pipeline, status: int) -> tuple[IncidentOpened
     return event, events
 
 
-async def _no_escalation(p: Pipeline, incident_id: str) -> None:
-    """A moment after the email was sent, nothing else happened to the incident."""
+async def _no_escalation(
+    p: Pipeline, incident_id: str, queued_as: tuple[str, str] = ("EMAIL", "PRIMARY")
+) -> None:
+    """A moment after the message was sent, nothing else happened to the incident."""
     await asyncio.sleep(2)  # an escalation follows a final failure within milliseconds
     events = await p.everything_on("delivery.events", incident_id)
     assert not [e for e in events if isinstance(e, TierEscalated)]
     assert not [e for e in events if isinstance(e, DeliveryFailed) and e.final]
     queued = [(q.channel.value, q.tier.value) for q in events if isinstance(q, NotificationQueued)]
-    assert queued == [("EMAIL", "PRIMARY")]
+    assert queued == [queued_as]
 
 
 def _attempt_events(events: list[Any]) -> list[tuple[str, int, str | None]]:
@@ -144,6 +147,98 @@ async def test_smtp_refusing_our_credentials_fails_over_at_once(clean_sandbox: P
         (2, "sendgrid", "SENT", None),
     ]
     await _no_escalation(p, event.incident_id)
+
+
+async def test_twilio_down_the_sms_goes_out_through_vonage(clean_sandbox: Pipeline) -> None:
+    p = clean_sandbox
+    started = time.time()
+    await p.fault("twilio", fail_next=1000, status=503)  # HTTP 5xx: transient
+    try:
+        event = p.incident("texter", title="twilio down")
+        await p.events(
+            "delivery.events",
+            event.incident_id,
+            lambda found: any(isinstance(e, DeliveryFailed) for e in found),
+        )
+    finally:
+        await p.fault("twilio")
+    events = await p.events(
+        "delivery.events",
+        event.incident_id,
+        lambda found: any(isinstance(e, DeliverySent) for e in found),
+        timeout_s=30,
+    )
+    nid = ids.notification_id(event.incident_id, 1, "texter", Channel.SMS)
+    assert {e.notification_id for e in events} == {nid}
+    assert _attempt_events(events) == [
+        ("DeliveryAttempted", 1, "twilio"),
+        ("DeliveryFailed", 1, "twilio"),
+        ("DeliveryAttempted", 2, "vonage"),
+        ("DeliverySent", 2, "vonage"),
+    ]
+    failed = next(e for e in events if isinstance(e, DeliveryFailed))
+    assert (failed.category.value, failed.final) == ("TRANSIENT", False)
+    # the sandbox: Twilio refused it, Vonage's SMS API took it once, after the backoff step
+    refused = [
+        r
+        for r in await p.requests(provider="twilio", notification_id=nid)
+        if r["fault"] == "injected"
+    ]
+    texts = await p.requests(provider="vonage", notification_id=nid)
+    assert [r["status"] for r in texts] == [200] and len(refused) == 1
+    assert texts[0]["path"] == "/vonage/rest/sms/json" and texts[0]["started_at"] >= started
+    assert texts[0]["started_at"] - refused[0]["finished_at"] >= 0.75
+    sent = next(e for e in events if isinstance(e, DeliverySent))
+    assert sent.provider_message_id == texts[0]["message_id"]
+    # the NotificationLog: the row sent by Vonage, both attempts with their provider
+    rows = await eventually(lambda: _attempts(p, nid), _settled)
+    assert [r[:4] for r in rows] == [
+        (1, "twilio", "FAILED", "TRANSIENT"),
+        (2, "vonage", "SENT", None),
+    ]
+    row = await p.row(nid)
+    assert row is not None
+    assert (row["status"], row["provider"], row["attempt_count"]) == ("SENT", "vonage", 2)
+    paths = await _query(p, QUERIES[1])
+    assert (nid, event.incident_id, "SMS", "SENT", "twilio:FAILED -> vonage:SENT") in [
+        (str(r[0]), *r[1:]) for r in paths
+    ]
+    await _no_escalation(p, event.incident_id, ("SMS", "SECONDARY"))  # SMS-only: its tier
+
+
+async def test_twilio_refusing_our_credentials_the_call_goes_out_through_vonage(
+    clean_sandbox: Pipeline,
+) -> None:
+    p = clean_sandbox
+    await p.fault("twilio", fail_next=1000, status=401, code="20003")  # configuration
+    try:
+        event = p.incident("dialer", title="twilio credentials revoked")
+        events = await p.events(
+            "delivery.events",
+            event.incident_id,
+            lambda found: any(isinstance(e, DeliverySent) for e in found),
+            timeout_s=30,
+        )
+    finally:
+        await p.fault("twilio")
+    assert _attempt_events(events) == [
+        ("DeliveryAttempted", 1, "twilio"),
+        ("DeliveryFailed", 1, "twilio"),
+        ("DeliveryAttempted", 2, "vonage"),
+        ("DeliverySent", 2, "vonage"),
+    ]
+    failed = next(e for e in events if isinstance(e, DeliveryFailed))
+    sent = next(e for e in events if isinstance(e, DeliverySent))
+    assert (failed.category.value, failed.final) == ("CONFIGURATION", False)
+    assert (sent.occurred_at - failed.occurred_at).total_seconds() < 0.7  # at once
+    [call] = await p.requests(provider="vonage", message_id=sent.provider_message_id)
+    assert (call["path"], call["status"]) == ("/vonage/api/v1/calls", 201)
+    nid = ids.notification_id(event.incident_id, 1, "dialer", Channel.VOICE)
+    rows = await eventually(lambda: _attempts(p, nid), _settled)
+    assert [r[:4] for r in rows] == [
+        (1, "twilio", "FAILED", "CONFIGURATION"),
+        (2, "vonage", "SENT", None),
+    ]
 
 
 def _settled(rows: list[tuple[Any, ...]]) -> bool:

@@ -45,3 +45,39 @@ K = FailureKind
 )
 def test_classify(failure: Failure, expected: FailureCategory) -> None:
     assert classify(failure) is expected
+
+
+# Every status the Vonage SMS API documents, as it comes: a 200 naming the status.
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("1", T),  # Throttled
+        ("2", P),  # Missing Parameters
+        ("3", P),  # Invalid Parameters
+        ("4", C),  # Invalid Credentials
+        ("5", T),  # Internal Error
+        ("6", P),  # Invalid Message (unroutable)
+        ("7", P),  # Number Barred
+        ("8", C),  # Partner Account Barred
+        ("9", C),  # Partner Quota Violation (credit)
+        ("10", T),  # Too Many Existing Binds
+        ("11", C),  # Account Not Enabled For HTTP
+        ("12", P),  # Message Too Long
+        ("14", C),  # Invalid Signature
+        ("15", C),  # Invalid Sender Address
+        ("22", P),  # Invalid Network Code
+        ("23", C),  # Invalid Callback Url
+        ("29", C),  # Non-Whitelisted Destination
+        ("32", C),  # Signature And API Secret Disallowed
+        ("33", P),  # Number De-activated
+        ("99", P),  # not documented: as any unknown code
+    ],
+)
+def test_classify_vonage_sms_status(status: str, expected: FailureCategory) -> None:
+    assert classify(Failure(K.PROVIDER, 200, f"vonage:{status}")) is expected
+
+
+def test_vonage_statuses_do_not_shadow_other_providers_codes() -> None:
+    # a bare "1" or "4" means nothing: the HTTP status decides
+    assert classify(Failure(K.HTTP, 400, "4")) is P
+    assert classify(Failure(K.HTTP, 503, "4")) is T
