@@ -173,7 +173,6 @@ def _previous_incident_opened() -> dict[str, object]:
     schema["fields"] = [f for f in schema["fields"] if f["name"] not in added]
     enum = next(f for f in schema["fields"] if f["name"] == "priority")["type"]
     enum["symbols"] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-    enum.pop("default")
     return schema
 
 
@@ -208,15 +207,16 @@ def test_an_incident_written_before_the_details_reads_without_them() -> None:
     )
 
 
-def test_a_priority_this_reader_does_not_know_reads_as_high() -> None:
-    """A later writer's new symbol falls back to the enum default, not to a decode error."""
+def test_a_priority_this_reader_does_not_know_is_refused_by_name() -> None:
+    """No enum default: an unknown symbol is a clear error (a dead letter), never misread
+    as another priority; and the registry keeps refusing the removal of a symbol."""
     schema = json.loads(load_schemas()[IncidentOpened.AVRO_NAME].text)
     enum = next(f for f in schema["fields"] if f["name"] == "priority")["type"]
     enum["symbols"] = [*enum["symbols"], "PAGE_EVERYONE"]
     registry, data = _written(schema, "PAGE_EVERYONE")
-    event = AvroCodec(registry).decode(data)
-    assert isinstance(event, IncidentOpened)
-    assert event.priority is Priority.HIGH
+    with pytest.raises(ContractError) as caught:
+        AvroCodec(registry).decode(data)
+    assert "PAGE_EVERYONE" in caught.value.reason
 
 
 def test_info_round_trips(codec: AvroCodec) -> None:
