@@ -341,6 +341,19 @@ class Settings(BaseSettings):
             return tuple(v for v in value.replace(" ", "").split(",") if v)
         return value
 
+    @field_validator("receipt_priorities", "repeat_priorities")
+    @classmethod
+    def _known_priorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # a misspelt priority would silently turn receipts or repeats off for it
+        from notifier.contracts.records import Priority
+
+        known = [p.value for p in Priority]
+        named = tuple(p.upper() for p in value)
+        unknown = [p for p in named if p not in known]
+        if unknown:
+            raise ValueError(f"unknown priority {unknown[0]!r}; priorities: {', '.join(known)}")
+        return named
+
     @field_validator("retry_delays_s")
     @classmethod
     def _positive_delays(cls, value: tuple[int, ...]) -> tuple[int, ...]:
