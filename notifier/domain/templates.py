@@ -55,6 +55,19 @@ def _facts_line(text: IncidentText) -> str:
     return " | ".join(f"{label}: {value}" for label, value in facts(text))
 
 
+def _short_facts(text: IncidentText) -> str:
+    # an SMS is billed per 160 characters: "checkout-api (Payments), 3 alerts, triggered ..."
+    who = text.service or ""
+    if text.team_name:
+        who = f"{who} ({text.team_name})" if who else text.team_name
+    parts = [who] if who else []
+    if text.alert_count is not None and text.alert_count >= 0:
+        parts.append(f"{text.alert_count} alert{'' if text.alert_count == 1 else 's'}")
+    if text.triggered_at is not None:
+        parts.append(f"triggered {shown_time(text.triggered_at)}")
+    return ", ".join(parts)
+
+
 def _spoken_facts(text: IncidentText) -> str:
     said = []
     if text.service:
@@ -104,7 +117,8 @@ def render(channel: Channel, kind: NotificationKind, text: IncidentText) -> tupl
     if channel is Channel.SMS:
         # the details and links are kept whole; the headline gives way (to one segment
         # when they leave room for it, else the text runs over into a second)
-        tail = "".join(f" {part}" for part in (known, text.url, text.dashboard_url) if part)
+        short = _short_facts(text) if alert else ""
+        tail = "".join(f" {part}" for part in (short, text.url, text.dashboard_url) if part)
         tail = gsm_safe(tail)
         room = SMS_SEGMENT - len(tail)
         return headline, _clip(gsm_safe(headline), max(room, 40)) + tail
