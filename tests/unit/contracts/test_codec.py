@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from typing import Any
 
 import pytest
 from fastavro import schemaless_writer
@@ -166,9 +167,9 @@ def test_faust_codec_plugs_into_faust(codec: AvroCodec) -> None:
     assert isinstance(codecs.get_codec(name).clone(), FaustAvroCodec)
 
 
-def _previous_incident_opened() -> dict[str, object]:
+def _previous_incident_opened() -> dict[str, Any]:
     """IncidentOpened as it was before INFO and the incident details."""
-    schema = json.loads(load_schemas()[IncidentOpened.AVRO_NAME].text)
+    schema: dict[str, Any] = json.loads(load_schemas()[IncidentOpened.AVRO_NAME].text)
     added = {"team_name", "alert_count", "triggered_at", "dashboard_url"}
     schema["fields"] = [f for f in schema["fields"] if f["name"] not in added]
     enum = next(f for f in schema["fields"] if f["name"] == "priority")["type"]
@@ -176,7 +177,7 @@ def _previous_incident_opened() -> dict[str, object]:
     return schema
 
 
-def _written(schema: dict[str, object], priority: str) -> tuple[LocalSchemaRegistry, bytes]:
+def _written(schema: dict[str, Any], priority: str) -> tuple[LocalSchemaRegistry, bytes]:
     writer = parse_schema_text(json.dumps(schema))
     registry = LocalSchemaRegistry()
     writer_id = registry.add(writer)
