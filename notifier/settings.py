@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     )
     retry_schedules: Annotated[dict[str, tuple[int, ...]], NoDecode] = Field(
         default_factory=dict,
-        description="Per-priority backoff schedules, e.g. CRITICAL=10,20,40,80,160;LOW=300; "
-        "a priority not named has retry_delays_s. Each delay is a delay topic of its own.",
+        description="Per-priority backoff schedules (INFO, LOW, MEDIUM, HIGH, CRITICAL), e.g. "
+        "CRITICAL=10,20,40,80,160;LOW=300; a priority not named has retry_delays_s. Each delay "
+        "is a delay topic of its own.",
     )
     rate_limit_per_min: int = Field(100, ge=1, description="Default sends per minute per provider.")
     rate_limits: Annotated[dict[str, int], NoDecode] = Field(
@@ -192,11 +193,14 @@ class Settings(BaseSettings):
         120.0, gt=0, description="A sent alert not confirmed delivered by then counts as failed."
     )
     receipt_priorities: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("CRITICAL",), description="Priorities whose alerts need a delivery receipt (comma list)."
+        ("CRITICAL",),
+        description="Priorities whose alerts need a delivery receipt (comma list of INFO, LOW, "
+        "MEDIUM, HIGH, CRITICAL; any case).",
     )
     repeat_priorities: Annotated[tuple[str, ...], NoDecode] = Field(
         ("CRITICAL",),
-        description="Priorities whose last tier repeats until acknowledged (comma list).",
+        description="Priorities whose last tier repeats until acknowledged (comma list of "
+        "INFO, LOW, MEDIUM, HIGH, CRITICAL; any case).",
     )
     repeat_interval_s: float = Field(
         300.0, gt=0, description="Time between repeats of the last tier (Grafana OnCall: 5 min)."

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 
 class Priority(enum.Enum):
-    """Lowest first, as the schema lists them; INFO only informs (see docs/PRIORITIES.md)."""
+    """Least urgent first, as the schema lists them; INFO only informs (docs/INCIDENTS.md)."""
 
     INFO = "INFO"
     LOW = "LOW"
