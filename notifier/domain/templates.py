@@ -37,6 +37,15 @@ def shown_time(at: datetime) -> str:
     return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _count(text: IncidentText) -> int | None:
+    # a negative count is nonsense from the incident tool: not shown rather than refused
+    return text.alert_count if text.alert_count is not None and text.alert_count >= 0 else None
+
+
+def _alerts(count: int) -> str:
+    return f"{count} alert{'' if count == 1 else 's'}"
+
+
 def facts(text: IncidentText) -> list[tuple[str, str]]:
     """The incident's details that are known, as (label, value), in the order shown."""
     out: list[tuple[str, str]] = []
@@ -44,8 +53,8 @@ def facts(text: IncidentText) -> list[tuple[str, str]]:
         out.append(("Service", text.service))
     if text.team_name:
         out.append(("Team", text.team_name))
-    if text.alert_count is not None and text.alert_count >= 0:
-        out.append(("Alerts", str(text.alert_count)))
+    if (count := _count(text)) is not None:
+        out.append(("Alerts", str(count)))
     if text.triggered_at is not None:
         out.append(("Triggered", shown_time(text.triggered_at)))
     return out
@@ -61,8 +70,8 @@ def _short_facts(text: IncidentText) -> str:
     if text.team_name:
         who = f"{who} ({text.team_name})" if who else text.team_name
     parts = [who] if who else []
-    if text.alert_count is not None and text.alert_count >= 0:
-        parts.append(f"{text.alert_count} alert{'' if text.alert_count == 1 else 's'}")
+    if (count := _count(text)) is not None:
+        parts.append(_alerts(count))
     if text.triggered_at is not None:
         parts.append(f"triggered {shown_time(text.triggered_at)}")
     return ", ".join(parts)
@@ -74,8 +83,8 @@ def _spoken_facts(text: IncidentText) -> str:
         said.append(f"Service {text.service}.")
     if text.team_name:
         said.append(f"Team {text.team_name}.")
-    if text.alert_count is not None and text.alert_count >= 0:
-        said.append(f"{text.alert_count} alert{'' if text.alert_count == 1 else 's'}.")
+    if (count := _count(text)) is not None:
+        said.append(f"{_alerts(count)}.")
     if text.triggered_at is not None:
         said.append(f"Triggered at {shown_time(text.triggered_at)}.")
     return " ".join(said)
