@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from notifier.contracts.records import Channel, NotificationKind, Priority
 
 SMS_SEGMENT = 160  # one GSM-7 segment; longer texts are split and billed per part
+SMS_PART = 153  # a GSM-7 segment of a split text (the rest carries the joining header)
+SMS_HEADLINE = 40  # the least of the headline an SMS keeps
 PUSH_BODY = 240
 SLACK_TEXT = 3000
 TITLE = 200
@@ -124,13 +126,15 @@ def render(channel: Channel, kind: NotificationKind, text: IncidentText) -> tupl
     known = _facts_line(text) if alert else ""
     dashboard = f"Dashboard: {text.dashboard_url}" if text.dashboard_url else ""
     if channel is Channel.SMS:
-        # the details and links are kept whole; the headline gives way (to one segment
-        # when they leave room for it, else the text runs over into a second)
+        # the details and links are kept whole and the headline gives way: to one segment
+        # when they leave it room enough, else to two
         short = _short_facts(text) if alert else ""
         tail = "".join(f" {part}" for part in (short, text.url, text.dashboard_url) if part)
         tail = gsm_safe(tail)
         room = SMS_SEGMENT - len(tail)
-        return headline, _clip(gsm_safe(headline), max(room, 40)) + tail
+        if room < SMS_HEADLINE:
+            room = 2 * SMS_PART - len(tail)
+        return headline, _clip(gsm_safe(headline), max(room, SMS_HEADLINE)) + tail
     if channel is Channel.VOICE:
         said = _headline(kind, text).replace("[", "").replace("]", ".")
         spoken = f"This is the incident notifier. {said}."
