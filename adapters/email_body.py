@@ -1,5 +1,5 @@
 """The HTML part of an alert email, shared by every email adapter: the text, its links made
-clickable (acknowledge/resolve links among them), and the incident's own link."""
+clickable (acknowledge/resolve links among them), and the incident's and dashboard's links."""
 
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ def _line(text: str) -> str:
     return "".join(out)
 
 
-def html_body(text: str, url: str | None) -> str:
+def html_body(text: str, url: str | None, dashboard_url: str | None = None) -> str:
     """The inner HTML of the message: lines kept, URLs as links."""
     lines = "<br>".join(_line(line) for line in text.splitlines())
-    link = f'<p><a href="{html.escape(url)}">Open the incident</a></p>' if url else ""
-    return f"<p>{lines}</p>{link}"
+    links = [
+        f'<a href="{html.escape(href)}">{label}</a>'
+        for href, label in ((url, "Open the incident"), (dashboard_url, "Open the dashboard"))
+        if href
+    ]
+    return f"<p>{lines}</p>" + (f"<p>{' | '.join(links)}</p>" if links else "")

@@ -93,6 +93,7 @@ class FcmPush(HttpProvider):
                 "incident_id": command.incident_id,
                 "notification_id": command.notification_id,
                 "url": command.url or "",
+                "dashboard_url": command.dashboard_url or "",
             },
             # FCM v1's AndroidConfig.priority is an enum of NORMAL and HIGH: lower case is a 400
             "android": {"priority": "HIGH" if urgent else "NORMAL"},

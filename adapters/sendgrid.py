@@ -23,7 +23,7 @@ class SendGridEmail(HttpProvider):
     def build(self, command: SendCommand) -> HttpCall:
         if self.settings.sendgrid_api_key is None:
             raise missing("NOTIFIER_SENDGRID_API_KEY")
-        body_html = html_body(command.body, command.url)
+        body_html = html_body(command.body, command.url, command.dashboard_url)
         # custom_args go in the personalization, where SendGrid's API types them as an object
         # (the top-level field is a string); they come back on every event of the message
         custom_args = {

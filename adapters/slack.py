@@ -23,11 +23,23 @@ class SlackMessage(HttpProvider):
 
     @staticmethod
     def blocks(command: SendCommand) -> list[dict[str, Any]]:
-        """Block Kit layout: headline, text, and the action buttons for alerts."""
+        """Block Kit layout: headline, text, the dashboard link, and the action buttons for
+        alerts."""
         blocks: list[dict[str, Any]] = [
             {"type": "header", "text": {"type": "plain_text", "text": command.title[:150]}},
             {"type": "section", "text": {"type": "mrkdwn", "text": command.body[:3000]}},
         ]
+        if command.dashboard_url:
+            # a link, not a URL button: a button press is also posted to our interactivity
+            # endpoint, which takes only Acknowledge and Resolve
+            blocks.append(
+                {
+                    "type": "context",
+                    "elements": [
+                        {"type": "mrkdwn", "text": f"<{command.dashboard_url}|Open the dashboard>"}
+                    ],
+                }
+            )
         if command.kind is NotificationKind.ALERT:
             value = f"{command.incident_id}|{command.notification_id}|{command.user_id}"
             blocks.append(

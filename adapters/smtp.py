@@ -37,7 +37,9 @@ class SmtpEmail:
         msg["X-Notifier-Incident-Id"] = command.incident_id
         msg.set_content(command.body)
         msg.add_alternative(
-            f"<html><body>{html_body(command.body, command.url)}</body></html>", subtype="html"
+            f"<html><body>{html_body(command.body, command.url, command.dashboard_url)}"
+            "</body></html>",
+            subtype="html",
         )
         return msg
 

@@ -29,11 +29,14 @@ class TeamsCard(HttpProvider):
             },
             {"type": "TextBlock", "text": command.body, "wrap": True},
         ]
-        actions = (
-            [{"type": "Action.OpenUrl", "title": "Open incident", "url": command.url}]
-            if command.url
-            else []
-        )
+        actions = [
+            {"type": "Action.OpenUrl", "title": title, "url": url}
+            for title, url in (
+                ("Open incident", command.url),
+                ("Open dashboard", command.dashboard_url),
+            )
+            if url
+        ]
         return {
             "type": "message",
             "attachments": [

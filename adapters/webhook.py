@@ -46,6 +46,13 @@ class GenericWebhook(HttpProvider):
                 "body": command.body,
                 "url": command.url,
                 "attempt": command.attempt,
+                # the details as data (each null when the incident did not say); the time
+                # in RFC 3339 for machines, the body shows it for people
+                "service": command.service,
+                "team_name": command.team_name,
+                "alert_count": command.alert_count,
+                "triggered_at": command.triggered_at.isoformat() if command.triggered_at else None,
+                "dashboard_url": command.dashboard_url,
             },
             separators=(",", ":"),
         ).encode()

@@ -118,6 +118,17 @@ def config() -> None:
         out.print(f"{key} = {value}", highlight=False)
 
 
+def _utc_time(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time from the command line; one without an offset is UTC."""
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise fail(f"{option}: {text!r} is not an ISO 8601 time, e.g. 2026-12-03T11:58Z") from exc
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 @app.command("publish-incident")
 def publish_incident(
     file: Annotated[
@@ -137,6 +148,15 @@ def publish_incident(
     description: Annotated[str | None, typer.Option(help="Longer text.")] = None,
     service: Annotated[str | None, typer.Option(help="Affected service.")] = None,
     url: Annotated[str | None, typer.Option(help="Link to the incident.")] = None,
+    team: Annotated[str | None, typer.Option(help="Team that owns the incident.")] = None,
+    alert_count: Annotated[
+        int | None, typer.Option(min=0, help="Alerts the incident has grouped.")
+    ] = None,
+    triggered_at: Annotated[
+        str | None,
+        typer.Option(help="When it was first triggered, ISO 8601 (no offset: UTC)."),
+    ] = None,
+    dashboard_url: Annotated[str | None, typer.Option(help="Link to its dashboard.")] = None,
     channel: Annotated[
         list[Channel] | None, typer.Option(help="Only these channels (repeat).")
     ] = None,
@@ -186,6 +206,10 @@ def publish_incident(
                     url=url,
                     channels=list(channel) if channel else None,
                     skip_tiers=skip_tiers,
+                    team_name=team,
+                    alert_count=alert_count,
+                    triggered_at=_utc_time(triggered_at, "--triggered-at"),
+                    dashboard_url=dashboard_url,
                 )
             )
         else:

@@ -161,6 +161,8 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
                 "incident_id": incident_id,
                 "event_id": f"{incident_id}-opened",
                 "occurred_at": int(time.time() * 1000),
+                # the alerts began a little before the incident was opened
+                "triggered_at": int(time.time() * 1000) - 120_000,
             },
         )
         since = end_offsets(settings, "delivery.events")  # read only what comes next
@@ -176,6 +178,11 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
         say(f"the sandbox received {len(received)} provider request(s):")
         for item in received:
             say(f"  {item['provider']:<8} -> {str(item['to'])[:32]:<32} HTTP/SMTP {item['status']}")
+        sms = next(
+            (r for r in received if r["provider"] == "twilio" and "body" in r["summary"]), None
+        )
+        if sms is not None:
+            say(f"the SMS read: {sms['summary']['body']}")
         slack = [r for r in received if r["provider"] == "slack" and r["status"] == 200]
         if bridge_url and slack and done >= queued:
             since = end_offsets(settings, "delivery.events")

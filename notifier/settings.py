@@ -102,8 +102,9 @@ class Settings(BaseSettings):
     )
     retry_schedules: Annotated[dict[str, tuple[int, ...]], NoDecode] = Field(
         default_factory=dict,
-        description="Per-priority backoff schedules, e.g. CRITICAL=10,20,40,80,160;LOW=300; "
-        "a priority not named has retry_delays_s. Each delay is a delay topic of its own.",
+        description="Per-priority backoff schedules (INFO, LOW, MEDIUM, HIGH, CRITICAL), e.g. "
+        "CRITICAL=10,20,40,80,160;LOW=300; a priority not named has retry_delays_s. Each delay "
+        "is a delay topic of its own.",
     )
     rate_limit_per_min: int = Field(100, ge=1, description="Default sends per minute per provider.")
     rate_limits: Annotated[dict[str, int], NoDecode] = Field(
@@ -207,11 +208,14 @@ class Settings(BaseSettings):
         120.0, gt=0, description="A sent alert not confirmed delivered by then counts as failed."
     )
     receipt_priorities: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("CRITICAL",), description="Priorities whose alerts need a delivery receipt (comma list)."
+        ("CRITICAL",),
+        description="Priorities whose alerts need a delivery receipt (comma list of INFO, LOW, "
+        "MEDIUM, HIGH, CRITICAL; any case).",
     )
     repeat_priorities: Annotated[tuple[str, ...], NoDecode] = Field(
         ("CRITICAL",),
-        description="Priorities whose last tier repeats until acknowledged (comma list).",
+        description="Priorities whose last tier repeats until acknowledged (comma list of "
+        "INFO, LOW, MEDIUM, HIGH, CRITICAL; any case).",
     )
     repeat_interval_s: float = Field(
         300.0, gt=0, description="Time between repeats of the last tier (Grafana OnCall: 5 min)."
@@ -379,6 +383,19 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(v for v in value.replace(" ", "").split(",") if v)
         return value
+
+    @field_validator("receipt_priorities", "repeat_priorities")
+    @classmethod
+    def _known_priorities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # a misspelt priority would silently turn receipts or repeats off for it
+        from notifier.contracts.records import Priority
+
+        known = [p.value for p in Priority]
+        named = tuple(p.upper() for p in value)
+        unknown = [p for p in named if p not in known]
+        if unknown:
+            raise ValueError(f"unknown priority {unknown[0]!r}; priorities: {', '.join(known)}")
+        return named
 
     @field_validator("retry_delays_s")
     @classmethod

@@ -31,6 +31,7 @@ from notifier.domain.dispatch import (
     remember,
     repeat_key,
     schedule_repeats,
+    with_remembered_details,
 )
 from notifier.settings import Settings
 from notifier.topics import channel_topic
@@ -53,7 +54,7 @@ def plan(
     settings = settings or Settings()
     if isinstance(record, IncidentOpened | IncidentEscalated):
         users = {u: directory.get(u) for u in record.user_ids}
-        dispatched = dispatch_alert(record, users, now)
+        dispatched = dispatch_alert(with_remembered_details(record, memory), users, now)
     elif isinstance(record, IncidentAcknowledged | IncidentResolved):
         if memory.status == "resolved" or (
             isinstance(record, IncidentAcknowledged) and memory.status == "acknowledged"

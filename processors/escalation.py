@@ -188,6 +188,8 @@ def _emit(
                         escalation_level=1,
                         user_ids=list(settings.ops_user_ids),
                         self_alert=True,
+                        service="notifier",
+                        triggered_at=now,
                     ),
                 )
             )

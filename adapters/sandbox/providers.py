@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
 import xml.etree.ElementTree as ET
@@ -186,6 +187,11 @@ def sendgrid(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply
             "incident_id": args.get("incident_id"),
             "custom_args": args,
             "content_types": [c["type"] for c in content],
+            "text": next((c["value"] for c in content if c["type"] == "text/plain"), None),
+            "hrefs": re.findall(
+                r'href="([^"]+)"',
+                next((str(c["value"]) for c in content if c["type"] == "text/html"), ""),
+            ),
         },
     )
 
@@ -275,6 +281,8 @@ def fcm(
             "notification_id": data.get("notification_id"),
             "incident_id": data.get("incident_id"),
             "title": note.get("title"),
+            "body": note.get("body"),
+            "data": data,
         },
     )
 
@@ -315,6 +323,13 @@ def slack(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply:
         for e in b.get("elements", [])
     ]
     buttons = [a["action_id"] for a in actions]
+    # what the person reads: the text of every text-bearing block, links as mrkdwn has them
+    texts = [
+        str(t.get("text", ""))
+        for b in blocks
+        for t in ([b["text"]] if isinstance(b.get("text"), dict) else b.get("elements", []))
+        if isinstance(t, dict) and t.get("type") in ("mrkdwn", "plain_text")
+    ]
     value = next((a["value"] for a in actions), None)
     ids = str(value).split("|") if value else [None, None]
     return (
@@ -331,6 +346,7 @@ def slack(creds: SandboxCredentials, auth: str | None, payload: Any) -> Reply:
             "message_id": f"{dm}:{ts}",
             "buttons": buttons,
             "actions": actions,
+            "texts": texts,
             "incident_id": ids[0],
             "notification_id": ids[1] if len(ids) > 1 else None,
         },
@@ -355,7 +371,12 @@ def teams(payload: Any) -> Reply:
     if spec_validation.adaptive_card_violation(card["content"]) is not None:
         return bad
     texts = [b.get("text") for b in card["content"].get("body", [])]
-    return 200, "1", {}, {"title": texts[0] if texts else None}
+    links = {
+        str(a.get("title")): a.get("url")
+        for a in card["content"].get("actions", [])
+        if isinstance(a, dict) and a.get("type") == "Action.OpenUrl"
+    }
+    return 200, "1", {}, {"title": texts[0] if texts else None, "texts": texts, "links": links}
 
 
 def webhook(headers: dict[str, str], body: bytes, signing_secret: str | None) -> Reply:
@@ -386,6 +407,7 @@ def webhook(headers: dict[str, str], body: bytes, signing_secret: str | None) ->
             "notification_id": payload.get("notification_id"),
             "incident_id": payload.get("incident_id"),
             "signed": bool(signature),
+            "payload": payload,
             "authorization": "bearer"
             if headers.get("authorization", "").startswith("Bearer ")
             else ("api-key" if "x-api-key" in headers else "none"),

@@ -32,6 +32,7 @@ import re
 import secrets
 import time
 from email import message_from_bytes
+from email.message import Message
 from typing import Any
 from urllib.parse import urlencode
 
@@ -588,10 +589,18 @@ class SmtpRecorder:
             "parts": [p.get_content_type() for p in msg.walk()],
             # the acknowledge/resolve links, as a person would click them
             "links": re.findall(r"https?://\S+/links/\S+", bytes(body).decode("utf-8", "replace")),
+            "text": bytes(body).decode("utf-8", "replace"),
+            "hrefs": re.findall(r'href="([^"]+)"', _html_of(msg)),
         }
         rec.status = 250
         rec.finished_at = time.time()
         return "250 2.0.0 OK: queued"
+
+
+def _html_of(msg: Message) -> str:
+    part = next((p for p in msg.walk() if p.get_content_type() == "text/html"), None)
+    payload = part.get_payload(decode=True) if part is not None else b""
+    return bytes(payload).decode("utf-8", "replace") if isinstance(payload, bytes) else ""
 
 
 async def serve(

@@ -13,6 +13,9 @@ from typing import ClassVar
 
 
 class Priority(enum.Enum):
+    """Least urgent first, as the schema lists them; INFO only informs (docs/INCIDENTS.md)."""
+
+    INFO = "INFO"
     LOW = "LOW"
     MEDIUM = "MEDIUM"
     HIGH = "HIGH"
@@ -86,6 +89,10 @@ class IncidentOpened(Record):
     channels: list[Channel] | None = None
     skip_tiers: bool = False
     self_alert: bool = False
+    team_name: str | None = None
+    alert_count: int | None = None
+    triggered_at: datetime | None = None
+    dashboard_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +111,10 @@ class IncidentEscalated(Record):
     channels: list[Channel] | None = None
     skip_tiers: bool = False
     self_alert: bool = False
+    team_name: str | None = None
+    alert_count: int | None = None
+    triggered_at: datetime | None = None
+    dashboard_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +220,11 @@ class SendCommand(Record):
     not_before: datetime | None = None
     bundled: dict[str, str] = field(default_factory=dict)
     requested_by: str | None = None
+    service: str | None = None
+    team_name: str | None = None
+    alert_count: int | None = None
+    triggered_at: datetime | None = None
+    dashboard_url: str | None = None
 
 
 # --- delivery.events -------------------------------------------------------------------

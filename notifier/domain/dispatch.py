@@ -35,7 +35,14 @@ from notifier.domain.tiers import (
     unreachable_reason,
 )
 
-PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
+PRIORITY_RANK = {
+    Priority.CRITICAL: 0,
+    Priority.HIGH: 1,
+    Priority.MEDIUM: 2,
+    Priority.LOW: 3,
+    Priority.INFO: 4,
+}
+"""Most urgent first: batches are sent in this order and a bundle takes its most urgent."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,12 @@ class IncidentMemory:
     levels: dict[str, list[str]] = field(default_factory=dict)  # level -> user ids notified
     channels: list[str] | None = None  # the incident's channel override, if any
     escalations: list[str] = field(default_factory=list)  # "user|level|tier" already sent
+    # the incident's details, shown again in escalations, repeats, resends and notices
+    service: str | None = None
+    team_name: str | None = None
+    alert_count: int | None = None
+    triggered_at: datetime | None = None
+    dashboard_url: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """A JSON-able form for the incident table."""
@@ -69,6 +82,11 @@ class IncidentMemory:
             "levels": self.levels,
             "channels": self.channels,
             "escalations": self.escalations,
+            "service": self.service,
+            "team_name": self.team_name,
+            "alert_count": self.alert_count,
+            "triggered_at": self.triggered_at.isoformat() if self.triggered_at else None,
+            "dashboard_url": self.dashboard_url,
         }
 
     @classmethod
@@ -80,6 +98,8 @@ class IncidentMemory:
         url = data.get("url")
         channels = data.get("channels")
         escalations = data.get("escalations")
+        count = data.get("alert_count")
+        triggered = data.get("triggered_at")
         return cls(
             title=str(data.get("title", "")),
             priority=str(data.get("priority", "HIGH")),
@@ -90,12 +110,32 @@ class IncidentMemory:
             else {},
             channels=[str(c) for c in channels] if isinstance(channels, list) else None,
             escalations=[str(e) for e in escalations] if isinstance(escalations, list) else [],
+            service=_text_or_none(data.get("service")),
+            team_name=_text_or_none(data.get("team_name")),
+            alert_count=count if isinstance(count, int) else None,
+            triggered_at=datetime.fromisoformat(triggered) if isinstance(triggered, str) else None,
+            dashboard_url=_text_or_none(data.get("dashboard_url")),
         )
 
     @staticmethod
     def status_of(data: Mapping[str, object] | None) -> str:
         """The status in a stored memory, without rebuilding the rest (read per command)."""
         return str(data.get("status", "open")) if data else "open"
+
+    def text(self, incident_id: str, level: int, by: str | None = None) -> IncidentText:
+        """What a message says about the incident as remembered."""
+        return IncidentText(
+            self.title or incident_id,
+            Priority(self.priority),
+            level,
+            url=self.url,
+            by=by,
+            service=self.service,
+            team_name=self.team_name,
+            alert_count=self.alert_count,
+            triggered_at=self.triggered_at,
+            dashboard_url=self.dashboard_url,
+        )
 
     def notified_users(self) -> list[str]:
         """Everyone sent an alert for this incident, at any level, in first-seen order."""
@@ -104,6 +144,41 @@ class IncidentMemory:
             for user in self.levels[level]:
                 seen.setdefault(user, None)
         return list(seen)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def incident_text(event: IncidentOpened | IncidentEscalated) -> IncidentText:
+    """What a message says about an opened or escalated incident."""
+    return IncidentText(
+        event.title,
+        event.priority,
+        event.escalation_level,
+        event.description,
+        event.url,
+        service=event.service,
+        team_name=event.team_name,
+        alert_count=event.alert_count,
+        triggered_at=event.triggered_at,
+        dashboard_url=event.dashboard_url,
+    )
+
+
+def with_remembered_details(
+    event: IncidentOpened | IncidentEscalated, memory: IncidentMemory
+) -> IncidentOpened | IncidentEscalated:
+    """`event` with the details it leaves out taken from the incident as remembered (an
+    escalation from the incident tool often names only the title and the people)."""
+    return replace(
+        event,
+        service=event.service or memory.service,
+        team_name=event.team_name or memory.team_name,
+        alert_count=event.alert_count if event.alert_count is not None else memory.alert_count,
+        triggered_at=event.triggered_at or memory.triggered_at,
+        dashboard_url=event.dashboard_url or memory.dashboard_url,
+    )
 
 
 def _command(
@@ -138,6 +213,11 @@ def _command(
         address_params=dict(point.params),
         url=text.url,
         repeat=repeat,
+        service=text.service,
+        team_name=text.team_name,
+        alert_count=text.alert_count,
+        triggered_at=text.triggered_at,
+        dashboard_url=text.dashboard_url,
     )
     queued = NotificationQueued(
         event_id=ids.event_id(nid, "queued"),
@@ -168,9 +248,7 @@ def dispatch_alert(
     """Notifications for an opened or escalated incident: each user's first usable tier
     (or `tier`, for a tier escalation; or every tier with skip_tiers), all channels at once."""
     out = Dispatch()
-    text = IncidentText(
-        event.title, event.priority, event.escalation_level, event.description, event.url
-    )
+    text = incident_text(event)
     for user_id in dict.fromkeys(user_ids if user_ids is not None else event.user_ids):
         reach = reachability(profiles.get(user_id), tiers=tiers, only=event.channels)
         if tier is not None:
@@ -228,13 +306,7 @@ def dispatch_notice(
         else NotificationKind.RESOLVED_NOTICE
     )
     level = max((int(level) for level in memory.levels), default=1)
-    text = IncidentText(
-        memory.title or event.incident_id,
-        Priority(memory.priority),
-        level,
-        url=memory.url,
-        by=event.by_user_id,
-    )
+    text = memory.text(event.incident_id, level, by=event.by_user_id)
     for user_id in memory.notified_users():
         for point in reachability(profiles.get(user_id), tiers=tiers).tier(Tier.PRIMARY):
             command, queued = _command(
@@ -258,6 +330,10 @@ def remember(memory: IncidentMemory, event: Record, dispatched: Dispatch) -> Inc
     if isinstance(event, IncidentOpened | IncidentEscalated):
         memory.title, memory.priority, memory.url = event.title, event.priority.value, event.url
         memory.channels = [c.value for c in event.channels] if event.channels else None
+        remembered = with_remembered_details(event, memory)
+        memory.service, memory.team_name = remembered.service, remembered.team_name
+        memory.alert_count, memory.triggered_at = remembered.alert_count, remembered.triggered_at
+        memory.dashboard_url = remembered.dashboard_url
         users = memory.levels.setdefault(str(event.escalation_level), [])
         for command in dispatched.commands:
             if command.user_id not in users:
@@ -321,6 +397,11 @@ def _alert_of(
         user_ids=[user_id],
         url=memory.url,
         channels=[Channel(c) for c in memory.channels] if memory.channels else None,
+        service=memory.service,
+        team_name=memory.team_name,
+        alert_count=memory.alert_count,
+        triggered_at=memory.triggered_at,
+        dashboard_url=memory.dashboard_url,
     )
 
 
@@ -440,12 +521,7 @@ def dispatch_resend(
                 )
             ]
         )
-    text = IncidentText(
-        memory.title or request.incident_id,
-        Priority(memory.priority),
-        request.escalation_level,
-        url=memory.url,
-    )
+    text = memory.text(request.incident_id, request.escalation_level)
     command, _ = _command(
         now,
         request.incident_id,

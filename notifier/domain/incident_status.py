@@ -35,6 +35,10 @@ class IncidentRow:
     acknowledged_by: str | None = None
     resolved_at: datetime | None = None
     resolved_by: str | None = None
+    team_name: str | None = None
+    alert_count: int | None = None
+    triggered_at: datetime | None = None
+    dashboard_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,14 @@ def apply_incident(row: IncidentRow | None, event: IncidentEvent) -> IncidentRow
             url=event.url or row.url,
             escalation_level=max(row.escalation_level, event.escalation_level),
             opened_at=_earlier(row.opened_at, at),
+            # a detail an event leaves out keeps what an earlier one said; the alert count
+            # is the latest told, the trigger time the earliest
+            team_name=event.team_name or row.team_name,
+            alert_count=row.alert_count if event.alert_count is None else event.alert_count,
+            triggered_at=row.triggered_at
+            if event.triggered_at is None
+            else _earlier(row.triggered_at, event.triggered_at),
+            dashboard_url=event.dashboard_url or row.dashboard_url,
         )
     if isinstance(event, IncidentAcknowledged):
         if row.acknowledged_at is not None:

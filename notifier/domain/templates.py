@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from notifier.contracts.records import Channel, NotificationKind, Priority
 
 SMS_SEGMENT = 160  # one GSM-7 segment; longer texts are split and billed per part
+SMS_PART = 153  # a GSM-7 segment of a split text (the rest carries the joining header)
+SMS_HEADLINE = 40  # the least of the headline an SMS keeps
 PUSH_BODY = 240
 SLACK_TEXT = 3000
 TITLE = 200
@@ -23,6 +26,70 @@ class IncidentText:
     description: str | None = None
     url: str | None = None
     by: str | None = None
+    service: str | None = None
+    team_name: str | None = None
+    alert_count: int | None = None
+    triggered_at: datetime | None = None
+    dashboard_url: str | None = None
+
+
+def shown_time(at: datetime) -> str:
+    """A time as every message shows it: minutes, in UTC (the one place that formats it)."""
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _count(text: IncidentText) -> int | None:
+    # a negative count is nonsense from the incident tool: not shown rather than refused
+    return text.alert_count if text.alert_count is not None and text.alert_count >= 0 else None
+
+
+def _alerts(count: int) -> str:
+    return f"{count} alert{'' if count == 1 else 's'}"
+
+
+def facts(text: IncidentText) -> list[tuple[str, str]]:
+    """The incident's details that are known, as (label, value), in the order shown."""
+    out: list[tuple[str, str]] = []
+    if text.service:
+        out.append(("Service", text.service))
+    if text.team_name:
+        out.append(("Team", text.team_name))
+    if (count := _count(text)) is not None:
+        out.append(("Alerts", str(count)))
+    if text.triggered_at is not None:
+        out.append(("Triggered", shown_time(text.triggered_at)))
+    return out
+
+
+def _facts_line(text: IncidentText) -> str:
+    return " | ".join(f"{label}: {value}" for label, value in facts(text))
+
+
+def _short_facts(text: IncidentText) -> str:
+    # an SMS is billed per 160 characters: "checkout-api (Payments), 3 alerts, triggered ..."
+    who = text.service or ""
+    if text.team_name:
+        who = f"{who} ({text.team_name})" if who else text.team_name
+    parts = [who] if who else []
+    if (count := _count(text)) is not None:
+        parts.append(_alerts(count))
+    if text.triggered_at is not None:
+        parts.append(f"triggered {shown_time(text.triggered_at)}")
+    return ", ".join(parts)
+
+
+def _spoken_facts(text: IncidentText) -> str:
+    said = []
+    if text.service:
+        said.append(f"Service {text.service}.")
+    if text.team_name:
+        said.append(f"Team {text.team_name}.")
+    if (count := _count(text)) is not None:
+        said.append(f"{_alerts(count)}.")
+    if text.triggered_at is not None:
+        said.append(f"Triggered at {shown_time(text.triggered_at)}.")
+    return " ".join(said)
 
 
 def _clip(text: str, limit: int) -> str:
@@ -44,28 +111,39 @@ def _headline(kind: NotificationKind, text: IncidentText) -> str:
 
 
 def render(channel: Channel, kind: NotificationKind, text: IncidentText) -> tuple[str, str]:
-    """(title, body) of the message for `channel`."""
+    """(title, body) of the message for `channel`. Alerts show the incident's known details
+    (service, team, alert count, trigger time); every kind keeps the incident and dashboard
+    links, except a call, which cannot show a link."""
     headline = _clip(_headline(kind, text), TITLE)
     who = f" by {text.by}" if text.by else ""
-    if kind is NotificationKind.ALERT:
+    alert = kind is NotificationKind.ALERT
+    if alert:
         detail = text.description or ""
         level = f"Escalation level {text.escalation_level}." if text.escalation_level > 1 else ""
     else:
         verb = "acknowledged" if kind is NotificationKind.ACKNOWLEDGED_NOTICE else "resolved"
         detail, level = f"The incident was {verb}{who}. No action needed.", ""
+    known = _facts_line(text) if alert else ""
+    dashboard = f"Dashboard: {text.dashboard_url}" if text.dashboard_url else ""
     if channel is Channel.SMS:
-        url = f" {text.url}" if text.url else ""
-        room = SMS_SEGMENT - len(gsm_safe(url))
-        return headline, _clip(gsm_safe(headline), max(room, 40)) + gsm_safe(url)
+        # the details and links are kept whole and the headline gives way: to one segment
+        # when they leave it room enough, else to two
+        short = _short_facts(text) if alert else ""
+        tail = "".join(f" {part}" for part in (short, text.url, text.dashboard_url) if part)
+        tail = gsm_safe(tail)
+        room = SMS_SEGMENT - len(tail)
+        if room < SMS_HEADLINE:
+            room = 2 * SMS_PART - len(tail)
+        return headline, _clip(gsm_safe(headline), max(room, SMS_HEADLINE)) + tail
     if channel is Channel.VOICE:
         said = _headline(kind, text).replace("[", "").replace("]", ".")
         spoken = f"This is the incident notifier. {said}."
-        if kind is NotificationKind.ALERT:
-            spoken += f" {level}" if level else ""
+        if alert:
+            spoken += "".join(f" {part}" for part in (_spoken_facts(text), level) if part)
         else:
             spoken += f" {detail}"
         return headline, _clip(spoken, 1000)
-    lines = [line for line in (detail, level, text.url or "") if line]
+    lines = [line for line in (known, detail, level, text.url or "", dashboard) if line]
     body = "\n".join(lines) or headline
     if channel is Channel.PUSH:
         return _clip(headline, 100), _clip(body, PUSH_BODY)

@@ -97,6 +97,42 @@ def test_publish_an_incident_and_read_it_back(notifier_bin: Path, cli_env: dict[
     assert shown["value"]["incident_id"] == incident_id
     assert shown["value"]["user_ids"] == ["alice", "bob"]
     assert shown["value"]["priority"] == "CRITICAL"
+    assert shown["value"]["team_name"] == "Payments" and shown["value"]["alert_count"] == 3
+
+
+def test_flags_publish_an_info_incident_with_its_details(
+    notifier_bin: Path, cli_env: dict[str, str]
+) -> None:
+    assert run(notifier_bin, cli_env, "topics", "create").returncode == 0
+    incident_id = f"e2e-info-{uuid.uuid4()}"
+    published = run(
+        notifier_bin,
+        cli_env,
+        "publish-incident",
+        "--incident-id",
+        incident_id,
+        "--title",
+        "certificate renews in 30 days",
+        "--priority",
+        "INFO",
+        "--user",
+        "alice",
+        "--service",
+        "edge",
+        "--team",
+        "Platform",
+        "--alert-count",
+        "1",
+        "--triggered-at",
+        "2026-12-03T11:58:00",
+        "--dashboard-url",
+        "https://grafana.example.com/d/edge",
+    )
+    assert published.returncode == 0, published.stderr
+    value = tail_one(notifier_bin, cli_env, incident_id)["value"]
+    assert (value["priority"], value["team_name"], value["alert_count"]) == ("INFO", "Platform", 1)
+    assert value["dashboard_url"] == "https://grafana.example.com/d/edge"
+    assert str(value["triggered_at"]).startswith(("2026-12-03T11:58:00", "1796731080000"))
 
 
 def test_flags_publish_an_acknowledgement(notifier_bin: Path, cli_env: dict[str, str]) -> None:

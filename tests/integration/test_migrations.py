@@ -49,3 +49,20 @@ def test_the_read_model_enforces_its_vocabulary(database_url: str) -> None:
             "INSERT INTO notification_log (notification_id, incident_id, user_id, channel, status)"
             " VALUES (gen_random_uuid(), 'i', 'u', 'EMAIL', 'LOST')"
         )
+
+
+@pytest.mark.parametrize("table", ["incident", "notification_log"])
+def test_info_is_a_priority_and_a_made_up_one_is_not(database_url: str, table: str) -> None:
+    migrate(database_url)
+    insert = {
+        "incident": "INSERT INTO incident (incident_id, title, priority, status, last_event_at)"
+        " VALUES (gen_random_uuid()::text, 't', %s, 'open', now())",
+        "notification_log": "INSERT INTO notification_log"
+        " (notification_id, incident_id, user_id, channel, status, priority)"
+        " VALUES (gen_random_uuid(), 'i', 'u', 'EMAIL', 'QUEUED', %s)",
+    }[table]
+    with psycopg.connect(database_url) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute(insert, ("INFO",))
+        with pytest.raises(psycopg.errors.CheckViolation), conn.transaction():
+            conn.execute(insert, ("TRIVIAL",))

@@ -555,3 +555,74 @@ async def test_people_are_kept_as_their_latest_profile_and_forgotten_when_delete
     assert await person() == ("Dee", "dee@example.com")  # the newer profile, whatever the order
     await fold(conn, ProfileDeleted(user))  # type: ignore[arg-type]
     assert await person() is None
+
+
+async def test_an_incidents_details_and_info_priority_reach_its_row(
+    conn: psycopg.AsyncConnection[Any],
+) -> None:
+    """The incident row keeps the team, alert count, trigger time and dashboard; an INFO
+    incident and an INFO notification pass the tables' priority checks."""
+    from notifier.contracts.records import (
+        Channel,
+        IncidentEscalated,
+        IncidentOpened,
+        NotificationKind,
+        NotificationQueued,
+        Priority,
+        Tier,
+    )
+
+    incident = f"inc-{uuid.uuid4().hex[:8]}"
+    common: dict[str, Any] = {
+        "incident_id": incident,
+        "title": "certificate renews in 30 days",
+        "priority": Priority.INFO,
+        "user_ids": ["alice"],
+    }
+    opened = IncidentOpened(
+        event_id=f"{incident}-o",
+        occurred_at=at(10),
+        escalation_level=1,
+        service="edge",
+        team_name="Platform",
+        alert_count=2,
+        triggered_at=at(5),
+        dashboard_url="https://grafana.example.com/d/edge",
+        **common,
+    )
+    # an escalation that names only some details: the rest stay as they were
+    escalated = IncidentEscalated(
+        event_id=f"{incident}-e", occurred_at=at(20), escalation_level=2, alert_count=4, **common
+    )
+    nid = str(uuid.uuid4())
+    queued = NotificationQueued(
+        event_id=f"{incident}-q",
+        occurred_at=at(11),
+        notification_id=nid,
+        incident_id=incident,
+        user_id="alice",
+        channel=Channel.EMAIL,
+        tier=Tier.PRIMARY,
+        escalation_level=1,
+        priority=Priority.INFO,
+        kind=NotificationKind.ALERT,
+    )
+    await fold(conn, opened, queued, escalated)
+    cursor = await conn.execute(
+        "SELECT priority, service, team_name, alert_count, triggered_at, dashboard_url, "
+        "escalation_level FROM incident WHERE incident_id = %s",
+        (incident,),
+    )
+    assert await cursor.fetchone() == (
+        "INFO",
+        "edge",
+        "Platform",
+        4,
+        at(5),
+        "https://grafana.example.com/d/edge",
+        2,
+    )
+    cursor = await conn.execute(
+        "SELECT priority FROM notification_log WHERE notification_id = %s", (nid,)
+    )
+    assert await cursor.fetchone() == ("INFO",)

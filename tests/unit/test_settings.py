@@ -51,16 +51,26 @@ def test_per_channel_timeouts_and_per_priority_schedules(
     monkeypatch.setenv("NOTIFIER_SEND_TIMEOUT_S", "8")
     monkeypatch.setenv("NOTIFIER_SEND_TIMEOUTS", "voice=30, SMS=4.5")
     monkeypatch.setenv("NOTIFIER_RETRY_DELAYS_S", "30,60")
-    monkeypatch.setenv("NOTIFIER_RETRY_SCHEDULES", "CRITICAL=10,20,40,80;low=300")
+    monkeypatch.setenv("NOTIFIER_RETRY_SCHEDULES", "CRITICAL=10,20,40,80;low=300;INFO=600")
     settings = Settings()
     assert [settings.send_timeout(c) for c in ("VOICE", "SMS", "EMAIL")] == [30.0, 4.5, 8.0]
     assert settings.retry_delays("CRITICAL") == (10, 20, 40, 80)
     assert settings.retry_delays("LOW") == (300,)
+    assert settings.retry_delays("INFO") == (600,)
     assert settings.retry_delays("HIGH") == (30, 60)
-    assert settings.every_retry_delay == (10, 20, 30, 40, 60, 80, 300)  # one delay topic each
+    assert settings.every_retry_delay == (10, 20, 30, 40, 60, 80, 300, 600)  # a topic each
     shown = settings.masked()  # what `notifier config` prints
-    assert shown["retry_schedules"] == "CRITICAL=10,20,40,80;LOW=300"
+    assert shown["retry_schedules"] == "CRITICAL=10,20,40,80;LOW=300;INFO=600"
     assert shown["send_timeouts"] == "VOICE=30.0,SMS=4.5"
+
+
+def test_priority_lists_take_info_and_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFIER_REPEAT_PRIORITIES", "critical, info")
+    monkeypatch.setenv("NOTIFIER_RECEIPT_PRIORITIES", "")
+    settings = Settings()
+    assert settings.repeat_priorities == ("CRITICAL", "INFO")
+    assert settings.receipt_priorities == ()
+    assert Settings().retry_delays("INFO") == Settings().retry_delays_s  # not named: default
 
 
 @pytest.mark.parametrize(
@@ -72,6 +82,8 @@ def test_per_channel_timeouts_and_per_priority_schedules(
         ("NOTIFIER_RETRY_SCHEDULES", "URGENT=10", "unknown priority 'URGENT'"),
         ("NOTIFIER_RETRY_SCHEDULES", "LOW=0,5", "positive delays"),
         ("NOTIFIER_RETRY_SCHEDULES", "LOW", "is not PRIORITY=delay"),
+        ("NOTIFIER_REPEAT_PRIORITIES", "CRITICAL,CRTICAL", "unknown priority 'CRTICAL'"),
+        ("NOTIFIER_RECEIPT_PRIORITIES", "URGENT", "unknown priority 'URGENT'"),
     ],
 )
 def test_bad_timeouts_and_schedules_are_refused_with_why(

@@ -3,7 +3,9 @@ the provider does; every failure mode maps to its category."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -11,7 +13,14 @@ import pytest
 
 from adapters.base import Provider, ProviderError
 from adapters.providers import build_providers
-from notifier.contracts.records import Channel, FailureCategory, NotificationKind, SendCommand
+from notifier.contracts.records import (
+    Channel,
+    FailureCategory,
+    NotificationKind,
+    Priority,
+    SendCommand,
+)
+from notifier.domain.templates import IncidentText, render
 from notifier.settings import Settings
 from tests.samples import sample
 
@@ -276,3 +285,101 @@ async def test_a_refused_connection_is_a_connection_error_not_a_timeout(
                 await provider.close()
     assert failed.value.category is T
     assert "ClientConnectorError" in failed.value.reason and "in time" not in failed.value.reason
+
+
+# --- the incident's details, as each provider received them -------------------------------
+
+DASHBOARD = "https://grafana.example.com/d/checkout"
+DETAILED = IncidentText(
+    title="checkout-api: error rate above 5%",
+    priority=Priority.HIGH,
+    escalation_level=1,
+    description="5xx ratio 7.2%",
+    url="https://inc.example.com/1",
+    service="checkout-api",
+    team_name="Payments",
+    alert_count=3,
+    triggered_at=datetime(2026, 12, 3, 11, 58, tzinfo=UTC),
+    dashboard_url=DASHBOARD,
+)
+WHEN = "2026-12-03 11:58 UTC"
+
+
+def detailed(channel: Channel, sandbox: dict[str, str]) -> SendCommand:
+    """A command as the dispatcher makes it: rendered text and the details on the side."""
+    title, body = render(channel, NotificationKind.ALERT, DETAILED)
+    return command(
+        channel,
+        sandbox,
+        title=title,
+        body=body,
+        url=DETAILED.url,
+        service=DETAILED.service,
+        team_name=DETAILED.team_name,
+        alert_count=DETAILED.alert_count,
+        triggered_at=DETAILED.triggered_at,
+        dashboard_url=DASHBOARD,
+    )
+
+
+def _received(channel: str, summary: dict[str, Any]) -> tuple[str, list[str]]:
+    """(text the person reads, links they can open) out of the sandbox's recording."""
+    if channel in ("smtp", "sendgrid"):
+        return summary["text"], summary["hrefs"]
+    if channel == "sms":  # a phone makes a link of a URL in the text
+        return summary["body"], re.findall(r"https?://\S+", summary["body"])
+    if channel == "voice":
+        return summary["twiml"], []
+    if channel == "fcm":
+        return summary["body"], [summary["data"]["dashboard_url"]]
+    if channel == "slack":
+        text = "\n".join(summary["texts"])
+        return text, [m for m in re.findall(r"<([^|>]+)\|", text)]
+    if channel == "teams":
+        return "\n".join(summary["texts"]), list(summary["links"].values())
+    payload = summary["payload"]
+    return payload["body"], [payload["dashboard_url"]]
+
+
+@pytest.mark.parametrize(
+    ("channel", "email_provider", "recorded_as", "shown"),
+    [
+        (Channel.EMAIL, "smtp", "smtp", ("Service: checkout-api", "Team: Payments", "Alerts: 3")),
+        (Channel.EMAIL, "sendgrid", "sendgrid", ("Service: checkout-api", "Alerts: 3")),
+        (Channel.SMS, "smtp", "sms", ("checkout-api (Payments)", "3 alerts", DASHBOARD)),
+        (Channel.VOICE, "smtp", "voice", ("Service checkout-api", "Team Payments", "3 alerts")),
+        (Channel.PUSH, "smtp", "fcm", ("Service: checkout-api", "Team: Payments", "Alerts: 3")),
+        (Channel.SLACK, "smtp", "slack", ("Service: checkout-api", "Team: Payments", "Alerts: 3")),
+        (Channel.TEAMS, "smtp", "teams", ("Service: checkout-api", "Team: Payments", "Alerts: 3")),
+        (Channel.WEBHOOK, "smtp", "webhook", ("Service: checkout-api", "Team: Payments")),
+    ],
+    ids=["smtp", "sendgrid", "sms", "voice", "push", "slack", "teams", "webhook"],
+)
+async def test_the_provider_receives_the_incident_details(
+    sandbox: dict[str, str],
+    control: httpx.AsyncClient,
+    channel: Channel,
+    email_provider: str,
+    recorded_as: str,
+    shown: tuple[str, ...],
+) -> None:
+    built = build_providers(settings_for(sandbox, email_provider=email_provider))
+    try:
+        await built[channel].send(detailed(channel, sandbox))
+    finally:
+        for provider in built.values():
+            await provider.close()
+    [request] = (await control.get("/_sandbox/requests")).json()
+    text, links = _received(recorded_as, request["summary"])
+    for part in (*shown, WHEN):
+        assert part in text, f"{recorded_as} received no {part!r}: {text!r}"
+    if channel is not Channel.VOICE:  # a call cannot show a link
+        assert DASHBOARD in links, f"{recorded_as}: no dashboard link in {links}"
+    if channel is Channel.WEBHOOK:
+        payload = request["summary"]["payload"]
+        assert (payload["service"], payload["team_name"], payload["alert_count"]) == (
+            "checkout-api",
+            "Payments",
+            3,
+        )
+        assert payload["triggered_at"] == "2026-12-03T11:58:00+00:00"

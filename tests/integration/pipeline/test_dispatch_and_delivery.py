@@ -4,6 +4,7 @@ dispatch, concurrency, ordering, idempotent ids, bounds, dead letters."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from notifier.contracts.records import (
     DeadLetter,
     DeliverySent,
     NotificationQueued,
+    Priority,
     SendCommand,
     UserUnreachable,
 )
@@ -81,6 +83,37 @@ async def test_preferences_and_contacts_decide_the_commands(
         lambda found: sum(isinstance(e, DeliverySent) for e in found) >= len(expected),
     )
     assert {e.channel.value for e in events if isinstance(e, NotificationQueued)} == expected
+
+
+async def test_an_info_incident_reaches_the_providers_with_its_details(
+    clean_sandbox: Pipeline,
+) -> None:
+    """Through Kafka and the worker: the email and the SMS show the service, team, alert
+    count, trigger time and dashboard link the incident event carried."""
+    event = clean_sandbox.incident(
+        "nophone",
+        "smsonly",
+        priority=Priority.INFO,
+        service="edge",
+        team_name="Platform",
+        alert_count=2,
+        triggered_at=datetime(2026, 12, 3, 11, 58, tzinfo=UTC),
+        dashboard_url="https://grafana.example.com/d/edge",
+    )
+    await clean_sandbox.events(
+        "delivery.events",
+        event.incident_id,
+        lambda found: sum(isinstance(e, DeliverySent) for e in found) >= 2,
+    )
+    [email] = await clean_sandbox.requests(provider="smtp", incident_id=event.incident_id)
+    text = email["summary"]["text"]
+    for shown in ("Service: edge", "Team: Platform", "Alerts: 2", "2026-12-03 11:58 UTC"):
+        assert shown in text, text
+    assert "https://grafana.example.com/d/edge" in email["summary"]["hrefs"]
+    [sms] = await clean_sandbox.requests(provider="twilio", incident_id=event.incident_id)
+    body = sms["summary"]["body"]
+    assert body.startswith("[INFO] db down") and "edge (Platform), 2 alerts" in body, body
+    assert body.endswith("https://grafana.example.com/d/edge")
 
 
 async def test_a_user_nobody_can_reach_is_reported(clean_sandbox: Pipeline) -> None:

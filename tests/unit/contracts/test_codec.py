@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from typing import Any
 
 import pytest
 from fastavro import schemaless_writer
@@ -123,7 +124,8 @@ def test_data_missing_a_required_field_is_refused() -> None:
         f["name"]: v
         for f, v in zip(
             schema["fields"],
-            ["e", FIXED_TIME, "i", None, "HIGH", None, None, 1, ["u"], None, False, False],
+            ["e", FIXED_TIME, "i", None, "HIGH", None, None, 1, ["u"], None, False, False]
+            + [None] * 4,
             strict=True,
         )
     }
@@ -163,3 +165,61 @@ def test_faust_codec_plugs_into_faust(codec: AvroCodec) -> None:
     assert codecs.loads(name, data) == record
     # Faust clones codecs when chaining; the clone must keep the Avro codec
     assert isinstance(codecs.get_codec(name).clone(), FaustAvroCodec)
+
+
+def _previous_incident_opened() -> dict[str, Any]:
+    """IncidentOpened as it was before INFO and the incident details."""
+    schema: dict[str, Any] = json.loads(load_schemas()[IncidentOpened.AVRO_NAME].text)
+    added = {"team_name", "alert_count", "triggered_at", "dashboard_url"}
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in added]
+    enum = next(f for f in schema["fields"] if f["name"] == "priority")["type"]
+    enum["symbols"] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    return schema
+
+
+def _written(schema: dict[str, Any], priority: str) -> tuple[LocalSchemaRegistry, bytes]:
+    writer = parse_schema_text(json.dumps(schema))
+    registry = LocalSchemaRegistry()
+    writer_id = registry.add(writer)
+    body = io.BytesIO()
+    datum = {
+        "event_id": "e",
+        "occurred_at": FIXED_TIME,
+        "incident_id": "i",
+        "title": "db down",
+        "priority": priority,
+        "escalation_level": 1,
+        "user_ids": ["u"],
+    }
+    schemaless_writer(body, writer.parsed, datum)
+    return registry, struct.pack(">bI", 0, writer_id) + body.getvalue()
+
+
+def test_an_incident_written_before_the_details_reads_without_them() -> None:
+    registry, data = _written(_previous_incident_opened(), "LOW")
+    event = AvroCodec(registry).decode(data)
+    assert isinstance(event, IncidentOpened)
+    assert event.priority is Priority.LOW
+    assert (event.team_name, event.alert_count, event.triggered_at, event.dashboard_url) == (
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_priority_this_reader_does_not_know_is_refused_by_name() -> None:
+    """No enum default: an unknown symbol is a clear error (a dead letter), never misread
+    as another priority; and the registry keeps refusing the removal of a symbol."""
+    schema = json.loads(load_schemas()[IncidentOpened.AVRO_NAME].text)
+    enum = next(f for f in schema["fields"] if f["name"] == "priority")["type"]
+    enum["symbols"] = [*enum["symbols"], "PAGE_EVERYONE"]
+    registry, data = _written(schema, "PAGE_EVERYONE")
+    with pytest.raises(ContractError) as caught:
+        AvroCodec(registry).decode(data)
+    assert "PAGE_EVERYONE" in caught.value.reason
+
+
+def test_info_round_trips(codec: AvroCodec) -> None:
+    info = sample(IncidentOpened, priority=Priority.INFO)
+    assert codec.decode(codec.encode(info)) == info

@@ -9,7 +9,9 @@ import pytest
 from notifier.contracts.records import (
     Channel,
     ChannelPreference,
+    EscalateTier,
     IncidentAcknowledged,
+    IncidentEscalated,
     IncidentOpened,
     IncidentResolved,
     NotificationKind,
@@ -21,10 +23,13 @@ from notifier.contracts.records import (
     UserUnreachable,
 )
 from notifier.domain.dispatch import (
+    PRIORITY_RANK,
     IncidentMemory,
     dispatch_alert,
+    dispatch_escalation,
     dispatch_notice,
     remember,
+    with_remembered_details,
 )
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
@@ -168,3 +173,74 @@ def test_the_status_read_alone_is_the_status_of_the_whole_memory(memory: Inciden
     stored = memory.to_json()
     assert IncidentMemory.status_of(stored) == IncidentMemory.from_json(stored).status
     assert IncidentMemory.status_of(None) == IncidentMemory.from_json(None).status == "open"
+
+
+TRIGGERED = datetime(2026, 11, 25, 2, 55, tzinfo=UTC)
+DETAILS: dict[str, object] = {
+    "service": "checkout-api",
+    "team_name": "Payments",
+    "alert_count": 3,
+    "triggered_at": TRIGGERED,
+    "dashboard_url": "https://grafana.example.com/d/checkout",
+}
+
+
+def _details(command: SendCommand) -> dict[str, object]:
+    return {name: getattr(command, name) for name in DETAILS}
+
+
+def test_the_incident_details_ride_on_every_command_and_in_its_text() -> None:
+    out = dispatch_alert(opened("a", **DETAILS), {"a": user("a", E, P)}, NOW)
+    assert out.commands
+    for command in out.commands:
+        assert _details(command) == DETAILS
+        assert "Team: Payments" in command.body and "2026-11-25 02:55 UTC" in command.body
+
+
+def test_escalations_repeats_resends_and_notices_show_the_remembered_details() -> None:
+    profiles = {"a": user("a", E, S)}
+    first = dispatch_alert(opened("a", **DETAILS), profiles, NOW)
+    memory = remember(IncidentMemory(), opened("a", **DETAILS), first)
+    memory = IncidentMemory.from_json(memory.to_json())  # as stored in the incident table
+    bare = IncidentEscalated(
+        event_id="e2",
+        occurred_at=NOW,
+        incident_id="inc-1",
+        title="db down",
+        priority=Priority.CRITICAL,
+        escalation_level=2,
+        user_ids=["a"],
+        alert_count=5,  # a detail the escalation does tell replaces the remembered one
+    )
+    level2 = dispatch_alert(with_remembered_details(bare, memory), profiles, NOW)
+    assert [_details(c) for c in level2.commands] == [{**DETAILS, "alert_count": 5}]
+    memory = remember(memory, bare, level2)
+    assert memory.alert_count == 5 and memory.team_name == "Payments"
+    tier = dispatch_escalation(
+        EscalateTier("c1", NOW, "inc-1", "a", 2, Tier.SECONDARY, "primary failed"),
+        memory,
+        profiles["a"],
+        NOW,
+    )
+    assert [_details(c) for c in tier.commands] == [{**DETAILS, "alert_count": 5}]
+    assert "2026-11-25 02:55 UTC" in tier.commands[0].body
+    notice = dispatch_notice(
+        IncidentResolved("e3", NOW, "inc-1", by_user_id="a"), memory, profiles, NOW
+    )
+    assert notice.commands[0].dashboard_url == DETAILS["dashboard_url"]
+
+
+def test_a_memory_stored_before_the_details_reads_without_them() -> None:
+    memory = IncidentMemory.from_json({"title": "db down", "priority": "LOW", "status": "open"})
+    assert (memory.service, memory.alert_count, memory.triggered_at) == (None, None, None)
+
+
+def test_info_ranks_below_low() -> None:
+    ranked = sorted(Priority, key=lambda p: PRIORITY_RANK[p])
+    assert ranked == [
+        Priority.CRITICAL,
+        Priority.HIGH,
+        Priority.MEDIUM,
+        Priority.LOW,
+        Priority.INFO,
+    ]

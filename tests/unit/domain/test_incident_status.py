@@ -102,3 +102,18 @@ def test_the_newer_profile_wins_and_a_deletion_leaves_nothing() -> None:
     assert older is not None and older.name == "Ann"
     assert renamed is not None and renamed.name == "Ann B."
     assert apply_profile(newer, ProfileDeleted("u1")) is None
+
+
+def test_details_keep_what_an_earlier_event_said() -> None:
+    first = opened(
+        team_name="Payments",
+        alert_count=2,
+        triggered_at=at(-60),
+        dashboard_url="https://grafana.example.com/d/1",
+        priority=Priority.INFO,
+    )
+    row = fold(first, escalated(8))  # the escalation names none of them
+    assert (row.team_name, row.alert_count, row.triggered_at) == ("Payments", 2, at(-60))
+    assert (row.dashboard_url, row.priority) == ("https://grafana.example.com/d/1", "CRITICAL")
+    later = fold(first, opened(9, alert_count=0, triggered_at=at(-30), team_name="DBA"))
+    assert (later.team_name, later.alert_count, later.triggered_at) == ("DBA", 0, at(-60))

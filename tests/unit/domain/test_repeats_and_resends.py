@@ -48,10 +48,11 @@ def voice_command(priority: Priority = Priority.CRITICAL, repeat: int = 0) -> Se
         (voice_command(repeat=1), Tier.FALLBACK, [2]),
         (voice_command(repeat=3), Tier.FALLBACK, []),  # most repeats reached
         (voice_command(Priority.HIGH), Tier.FALLBACK, []),  # not a repeating priority
+        (voice_command(Priority.INFO), Tier.FALLBACK, []),  # INFO never repeats by default
         (voice_command(), None, []),  # not the user's last tier
         (replace(voice_command(), kind=NotificationKind.ACKNOWLEDGED_NOTICE), Tier.FALLBACK, []),
     ],
-    ids=["first", "next", "most", "priority", "not-last-tier", "notice"],
+    ids=["first", "next", "most", "priority", "info", "not-last-tier", "notice"],
 )
 def test_when_a_repeat_is_scheduled(
     command: SendCommand, last: Tier | None, expected: list[int]

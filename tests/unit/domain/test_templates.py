@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 
 from notifier.contracts.records import Channel, NotificationKind, Priority
-from notifier.domain.templates import SMS_SEGMENT, IncidentText, gsm_safe, render
+from notifier.domain.templates import (
+    PUSH_BODY,
+    SMS_PART,
+    SMS_SEGMENT,
+    IncidentText,
+    facts,
+    gsm_safe,
+    render,
+    shown_time,
+)
 
 LONG = IncidentText(
     title="checkout-api: error rate above 5% — " + "x" * 300,
@@ -38,3 +49,110 @@ def test_notices_say_what_happened_and_who() -> None:
     assert "acknowledged by alice" in body
     _, spoken = render(Channel.VOICE, NotificationKind.ALERT, text)
     assert "HIGH" in spoken and "db down" in spoken
+
+
+DETAILED = IncidentText(
+    title="checkout-api: error rate above 5%",
+    priority=Priority.HIGH,
+    escalation_level=1,
+    description="5xx ratio 7.2%",
+    url="https://inc.example.com/i/42",
+    service="checkout-api",
+    team_name="Payments",
+    alert_count=3,
+    triggered_at=datetime(2026, 12, 3, 11, 58, 30, tzinfo=UTC),
+    dashboard_url="https://grafana.example.com/d/checkout",
+)
+WHEN = "2026-12-03 11:58 UTC"
+
+# what each channel's alert must show; a call cannot show a link, so it names the rest
+SHOWN: dict[Channel, tuple[str, ...]] = {
+    Channel.EMAIL: ("checkout-api", "Payments", "Alerts: 3", WHEN, DETAILED.dashboard_url or ""),
+    Channel.SMS: ("checkout-api (Payments)", "3 alerts", WHEN, DETAILED.dashboard_url or ""),
+    Channel.VOICE: ("Service checkout-api", "Team Payments", "3 alerts", WHEN),
+    Channel.PUSH: ("checkout-api", "Payments", "Alerts: 3", WHEN, DETAILED.dashboard_url or ""),
+    Channel.SLACK: ("checkout-api", "Payments", "Alerts: 3", WHEN, DETAILED.dashboard_url or ""),
+    Channel.TEAMS: ("checkout-api", "Payments", "Alerts: 3", WHEN, DETAILED.dashboard_url or ""),
+    Channel.WEBHOOK: ("checkout-api", "Payments", "Alerts: 3", WHEN, DETAILED.dashboard_url or ""),
+}
+
+
+@pytest.mark.parametrize("channel", list(Channel), ids=lambda c: c.value.lower())
+def test_every_channel_shows_the_incident_details(channel: Channel) -> None:
+    _, body = render(channel, NotificationKind.ALERT, DETAILED)
+    for shown in SHOWN[channel]:
+        assert shown in body, f"{channel.value} body lacks {shown!r}: {body!r}"
+
+
+@pytest.mark.parametrize("channel", list(Channel), ids=lambda c: c.value.lower())
+def test_details_not_given_are_not_shown(channel: Channel) -> None:
+    bare = IncidentText(title="db down", priority=Priority.HIGH, escalation_level=1)
+    _, body = render(channel, NotificationKind.ALERT, bare)
+    for label in ("Service", "Team", "Alerts", "Triggered", "Dashboard", "None"):
+        assert label not in body
+
+
+def test_only_the_known_details_are_shown() -> None:
+    some = IncidentText(
+        title="db down", priority=Priority.LOW, escalation_level=1, team_name="DBA", alert_count=0
+    )
+    _, body = render(Channel.EMAIL, NotificationKind.ALERT, some)
+    assert body.splitlines()[0] == "Team: DBA | Alerts: 0"
+    _, spoken = render(Channel.VOICE, NotificationKind.ALERT, some)
+    assert "Team DBA. 0 alerts." in spoken and "Service" not in spoken
+
+
+def test_a_negative_alert_count_is_not_shown() -> None:
+    odd = IncidentText(title="db down", priority=Priority.LOW, escalation_level=1, alert_count=-2)
+    assert facts(odd) == []
+
+
+def test_the_sms_keeps_details_and_links_and_shortens_the_headline() -> None:
+    long = IncidentText(**{**DETAILED.__dict__, "title": "x" * 300})
+    _, body = render(Channel.SMS, NotificationKind.ALERT, long)
+    assert body == gsm_safe(body)
+    assert body.endswith(f"{DETAILED.url} {DETAILED.dashboard_url}")
+    assert f"... checkout-api (Payments), 3 alerts, triggered {WHEN} https://" in body
+    assert len(body) == 2 * SMS_PART  # no room in one segment: the headline fills two
+    assert body.startswith("[HIGH] " + "x" * 100)
+
+
+def test_an_sms_stays_in_one_segment_when_the_details_leave_room() -> None:
+    short = IncidentText(
+        title="x" * 300, priority=Priority.LOW, escalation_level=1, service="db", alert_count=1
+    )
+    _, body = render(Channel.SMS, NotificationKind.ALERT, short)
+    assert len(body) == SMS_SEGMENT and body.endswith("... db, 1 alert")
+
+
+def test_push_keeps_the_details_when_the_description_is_long() -> None:
+    long = IncidentText(**{**DETAILED.__dict__, "description": "y" * 1000})
+    _, body = render(Channel.PUSH, NotificationKind.ALERT, long)
+    assert len(body) <= PUSH_BODY
+    assert body.startswith("Service: checkout-api | Team: Payments | Alerts: 3")
+
+
+def test_notices_keep_the_dashboard_link_but_not_the_details() -> None:
+    _, body = render(Channel.EMAIL, NotificationKind.RESOLVED_NOTICE, DETAILED)
+    assert "Dashboard: https://grafana.example.com/d/checkout" in body
+    assert "Alerts: 3" not in body
+
+
+@pytest.mark.parametrize(
+    ("at", "shown"),
+    [
+        (datetime(2026, 12, 3, 11, 58, 59, tzinfo=UTC), "2026-12-03 11:58 UTC"),
+        (datetime(2026, 12, 3, 13, 58, tzinfo=timezone(timedelta(hours=2))), WHEN),
+        (datetime(2026, 12, 3, 11, 58), WHEN),  # naive: taken as UTC
+    ],
+)
+def test_times_are_shown_in_utc_to_the_minute(at: datetime, shown: str) -> None:
+    assert shown_time(at) == shown
+
+
+def test_info_is_shown_like_any_priority() -> None:
+    info = IncidentText(
+        title="certificate renews in 30 days", priority=Priority.INFO, escalation_level=1
+    )
+    title, _ = render(Channel.EMAIL, NotificationKind.ALERT, info)
+    assert title == "[INFO] certificate renews in 30 days"

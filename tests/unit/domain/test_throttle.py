@@ -311,6 +311,7 @@ def test_a_command_arriving_when_the_window_opened_before_its_timer_takes_the_he
     [
         (command("inc-c", priority=Priority.CRITICAL), "S"),
         (command("inc-h", priority=Priority.HIGH), "H+T"),
+        (command("inc-i", priority=Priority.INFO), "H+T"),  # INFO waits like any other
         # a notice can wait, even of a CRITICAL incident
         (
             command("inc-c", priority=Priority.CRITICAL, kind=NotificationKind.RESOLVED_NOTICE),
@@ -443,6 +444,18 @@ def test_bundle_priority_is_the_highest_and_one_incident_keeps_its_own_text() ->
     assert alone.bundled == {single[1].notification_id: "inc-a"}
     with pytest.raises(ValueError, match="nothing"):
         bundle([], at(0))
+
+
+def test_info_gives_way_to_any_other_priority_in_a_bundle() -> None:
+    held = [command("inc-a", priority=Priority.INFO), command("inc-b", priority=Priority.LOW)]
+    message = bundle(held, at(900))
+    assert message.priority is Priority.LOW
+    assert message.body.startswith("[LOW] ")
+    only_info = bundle(
+        [command("inc-a", priority=Priority.INFO), command("inc-b", priority=Priority.INFO)],
+        at(900),
+    )
+    assert only_info.priority is Priority.INFO
 
 
 def test_a_voice_bundle_reads_out_every_incident() -> None:

@@ -39,3 +39,18 @@ def test_a_type_passed_by_undecoded_never_changes_a_decision(cls: type[Record]) 
         assert may_change_decisions(cls.AVRO_NAME)
     else:
         assert not may_change_decisions(cls.AVRO_NAME), f"{cls.__name__} is decoded for nothing"
+
+
+def test_the_self_alert_names_the_notifier_as_its_service() -> None:
+    from notifier.contracts.records import Channel, DeliveryFailed, IncidentOpened
+    from notifier.domain.escalation import Critical
+    from notifier.settings import Settings
+    from processors.escalation import _emit
+
+    failed = sample(DeliveryFailed, incident_id="inc-9", user_id="carol")
+    out = _emit(
+        failed, 1, [Critical((Channel.EMAIL, Channel.SMS))], Settings(ops_user_ids=("ops",))
+    )
+    [opened] = [record for topic, _, record in out if topic == "incidents"]
+    assert isinstance(opened, IncidentOpened)
+    assert opened.service == "notifier" and opened.triggered_at == opened.occurred_at
