@@ -6,6 +6,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from notifier.contracts.records import Channel, NotificationKind, Priority
+from notifier.domain.sms_reply import SMS_REPLY_ROOM
 
 SMS_SEGMENT = 160  # one GSM-7 segment; longer texts are split and billed per part
 PUSH_BODY = 240
@@ -55,7 +56,9 @@ def render(channel: Channel, kind: NotificationKind, text: IncidentText) -> tupl
         detail, level = f"The incident was {verb}{who}. No action needed.", ""
     if channel is Channel.SMS:
         url = f" {text.url}" if text.url else ""
-        room = SMS_SEGMENT - len(gsm_safe(url))
+        # an alert keeps room for the "Reply ACK <code>" hint the SMS adapter may add
+        hint = SMS_REPLY_ROOM if kind is NotificationKind.ALERT else 0
+        room = SMS_SEGMENT - len(gsm_safe(url)) - hint
         return headline, _clip(gsm_safe(headline), max(room, 40)) + gsm_safe(url)
     if channel is Channel.VOICE:
         said = _headline(kind, text).replace("[", "").replace("]", ".")
