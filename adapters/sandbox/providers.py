@@ -97,7 +97,8 @@ def twilio(
             )
         sid = "SM" + secrets.token_hex(16)
         extra: dict[str, Any] = {"body": text, "num_segments": str(-(-len(text) // 160))}
-        recorded: dict[str, Any] = dict(extra)
+        # the sender: the number a reply goes to (/_sandbox/twilio/inbound)
+        recorded: dict[str, Any] = {**extra, "from": sender}
     else:
         twiml = form.get("Twiml")
         if not twiml and not form.get("Url"):
@@ -347,7 +348,13 @@ def teams(payload: Any) -> Reply:
     ):
         return bad
     texts = [b.get("text") for b in card["content"].get("body", [])]
-    return 200, "1", {}, {"title": texts[0] if texts else None}
+    # the card's buttons, as a person would click them
+    actions = [
+        {"title": a.get("title"), "url": a.get("url")}
+        for a in card["content"].get("actions", [])
+        if isinstance(a, dict) and a.get("type") == "Action.OpenUrl"
+    ]
+    return 200, "1", {}, {"title": texts[0] if texts else None, "actions": actions}
 
 
 def webhook(headers: dict[str, str], body: bytes, signing_secret: str | None) -> Reply:
