@@ -29,11 +29,12 @@ class TeamsCard(HttpProvider):
             },
             {"type": "TextBlock", "text": command.body, "wrap": True},
         ]
-        actions = (
-            [{"type": "Action.OpenUrl", "title": "Open incident", "url": command.url}]
-            if command.url
-            else []
-        )
+        actions: list[dict[str, Any]] = []
+        acknowledge = command.address_params.get("acknowledge_url")
+        if acknowledge:  # a one-time link to the bridge (adapters.email_links)
+            actions.append({"type": "Action.OpenUrl", "title": "Acknowledge", "url": acknowledge})
+        if command.url:
+            actions.append({"type": "Action.OpenUrl", "title": "Open incident", "url": command.url})
         return {
             "type": "message",
             "attachments": [
