@@ -96,6 +96,9 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("repeated", [Channel.SMS, Channel.VOICE], sandbox_url),
         profile("resendy", [Channel.EMAIL], sandbox_url),
         profile("texted", [Channel.SMS], sandbox_url),  # the throttle's: SMS only
+        # acknowledging by SMS reply: the only one with this number, as replies find people
+        profile("texter", [Channel.SMS, Channel.PUSH], sandbox_url, phone="+14155550177"),
+        profile("teamsack", [Channel.TEAMS, Channel.PUSH], sandbox_url),
     ]
 
 
