@@ -99,6 +99,7 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         # acknowledging by SMS reply: the only one with this number, as replies find people
         profile("texter", [Channel.SMS, Channel.PUSH], sandbox_url, phone="+14155550177"),
         profile("teamsack", [Channel.TEAMS, Channel.PUSH], sandbox_url),
+        profile("textcall", [Channel.SMS, Channel.VOICE], sandbox_url, phone="+14155550178"),
     ]
 
 

@@ -4,6 +4,7 @@ and a Teams card's one-time link each stop the incident's waiting retries within
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +19,13 @@ from notifier.contracts.records import (
     DeliveryFailed,
     DeliverySent,
     IncidentAcknowledged,
+    IncidentOpened,
     IncidentResolved,
     NotificationKind,
     NotificationQueued,
+    Priority,
+    ReceiptDue,
+    TierEscalated,
 )
 from notifier.domain import ids
 from notifier.domain.sms_reply import short_code
@@ -126,6 +131,60 @@ async def test_an_sms_reply_of_1_stops_pending_retries_within_a_second(
         )
     assert "no open incidents" in again.json()["body"]
     assert len(await acknowledgements(pipeline, incident)) == 1
+
+
+async def test_an_sms_reply_before_the_receipt_deadline_stops_the_escalation_to_voice(
+    clean_sandbox: Pipeline,
+) -> None:
+    pipeline = clean_sandbox
+    incident = f"inc-{uuid.uuid4().hex[:12]}"
+    # CRITICAL: the SMS needs a receipt within NOTIFIER_RECEIPT_DEADLINE_S (3 s), which
+    # never comes; unacknowledged, the person's voice tier would be called
+    pipeline.publish(
+        "incidents",
+        incident,
+        IncidentOpened(
+            event_id=str(uuid.uuid4()),
+            occurred_at=datetime.now(UTC),
+            incident_id=incident,
+            title="payments down",
+            priority=Priority.CRITICAL,
+            escalation_level=1,
+            user_ids=["textcall"],
+        ),
+    )
+    [sms] = await eventually(
+        lambda: pipeline.requests(provider="twilio", incident_id=incident),
+        lambda found: len(found) == 1,
+        every_s=0.02,
+    )
+    sms_row = ids.notification_id(incident, 1, "textcall", Channel.SMS)
+    await eventually(lambda: pipeline.row(sms_row), lambda r: r is not None, every_s=0.02)
+    await eventually(
+        lambda: incident_status(pipeline, incident), lambda s: s == "open", every_s=0.02
+    )
+    async with httpx.AsyncClient(base_url=pipeline.sandbox_url) as client:
+        reply = await client.post(
+            "/_sandbox/twilio/inbound",
+            json={
+                "message_id": sms["message_id"],
+                "body": "1",
+                "url": f"{pipeline.bridge_url}/twilio/sms",
+            },
+        )
+    replied_after_s = datetime.now(UTC).timestamp() - sms["finished_at"]
+    assert replied_after_s < 3, f"replied {replied_after_s:.1f} s after the SMS: too late"
+    assert "Acknowledged: payments down" in reply.json()["body"]
+    # the deadline passes (ReceiptDue is forwarded) and nothing escalates
+    events = await pipeline.events(
+        "delivery.events", incident, lambda found: any(isinstance(e, ReceiptDue) for e in found)
+    )
+    assert not any(isinstance(e, TierEscalated) for e in events)
+    # an absence can only be seen after its time: without the reply the call is made a few
+    # milliseconds after ReceiptDue, so give it well over that before looking
+    await asyncio.sleep(2)
+    requests = await pipeline.requests(provider="twilio", incident_id=incident)
+    assert [r["path"].rsplit("/", 1)[1] for r in requests] == ["Messages.json"]
 
 
 async def test_a_forged_sms_reply_is_refused_and_acknowledges_nothing(
