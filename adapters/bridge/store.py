@@ -111,7 +111,7 @@ class BridgeStore:
         params: list[Any] = []
         for action, token in tokens.items():
             params += [token_hash(token), action, incident_id, notification_id, user_id, ttl]
-            params.append(channel)
+            params += [channel]
         await self._run(
             "INSERT INTO magic_link (token_sha256, action, incident_id, notification_id, "
             "user_id, expires_at, channel) VALUES "
