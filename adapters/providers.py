@@ -28,17 +28,18 @@ def _client(settings: Settings, channel: Channel) -> HttpClient:
     return HttpClient(timeout, size, {"User-Agent": "notifier/0.1"})
 
 
-def _with_links(email: Provider, settings: Settings) -> Provider:
+def _with_links(provider: Provider, settings: Settings) -> Provider:
     from adapters.bridge.store import BridgeStore
-    from adapters.email_links import EmailWithLinks
+    from adapters.email_links import EmailWithLinks, TeamsWithLinks
     from projections.database import DatabaseNotConfiguredError, database_url
 
     try:
         url = database_url(settings)
     except DatabaseNotConfiguredError as exc:
-        log.warning("emails without acknowledge links: %s", exc)
-        return email
-    return EmailWithLinks(email, BridgeStore(url), settings)
+        log.warning("%s without acknowledge links: %s", provider.channel.value.lower(), exc)
+        return provider
+    wrapper = EmailWithLinks if provider.channel is Channel.EMAIL else TeamsWithLinks
+    return wrapper(provider, BridgeStore(url), settings)
 
 
 Builder = Callable[[Settings], Provider]
@@ -60,10 +61,10 @@ BUILDERS: dict[tuple[Channel, str], Builder] = {
 
 
 def build_provider(channel: Channel, name: str, settings: Settings) -> Provider:
-    """One provider of `channel`, with its own pooled HTTP client; emails get acknowledge
-    links when a bridge is deployed."""
+    """One provider of `channel`, with its own pooled HTTP client; emails and Teams cards
+    get acknowledge links when a bridge is deployed."""
     provider = BUILDERS[(channel, name)](settings)
-    if channel is Channel.EMAIL and settings.callback_base_url:
+    if channel in (Channel.EMAIL, Channel.TEAMS) and settings.callback_base_url:
         provider = _with_links(provider, settings)  # alerts carry one-time links
     return provider
 

@@ -29,7 +29,11 @@ class TeamsCard(HttpProvider):
             },
             {"type": "TextBlock", "text": command.body, "wrap": True},
         ]
-        actions = [
+        actions: list[dict[str, Any]] = []
+        acknowledge = command.address_params.get("acknowledge_url")
+        if acknowledge:  # a one-time link to the bridge (adapters.email_links)
+            actions.append({"type": "Action.OpenUrl", "title": "Acknowledge", "url": acknowledge})
+        actions += [
             {"type": "Action.OpenUrl", "title": title, "url": url}
             for title, url in (
                 ("Open incident", command.url),

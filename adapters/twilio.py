@@ -7,7 +7,8 @@ from xml.sax.saxutils import escape
 
 from adapters.base import HttpProvider, missing
 from adapters.http import HttpCall, HttpClient, HttpResponse
-from notifier.contracts.records import Channel, SendCommand
+from notifier.contracts.records import Channel, NotificationKind, SendCommand
+from notifier.domain.sms_reply import sms_reply_hint
 from notifier.settings import Settings
 
 
@@ -64,9 +65,25 @@ class TwilioSms(_Twilio):
     channel = Channel.SMS
     resource = "Messages"
 
+    def text(self, command: SendCommand) -> str:
+        """The SMS text: alerts invite a reply that acknowledges when the bridge gets replies
+        (the template kept room for the hint, so the SMS stays one segment)."""
+        if (
+            command.kind is NotificationKind.ALERT
+            and self.settings.callback_base_url
+            and self.settings.sms_replies
+        ):
+            several = bool(set(command.bundled.values()) - {command.incident_id})
+            return command.body + sms_reply_hint(command.incident_id, several)
+        return command.body
+
     def build(self, command: SendCommand) -> HttpCall:
         auth = self._auth()
-        form = {"To": command.address, "From": self.settings.twilio_from, "Body": command.body}
+        form = {
+            "To": command.address,
+            "From": self.settings.twilio_from,
+            "Body": self.text(command),
+        }
         callback = self._status_callback(command)
         if callback:
             form["StatusCallback"] = callback

@@ -202,7 +202,15 @@ class Settings(BaseSettings):
         300, ge=1, description="Signed requests older than this are refused (Slack, SendGrid)."
     )
     magic_link_ttl_s: int = Field(
-        86400, ge=60, description="How long an acknowledge/resolve link in an email is valid."
+        86400,
+        ge=60,
+        description="How long an acknowledge/resolve link in an email or Teams card is valid.",
+    )
+    sms_replies: bool = Field(
+        True,
+        description="Alert SMS end with 'Reply ACK <code> to acknowledge' when a bridge is "
+        "deployed (callback_base_url); turn off while the number's incoming-message webhook "
+        "does not point at the bridge's /twilio/sms.",
     )
     receipt_deadline_s: float = Field(
         120.0, gt=0, description="A sent alert not confirmed delivered by then counts as failed."

@@ -8,9 +8,10 @@ callback was not acknowledged by Kafka (503) sends it again.
 
   POST /twilio/status        Twilio SMS and call status callbacks (X-Twilio-Signature)
   POST /twilio/gather        keys pressed during a voice call: 1 acknowledges
+  POST /twilio/sms           SMS sent to our number: "1" or "ACK <code>" acknowledges
   POST /sendgrid/events      SendGrid signed event webhook (ECDSA)
   POST /slack/actions        Slack interactivity: Acknowledge / Resolve buttons (v0 signature)
-  GET  /links/{token}        confirmation page of a one-time email link
+  GET  /links/{token}        confirmation page of a one-time link (email, Teams card)
   POST /links/{token}        performs the link's action, once
   POST /webhook/receipts     delivery receipts from webhook receivers (X-Notifier-Signature)
   GET  /healthz /readyz /metrics
@@ -19,6 +20,7 @@ callback was not acknowledged by Kafka (503) sends it again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import html
 import logging
@@ -28,6 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
 import psycopg
 from aiohttp import web
@@ -52,7 +55,7 @@ from notifier.contracts.records import (
     RawCallback,
     Record,
 )
-from notifier.domain import ids
+from notifier.domain import ids, sms_reply
 from notifier.settings import Settings
 
 log = logging.getLogger("notifier.bridge")
@@ -295,6 +298,50 @@ class Bridge:
             request, "twilio_gather", "X-Twilio-Signature", self._verify_twilio, said
         )
 
+    async def twilio_sms(self, request: web.Request) -> web.StreamResponse:
+        """An SMS to our number (Twilio's incoming-message webhook): "1" acknowledges the
+        sender's only open incident, "ACK <code>" the one with that code. The answer is TwiML
+        whose <Message> Twilio texts back: done, or why not and the codes to use."""
+        req = await self.incoming(request, "twilio_sms")
+        try:
+            self._verify_twilio(req, request.headers.get("X-Twilio-Signature"))
+        except SignatureError as exc:
+            return self.refuse(req.source, exc)
+        form = req.form
+        sender = form.get("From", "").strip()
+        people, open_incidents = await self.store.open_incidents_of(sender) if sender else ([], {})
+        outcome = sms_reply.decide(
+            sms_reply.parse_reply(form.get("Body", "")),
+            bool(people),
+            {incident: found.title for incident, found in open_incidents.items()},
+        )
+
+        def acknowledgement(req: Incoming) -> list[Record]:
+            sid = form.get("MessageSid") or form.get("SmsSid")
+            if not sid:
+                raise MalformedRequestError("twilio sms: MessageSid is missing")
+            if outcome.incident_id is None:
+                return []
+            alerted = open_incidents[outcome.incident_id].user_id
+            return [
+                IncidentAcknowledged(
+                    event_id=ids.event_id("twilio-sms", sid),
+                    occurred_at=req.received_at,
+                    incident_id=outcome.incident_id,
+                    by_user_id=alerted or (people[0] if len(people) == 1 else None),
+                    via="sms",
+                    note=f"SMS reply {sid}",
+                )
+            ]
+
+        def message(records: Sequence[Record]) -> web.StreamResponse:
+            return web.Response(
+                text=f"<Response><Message>{escape(outcome.answer)}</Message></Response>",
+                content_type="application/xml",
+            )
+
+        return await self.accept(req, acknowledgement, message)
+
     def _verify_twilio(self, req: Incoming, signature: str | None) -> None:
         tokens = [
             t.get_secret_value()
@@ -362,7 +409,7 @@ class Bridge:
         try:
             link = await self.store.look(token)
         except LinkRefusedError as exc:
-            REQUESTS.labels("email_link", "refused").inc()
+            REQUESTS.labels("link", "refused").inc()
             return _page(403, "Link not valid", exc.reason)
         verb = "Acknowledge" if link.action == "acknowledge" else "Resolve"
         return _page(
@@ -373,22 +420,26 @@ class Bridge:
         )
 
     async def link_action(self, request: web.Request) -> web.StreamResponse:
-        """POST performs the link's one action, once."""
+        """POST performs the link's one action, once; a second use is refused and says the
+        link was already used."""
         token = request.match_info["token"]
         req = await self.incoming(request, "email_link")
         try:
             link = await self.store.use(token)
         except LinkRefusedError as exc:
-            REQUESTS.labels("email_link", "refused").inc()
-            log.warning("email link refused: %s", exc.reason)
+            REQUESTS.labels("link", "refused").inc()
+            log.warning("link refused: %s", exc.reason)
             return _page(403, "Link not valid", exc.reason)
+        # the channel the link was sent on: an email, or a Teams card's button
+        via = "teams_link" if link.channel == "TEAMS" else "email_link"
+        req = dataclasses.replace(req, source=via)
         kind = IncidentAcknowledged if link.action == "acknowledge" else IncidentResolved
         record = kind(
-            event_id=ids.event_id("email-link", token_hash(token)),
+            event_id=ids.event_id(via.replace("_", "-"), token_hash(token)),
             occurred_at=req.received_at,
             incident_id=link.incident_id,
             by_user_id=link.user_id,
-            via="email_link",
+            via=via,
             note=f"link from notification {link.notification_id}",
         )
         archived_url = req.url.replace(token, f"sha256:{token_hash(token)}")
@@ -396,10 +447,11 @@ class Bridge:
             await self.publisher.publish([self.archived(req, archived_url), outgoing(record)])
         except Exception as exc:  # not published: the link can be used again
             await self.store.unuse(token)
-            return self.unavailable("email_link", exc)
-        REQUESTS.labels("email_link", "accepted").inc()
+            return self.unavailable(via, exc)
+        REQUESTS.labels(via, "accepted").inc()
         log.info(
-            "email link: %s",
+            "%s: %s",
+            via,
             link.action,
             extra={"incident_id": link.incident_id, "notification_id": link.notification_id},
         )
@@ -456,6 +508,7 @@ def build_app(bridge: Bridge) -> web.Application:
     routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
         ("POST", "/twilio/status", bridge.twilio_status),
         ("POST", "/twilio/gather", bridge.twilio_gather),
+        ("POST", "/twilio/sms", bridge.twilio_sms),
         ("POST", "/sendgrid/events", bridge.sendgrid_events),
         ("POST", "/slack/actions", bridge.slack_actions),
         ("GET", "/links/{token}", bridge.link_page),

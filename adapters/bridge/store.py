@@ -1,5 +1,7 @@
-"""The bridge's state in PostgreSQL: one-time email links and the signatures of requests
-already accepted (replay refusal). Tokens themselves are never stored, only their SHA-256."""
+"""The bridge's state in PostgreSQL: one-time links (in emails and Teams cards) and the
+signatures of requests already accepted (replay refusal). Tokens themselves are never
+stored, only their SHA-256. It also reads who a phone number belongs to, and their open
+incidents, from the read model (SMS replies)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,16 @@ class Link:
     user_id: str
     expires_at: datetime
     used_at: datetime | None
+    channel: str = "EMAIL"
+
+
+@dataclass(frozen=True)
+class OpenIncident:
+    """An open incident someone was alerted about: its title, and who (None when several
+    people who share the phone number were)."""
+
+    title: str
+    user_id: str | None
 
 
 class LinkRefusedError(Exception):
@@ -84,18 +96,26 @@ class BridgeStore:
         await self._run("SELECT 1", ())
 
     async def issue(
-        self, incident_id: str, notification_id: str, user_id: str, ttl_s: int
+        self,
+        incident_id: str,
+        notification_id: str,
+        user_id: str,
+        ttl_s: int,
+        actions: tuple[str, ...] = ACTIONS,
+        channel: str = "EMAIL",
     ) -> dict[str, str]:
-        """A fresh random token per action for one notification: {action: token}."""
-        tokens = {action: secrets.token_urlsafe(32) for action in ACTIONS}
+        """A fresh random token per action for one notification sent on `channel`:
+        {action: token}."""
+        tokens = {action: secrets.token_urlsafe(32) for action in actions}
         ttl = timedelta(seconds=ttl_s)
         params: list[Any] = []
         for action, token in tokens.items():
             params += [token_hash(token), action, incident_id, notification_id, user_id, ttl]
+            params += [channel]
         await self._run(
             "INSERT INTO magic_link (token_sha256, action, incident_id, notification_id, "
-            "user_id, expires_at) VALUES "
-            + ", ".join(["(%s, %s, %s, %s, %s, now() + %s)"] * len(tokens)),
+            "user_id, expires_at, channel) VALUES "
+            + ", ".join(["(%s, %s, %s, %s, %s, now() + %s, %s)"] * len(tokens)),
             tuple(params),
         )
         return tokens
@@ -104,7 +124,7 @@ class BridgeStore:
         """What `token` allows, without using it; LinkRefusedError if it cannot be used."""
         rows = await self._run(
             "SELECT action, incident_id, notification_id::text, user_id, expires_at, used_at, "
-            "expires_at <= now() FROM magic_link WHERE token_sha256 = %s",
+            "channel, expires_at <= now() FROM magic_link WHERE token_sha256 = %s",
             (token_hash(token),),
         )
         if not rows:
@@ -122,7 +142,7 @@ class BridgeStore:
         rows = await self._run(
             "UPDATE magic_link SET used_at = now() WHERE token_sha256 = %s AND used_at IS NULL "
             "AND expires_at > now() RETURNING action, incident_id, notification_id::text, "
-            "user_id, expires_at, used_at",
+            "user_id, expires_at, used_at, channel",
             (token_hash(token),),
         )
         if not rows:
@@ -135,6 +155,30 @@ class BridgeStore:
         await self._run(
             "UPDATE magic_link SET used_at = NULL WHERE token_sha256 = %s", (token_hash(token),)
         )
+
+    async def open_incidents_of(self, phone: str) -> tuple[list[str], dict[str, OpenIncident]]:
+        """Who has `phone` (user ids, from the read model's `person`) and the open incidents
+        they were alerted about; "open" is neither acknowledged nor resolved, as the
+        projection last folded the incidents topic."""
+        people = [
+            str(r[0])
+            for r in await self._run(
+                "SELECT user_id FROM person WHERE phone = %s ORDER BY user_id", (phone,)
+            )
+        ]
+        if not people:
+            return [], {}
+        rows = await self._run(
+            "SELECT i.incident_id, i.title, array_agg(DISTINCT n.user_id ORDER BY n.user_id) "
+            "FROM incident i JOIN notification_log n ON n.incident_id = i.incident_id "
+            "WHERE n.user_id = ANY(%s) AND coalesce(n.kind, 'ALERT') = 'ALERT' "
+            "AND i.status = 'open' GROUP BY i.incident_id, i.title",
+            (people,),
+        )
+        return people, {
+            str(i): OpenIncident(str(t), str(users[0]) if len(users) == 1 else None)
+            for i, t, users in rows
+        }
 
     async def first_time(self, source: str, signature: str) -> bool:
         """Record a signed request; False when the same signature was accepted before."""

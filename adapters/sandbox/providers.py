@@ -101,7 +101,8 @@ def twilio(
             )
         sid = "SM" + secrets.token_hex(16)
         extra: dict[str, Any] = {"body": text, "num_segments": str(-(-len(text) // 160))}
-        recorded: dict[str, Any] = dict(extra)
+        # the sender: the number a reply goes to (/_sandbox/twilio/inbound)
+        recorded: dict[str, Any] = {**extra, "from": sender}
     else:
         twiml = form.get("Twiml")
         if not twiml and not form.get("Url"):
@@ -371,12 +372,15 @@ def teams(payload: Any) -> Reply:
     if spec_validation.adaptive_card_violation(card["content"]) is not None:
         return bad
     texts = [b.get("text") for b in card["content"].get("body", [])]
-    links = {
-        str(a.get("title")): a.get("url")
+    # the card's buttons, as a person would click them
+    actions = [
+        {"title": a.get("title"), "url": a.get("url")}
         for a in card["content"].get("actions", [])
         if isinstance(a, dict) and a.get("type") == "Action.OpenUrl"
-    }
-    return 200, "1", {}, {"title": texts[0] if texts else None, "texts": texts, "links": links}
+    ]
+    links = {str(a["title"]): a["url"] for a in actions}
+    title = texts[0] if texts else None
+    return 200, "1", {}, {"title": title, "texts": texts, "links": links, "actions": actions}
 
 
 def webhook(headers: dict[str, str], body: bytes, signing_secret: str | None) -> Reply:

@@ -22,6 +22,9 @@ Control API:
                                                             event, signed as the provider signs
   POST /_sandbox/interact                                   a user's Slack button click or keys
                                                             pressed in a Twilio call, signed
+  POST /_sandbox/twilio/inbound                             an SMS a person sends to our number
+                                                            (a reply), posted to the number's
+                                                            incoming-message webhook, signed
 """
 
 from __future__ import annotations
@@ -511,6 +514,67 @@ async def interact(request: web.Request) -> web.Response:
     )
 
 
+async def twilio_inbound(request: web.Request) -> web.Response:
+    """POST /_sandbox/twilio/inbound {"url", "body", "message_id"? | "from" and "to"?}: an SMS
+    a person sends to our Twilio number, posted to the number's incoming-message webhook
+    (`url`, what the Twilio console's "A message comes in" names) as Twilio posts it, signed
+    with the account's auth token. With `message_id` (an SMS the sandbox sent) it is that
+    SMS's recipient replying to its sender."""
+    state, creds = request.app[STATE], request.app[CREDS]
+    ask = await request.json()
+    url = ask.get("url")
+    if not url:
+        raise web.HTTPBadRequest(text="url (the number's incoming-message webhook) is needed")
+    if ask.get("message_id"):
+        sent = _recorded(state, ask["message_id"])
+        if sent.provider != "twilio" or not str(sent.message_id).startswith("SM"):
+            raise web.HTTPBadRequest(text="only an SMS can be replied to")
+        sender, ours = sent.to or "", str(sent.summary.get("from") or "")
+    else:
+        sender, ours = str(ask.get("from") or ""), str(ask.get("to") or "+14155550000")
+    if not sender:
+        raise web.HTTPBadRequest(text="from (the person's number) or message_id is needed")
+    sid = "SM" + secrets.token_hex(16)
+    text = str(ask.get("body", ""))
+    # the fields Twilio posts for an incoming SMS (no media)
+    params = {
+        "ToCountry": "US",
+        "ToState": "CA",
+        "SmsMessageSid": sid,
+        "NumMedia": "0",
+        "ToCity": "",
+        "FromZip": "",
+        "SmsSid": sid,
+        "FromState": "CA",
+        "SmsStatus": "received",
+        "FromCity": "",
+        "Body": text,
+        "FromCountry": "US",
+        "To": ours,
+        "ToZip": "",
+        "NumSegments": str(max(1, -(-len(text) // 160))),
+        "MessageSid": sid,
+        "AccountSid": creds.twilio_account_sid,
+        "From": sender,
+        "ApiVersion": "2010-04-01",
+    }
+    body = urlencode(params).encode()
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": "TwilioProxy/1.1",
+        "X-Twilio-Signature": twilio_signature(creds.twilio_auth_token, url, params),
+    }
+    response = await _post(url, body, headers)
+    return web.json_response(
+        {
+            "posted_to": str(response.url),
+            "status": response.status_code,
+            "body": response.text,
+            "message_sid": sid,
+        }
+    )
+
+
 def build_app(
     state: SandboxState, creds: SandboxCredentials | None = None, webhook_signing_secret: str = ""
 ) -> web.Application:
@@ -540,6 +604,7 @@ def build_app(
     app.router.add_route("DELETE", "/_sandbox/faults/{provider}", set_fault)
     app.router.add_post("/_sandbox/callbacks", send_callback)
     app.router.add_post("/_sandbox/interact", interact)
+    app.router.add_post("/_sandbox/twilio/inbound", twilio_inbound)
     return app
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from notifier.contracts.records import Channel, NotificationKind, Priority
+from notifier.domain.sms_reply import SMS_REPLY_ROOM
 
 SMS_SEGMENT = 160  # one GSM-7 segment; longer texts are split and billed per part
 SMS_PART = 153  # a GSM-7 segment of a split text (the rest carries the joining header)
@@ -127,13 +128,15 @@ def render(channel: Channel, kind: NotificationKind, text: IncidentText) -> tupl
     dashboard = f"Dashboard: {text.dashboard_url}" if text.dashboard_url else ""
     if channel is Channel.SMS:
         # the details and links are kept whole and the headline gives way: to one segment
-        # when they leave it room enough, else to two
+        # when they leave it room enough, else to two; an alert also keeps room for the
+        # "Reply ACK <code>" hint the SMS adapter may add
         short = _short_facts(text) if alert else ""
         tail = "".join(f" {part}" for part in (short, text.url, text.dashboard_url) if part)
         tail = gsm_safe(tail)
-        room = SMS_SEGMENT - len(tail)
+        hint = SMS_REPLY_ROOM if kind is NotificationKind.ALERT else 0
+        room = SMS_SEGMENT - len(tail) - hint
         if room < SMS_HEADLINE:
-            room = 2 * SMS_PART - len(tail)
+            room = 2 * SMS_PART - len(tail) - hint
         return headline, _clip(gsm_safe(headline), max(room, SMS_HEADLINE)) + tail
     if channel is Channel.VOICE:
         said = _headline(kind, text).replace("[", "").replace("]", ".")

@@ -3,6 +3,7 @@ configured from `sandbox_env` verifies them, and so do the providers' own librar
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from adapters.bridge.signatures import (
 from adapters.providers import build_providers
 from adapters.slack import SlackMessage
 from notifier.contracts.records import Channel, NotificationKind, SendCommand
+from notifier.domain.sms_reply import short_code
 from notifier.settings import Settings
 from tests.samples import sample
 
@@ -228,3 +230,42 @@ async def test_interact_refuses_what_it_cannot_do(
     no_url = await control.post("/_sandbox/interact", json={"message_id": slack})
     assert no_url.status_code == 400
     assert receiver.seen == []
+
+
+async def test_sms_replies_go_to_the_incoming_message_webhook_signed(
+    sandbox: dict[str, str], control: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    settings = bridge_settings(sandbox, callback_base_url=f"{receiver.base}/bridge")
+    cmd = dataclasses.replace(command(Channel.SMS, "+14155550177"), bundled={})
+    sms_sid = await send(settings, cmd)
+    [sent] = [
+        r
+        for r in (await control.get("/_sandbox/requests", params={"provider": "twilio"})).json()
+        if r["message_id"] == sms_sid
+    ]
+    # the alert invites the reply, and stays one segment
+    hint = f" Reply ACK {short_code(cmd.incident_id)} to acknowledge"
+    assert sent["summary"]["body"] == cmd.body + hint
+    assert sent["summary"]["num_segments"] == "1"
+    webhook = f"{receiver.base}/bridge/twilio/sms"
+    asked = await control.post(
+        "/_sandbox/twilio/inbound",
+        json={"message_id": sms_sid, "body": "ACK 4821", "url": webhook},
+    )
+    assert asked.json()["status"] == 200, asked.text
+    [got] = receiver.seen
+    assert got.url == webhook
+    form = dict(parse_qsl(got.body.decode(), keep_blank_values=True))
+    # the person (the SMS's recipient) writes to the number it came from
+    assert (form["From"], form["To"]) == (cmd.address, settings.twilio_from)
+    assert form["Body"] == "ACK 4821"
+    assert form["MessageSid"] == asked.json()["message_sid"] and form["SmsStatus"] == "received"
+    signature = got.headers["X-Twilio-Signature"]
+    assert settings.twilio_auth_token is not None
+    token = settings.twilio_auth_token.get_secret_value()
+    verify_twilio([token], got.url, form, signature)
+    assert RequestValidator(token).validate(got.url, form, signature)
+    with pytest.raises(SignatureError):
+        verify_twilio([token], got.url, {**form, "Body": "1"}, signature)
+    nobody = await control.post("/_sandbox/twilio/inbound", json={"body": "1", "url": webhook})
+    assert nobody.status_code == 400

@@ -98,6 +98,10 @@ def pipeline_users(sandbox_url: str) -> list[UserProfile]:
         profile("texted", [Channel.SMS], sandbox_url),  # the throttle's: SMS only
         profile("texter", [Channel.SMS], sandbox_url),  # the SMS failover's
         profile("dialer", [Channel.VOICE], sandbox_url),  # the voice failover's
+        # acknowledging by SMS reply: the only one with this number, as replies find people
+        profile("replier", [Channel.SMS, Channel.PUSH], sandbox_url, phone="+14155550177"),
+        profile("teamsack", [Channel.TEAMS, Channel.PUSH], sandbox_url),
+        profile("textcall", [Channel.SMS, Channel.VOICE], sandbox_url, phone="+14155550178"),
     ]
 
 

@@ -124,8 +124,22 @@ def test_twilio_ours_and_theirs_agree(case: TwilioCase) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [PARAMS, {}, {"Body": "héllo & <b>", "b": "2", "a": "1", "A": "0"}],
-    ids=["call", "empty", "unicode-and-ordering"],
+    [
+        PARAMS,
+        {},
+        {"Body": "héllo & <b>", "b": "2", "a": "1", "A": "0"},
+        # an SMS to our number, as the incoming-message webhook gets it: "+" and spaces
+        {
+            "MessageSid": "SM0123456789abcdef0123456789abcdef",
+            "AccountSid": "ACsandbox00000000000000000000000000",
+            "From": "+14155550177",
+            "To": "+14155550000",
+            "Body": "ACK 4821 ",
+            "NumMedia": "0",
+            "SmsStatus": "received",
+        },
+    ],
+    ids=["call", "empty", "unicode-and-ordering", "inbound-sms"],
 )
 def test_twilio_signature_is_the_one_twilio_computes(params: dict[str, str]) -> None:
     assert twilio_signature(NEW, GATHER, params) == RequestValidator(NEW).compute_signature(

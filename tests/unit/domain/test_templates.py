@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from notifier.contracts.records import Channel, NotificationKind, Priority
+from notifier.domain.sms_reply import SMS_REPLY_ROOM
 from notifier.domain.templates import (
     PUSH_BODY,
     SMS_PART,
@@ -113,7 +114,8 @@ def test_the_sms_keeps_details_and_links_and_shortens_the_headline() -> None:
     assert body == gsm_safe(body)
     assert body.endswith(f"{DETAILED.url} {DETAILED.dashboard_url}")
     assert f"... checkout-api (Payments), 3 alerts, triggered {WHEN} https://" in body
-    assert len(body) == 2 * SMS_PART  # no room in one segment: the headline fills two
+    # no room in one segment: the headline fills two, less the room kept for the reply hint
+    assert len(body) == 2 * SMS_PART - SMS_REPLY_ROOM
     assert body.startswith("[HIGH] " + "x" * 100)
 
 
@@ -122,7 +124,7 @@ def test_an_sms_stays_in_one_segment_when_the_details_leave_room() -> None:
         title="x" * 300, priority=Priority.LOW, escalation_level=1, service="db", alert_count=1
     )
     _, body = render(Channel.SMS, NotificationKind.ALERT, short)
-    assert len(body) == SMS_SEGMENT and body.endswith("... db, 1 alert")
+    assert len(body) == SMS_SEGMENT - SMS_REPLY_ROOM and body.endswith("... db, 1 alert")
 
 
 def test_push_keeps_the_details_when_the_description_is_long() -> None:
