@@ -72,6 +72,7 @@ READ_MODEL_MIGRATIONS = [
     "0003_provider_callbacks",
     "0006_user_events",
     "0007_people_and_incidents",
+    "0010_quiet_hours",
 ]
 
 
