@@ -18,6 +18,7 @@ from mode import Service
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
 from notifier.contracts.records import UserProfile
+from notifier.domain.quiet_hours import check as check_quiet_hours
 from notifier.settings import Settings
 from notifier.topics import full_name
 
@@ -123,6 +124,10 @@ class UserDirectory(Service):
             log.warning("users: skipped an undecodable profile for %s: %s", user_id, exc.reason)
             return
         if isinstance(profile, UserProfile):
+            problem = check_quiet_hours(profile)
+            if problem is not None:
+                # kept: the rest of the profile is good; its alerts go out at once
+                log.warning("users: quiet hours of %s ignored: %s", user_id, problem)
             self._encoded[profile.user_id] = value
             self._decoded.pop(profile.user_id, None)
 

@@ -110,15 +110,16 @@ THROTTLED = frozenset({Channel.SMS, Channel.VOICE})  # the channels of the defau
 
 def outgoing(dispatched: Dispatch, throttled: Collection[Channel] = THROTTLED) -> Outgoing:
     """Events first, then commands: a NotificationQueued precedes its first attempt.
-    Commands of the `throttled` channels (those with throttle windows) go to the person's
-    throttle, keyed by user, which sends them on to their channel."""
+    Commands of the `throttled` channels (those with throttle windows), and commands held
+    for the person's quiet hours (not_before set), go to the person's throttle, keyed by
+    user, which sends them on to their channel (the held ones bundled, when due)."""
     items: Outgoing = [
         ("delivery.events", e.incident_id, e)  # type: ignore[attr-defined]
         for e in dispatched.events
     ]
     items += [
         ("notify.throttle", c.user_id, c)
-        if c.channel in throttled
+        if c.channel in throttled or c.not_before is not None
         else (channel_topic(c.channel), c.incident_id, c)
         for c in dispatched.commands
     ]

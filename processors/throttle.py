@@ -4,6 +4,9 @@ channel. What fits the person's windows goes on at once; what does not waits in 
 ThrottleFlushDue on `throttle.timers`, held by the retry scheduler until due, brings it
 back here). The rules are notifier/domain/throttle.py.
 
+Commands held for the person's quiet hours (the dispatcher set their `not_before` to the
+end of the window) come here on any channel and wait the same way, until then.
+
 The input, `notify.throttle`, is keyed by user id and the table by `user|channel`: a
 table's changelog goes to the partition of the event being handled, so a person's state
 lives with the person's events. Retries do not come back here (the retry scheduler sends
@@ -20,7 +23,7 @@ from typing import Any
 
 from notifier.contracts.records import Channel, Record, SendCommand, ThrottleFlushDue
 from notifier.domain import ids
-from notifier.domain.throttle import Decision, ThrottleState, Windows, decide, flush
+from notifier.domain.throttle import Decision, ThrottleState, Windows, decide, flush, waits
 from notifier.topics import channel_topic
 
 log = logging.getLogger("notifier.throttle")
@@ -64,7 +67,7 @@ def throttle(
     else:
         raise TypeError(f"{type(record).__name__} does not pass the throttle")
     table[key] = state.to_json()
-    _log(record, decision, state)
+    _log(record, decision, state, now)
     out: Outgoing = []
     if decision.send is not None:
         out.append((channel_topic(channel), decision.send.incident_id, decision.send))
@@ -75,7 +78,7 @@ def throttle(
     return out
 
 
-def _log(record: Record, decision: Decision, state: ThrottleState) -> None:
+def _log(record: Record, decision: Decision, state: ThrottleState, now: datetime) -> None:
     extra = {
         "incident_id": getattr(record, "incident_id", None),
         "notification_id": getattr(record, "notification_id", None),
@@ -89,4 +92,12 @@ def _log(record: Record, decision: Decision, state: ThrottleState) -> None:
             extra={**extra, "incident_id": decision.send.incident_id},
         )
     elif decision.held and isinstance(record, SendCommand):
-        log.info("held by the throttle: %d waiting", len(state.held), extra=extra)
+        if record.not_before is not None and waits(record, now):
+            log.info(
+                "held for quiet hours until %s: %d waiting",
+                record.not_before.isoformat(),
+                len(state.held),
+                extra=extra,
+            )
+        else:
+            log.info("held by the throttle: %d waiting", len(state.held), extra=extra)

@@ -73,6 +73,7 @@ READ_MODEL_MIGRATIONS = [
     "0006_user_events",
     "0007_people_and_incidents",
     "0008_incident_details",  # alters incident and notification_log: must run after them
+    "0010_quiet_hours",
 ]
 
 

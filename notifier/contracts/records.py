@@ -178,6 +178,14 @@ class ChannelPreference(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class QuietHours(Record):
+    AVRO_NAME: ClassVar[str] = "notifier.QuietHours"
+    start: str
+    end: str
+    channel: Channel | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UserProfile(Record):
     AVRO_NAME: ClassVar[str] = "notifier.UserProfile"
     user_id: str
@@ -191,6 +199,7 @@ class UserProfile(Record):
     webhook: WebhookEndpoint | None = None
     preferences: list[ChannelPreference] = field(default_factory=list)
     time_zone: str = "UTC"
+    quiet_hours: QuietHours | None = None
 
 
 # --- notify.<channel>, notify.retry.<delay> --------------------------------------------
@@ -244,6 +253,8 @@ class NotificationQueued(Record):
     priority: Priority
     kind: NotificationKind
     repeat: int = 0
+    held_until: datetime | None = None
+    held_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,13 @@ from notifier.contracts.records import (
     UserUnreachable,
 )
 from notifier.domain import ids
+from notifier.domain.quiet_hours import Action, QuietDecision, held, quiet_hours
 from notifier.domain.templates import IncidentText, render
 from notifier.domain.tiers import (
     DEFAULT_TIERS,
     TIER_ORDER,
     ContactPoint,
+    Reachability,
     reachability,
     unreachable_reason,
 )
@@ -235,6 +237,40 @@ def _command(
     return command, queued
 
 
+def _redirected(
+    quiet: QuietDecision,
+    profile: UserProfile | None,
+    tiers: Mapping[Channel, Tier],
+    only: list[Channel] | None,
+    tier: Tier | None,
+) -> tuple[QuietDecision, Reachability | None]:
+    """The person's quiet-hours channel alone, when it can carry this send (allowed by the
+    incident, usable, and in the tier asked for); else the send is held."""
+    channel = quiet.channel
+    if channel is None or (only is not None and channel not in only):
+        return held(quiet), None
+    found = reachability(profile, tiers=tiers, only=[channel])
+    usable = found.tier(tier) if tier is not None else found.first_tier()
+    return (quiet, found) if usable else (held(quiet), None)
+
+
+def _quiet(
+    pair: tuple[SendCommand, NotificationQueued], quiet: QuietDecision
+) -> tuple[SendCommand, NotificationQueued]:
+    """The command and its queued event as quiet hours leave them: a held command waits
+    (not_before: the end of the window) and its event says until when and why."""
+    command, queued = pair
+    if quiet.action is Action.HOLD:
+        return (
+            replace(command, not_before=quiet.until),
+            replace(queued, held_until=quiet.until, held_reason=quiet.reason),
+        )
+    if quiet.action is Action.REDIRECT:
+        note = f"{quiet.reason}: sent on {command.channel.value} instead"
+        return command, replace(queued, held_reason=note)
+    return command, queued
+
+
 def dispatch_alert(
     event: IncidentOpened | IncidentEscalated,
     profiles: Mapping[str, UserProfile | None],
@@ -246,11 +282,18 @@ def dispatch_alert(
     repeat: int = 0,
 ) -> Dispatch:
     """Notifications for an opened or escalated incident: each user's first usable tier
-    (or `tier`, for a tier escalation; or every tier with skip_tiers), all channels at once."""
+    (or `tier`, for a tier escalation; or every tier with skip_tiers), all channels at once.
+    During a user's quiet hours, below CRITICAL: held until they end, or on the user's
+    quiet-hours channel alone."""
     out = Dispatch()
     text = incident_text(event)
     for user_id in dict.fromkeys(user_ids if user_ids is not None else event.user_ids):
-        reach = reachability(profiles.get(user_id), tiers=tiers, only=event.channels)
+        profile = profiles.get(user_id)
+        reach = reachability(profile, tiers=tiers, only=event.channels)
+        quiet = quiet_hours(profile, event.priority, now)
+        if quiet.action is Action.REDIRECT:
+            quiet, redirected = _redirected(quiet, profile, tiers, event.channels, tier)
+            reach = redirected or reach
         if tier is not None:
             send_tiers = [tier] if reach.tier(tier) else []
         elif event.skip_tiers:
@@ -273,17 +316,20 @@ def dispatch_alert(
             continue
         for send_tier in send_tiers:
             for point in reach.tier(send_tier):
-                command, queued = _command(
-                    event.occurred_at,
-                    event.incident_id,
-                    user_id,
-                    point,
-                    event.escalation_level,
-                    event.priority,
-                    NotificationKind.ALERT,
-                    text,
-                    now,
-                    repeat,
+                command, queued = _quiet(
+                    _command(
+                        event.occurred_at,
+                        event.incident_id,
+                        user_id,
+                        point,
+                        event.escalation_level,
+                        event.priority,
+                        NotificationKind.ALERT,
+                        text,
+                        now,
+                        repeat,
+                    ),
+                    quiet,
                 )
                 out.commands.append(command)
                 out.events.append(queued)
@@ -298,7 +344,8 @@ def dispatch_notice(
     *,
     tiers: Mapping[Channel, Tier] = DEFAULT_TIERS,
 ) -> Dispatch:
-    """An informational notice on primary channels to everyone already alerted; no tiers."""
+    """An informational notice on primary channels to everyone already alerted; no tiers.
+    Quiet hours hold it or send it on the quiet-hours channel, as they do alerts."""
     out = Dispatch()
     kind = (
         NotificationKind.ACKNOWLEDGED_NOTICE
@@ -308,17 +355,28 @@ def dispatch_notice(
     level = max((int(level) for level in memory.levels), default=1)
     text = memory.text(event.incident_id, level, by=event.by_user_id)
     for user_id in memory.notified_users():
-        for point in reachability(profiles.get(user_id), tiers=tiers).tier(Tier.PRIMARY):
-            command, queued = _command(
-                event.occurred_at,
-                event.incident_id,
-                user_id,
-                point,
-                level,
-                Priority(memory.priority),
-                kind,
-                text,
-                now,
+        profile = profiles.get(user_id)
+        points = reachability(profile, tiers=tiers).tier(Tier.PRIMARY)
+        quiet = quiet_hours(profile, Priority(memory.priority), now)
+        if quiet.action is Action.REDIRECT:
+            quiet, redirected = _redirected(quiet, profile, tiers, None, None)
+            if redirected is not None:
+                first = redirected.first_tier()
+                points = redirected.tier(first) if first else points
+        for point in points:
+            command, queued = _quiet(
+                _command(
+                    event.occurred_at,
+                    event.incident_id,
+                    user_id,
+                    point,
+                    level,
+                    Priority(memory.priority),
+                    kind,
+                    text,
+                    now,
+                ),
+                quiet,
             )
             out.commands.append(command)
             out.events.append(queued)

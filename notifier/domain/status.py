@@ -67,6 +67,8 @@ class LogRow:
     failed_at: datetime | None = None
     cancelled_at: datetime | None = None
     last_attempt_at: datetime | None = None
+    held_until: datetime | None = None  # quiet hours: held until then
+    held_reason: str | None = None  # why held (or sent on the quiet-hours channel)
 
 
 def _later(current: datetime | None, new: datetime) -> datetime:
@@ -102,6 +104,8 @@ def apply(row: LogRow | None, event: Record) -> LogRow:
             kind=event.kind.value,
             repeat=event.repeat,
             queued_at=_earlier(row.queued_at, at),
+            held_until=event.held_until,
+            held_reason=event.held_reason,
         )
     if isinstance(event, DeliveryAttempted):
         if row.status in TERMINAL and event.requested_by and event.attempt > row.attempt_count:

@@ -8,6 +8,10 @@ a `ThrottleState` per `user|channel` in a Faust table, as the JSON of `to_json`.
 
 The windows come from `NOTIFIER_THROTTLES`, e.g. `SMS=5/900,20/3600;VOICE=3/900`: for SMS
 at most 5 messages in any 15 minutes and 20 in any hour, for voice 3 calls in 15 minutes.
+
+The same holding serves quiet hours (notifier/domain/quiet_hours.py): a command whose
+`not_before` is still to come (the end of the person's quiet hours) is held, on any
+channel, until then, and goes out in the bundle of what was held.
 """
 
 from __future__ import annotations
@@ -206,6 +210,33 @@ def _pruned(state: ThrottleState, now: datetime, windows: Sequence[Window]) -> T
     )
 
 
+def waits(command: SendCommand, now: datetime) -> bool:
+    """Held for the person's quiet hours: not to go out before its `not_before`."""
+    return command.not_before is not None and command.not_before > now
+
+
+def _ready(held: Sequence[SendCommand], now: datetime) -> list[SendCommand]:
+    return [c for c in held if not waits(c, now)]
+
+
+def next_due(state: ThrottleState, now: datetime, windows: Sequence[Window]) -> datetime:
+    """When the next held command may go out: the windows open and its quiet hours over."""
+    earliest = min(
+        (max(c.not_before, now) if c.not_before is not None else now for c in state.held),
+        default=now,
+    )
+    return max(opens_at(state, now, windows), earliest)
+
+
+def _schedule(state: ThrottleState, due: datetime) -> Decision:
+    """A flush at `due`, unless the one already in flight comes no later (it reschedules
+    what it cannot send)."""
+    if state.flush_due is not None and state.flush_due <= due.timestamp():
+        return Decision()
+    state.flush_due, state.flush_from = due.timestamp(), None
+    return Decision(flush_at=due)
+
+
 def bypasses(command: SendCommand, first: bool) -> bool:
     """A CRITICAL incident's first alert to the person, or an operator's resend: sent at
     once even when a window is full (and counted)."""
@@ -238,21 +269,23 @@ def decide(
     if any(h.command_id == command.command_id for h in state.held):
         # redelivered while held: the timer may not have gone out the first time
         return state, Decision(flush_at=_when(state.flush_due))
+    if waits(command, now):
+        # quiet hours: held until its not_before, whatever the windows say
+        state.held.append(command)
+        return state, _schedule(state, next_due(state, now, found))
     if bypasses(command, first):
         state.sent.append((ts, command.command_id))
         return state, Decision(send=command)
     if is_open(state, now, found):
-        if state.held:
+        if _ready(state.held, now):
             state.held.append(command)
             return _release(state, now, found)
         state.sent.append((ts, command.command_id))
         return state, Decision(send=command)
     state.held.append(command)
-    if state.flush_due is not None:
-        return state, Decision()  # the flush already on its way takes this one too
-    due = opens_at(state, now, found)
-    state.flush_due, state.flush_from = due.timestamp(), None
-    return state, Decision(flush_at=due)
+    # the flush already on its way takes this one too, unless it waits for quiet hours
+    # to end after the windows open
+    return state, _schedule(state, next_due(state, now, found))
 
 
 def flush(
@@ -270,13 +303,13 @@ def flush(
     if not state.held:
         state.flush_due = state.flush_from = None
         return state, Decision()
-    if is_open(state, now, found):
+    if is_open(state, now, found) and _ready(state.held, now):
         return _release(state, now, found)
     if state.flush_due is not None and state.flush_due > due:
         if state.flush_from == due:  # this timer was handled before: its successor again
             return state, Decision(flush_at=_when(state.flush_due))
         return state, Decision()  # a stale timer: the one in flight comes later
-    later = opens_at(state, now, found)
+    later = next_due(state, now, found)
     state.flush_due, state.flush_from = later.timestamp(), due
     return state, Decision(flush_at=later)
 
@@ -284,16 +317,18 @@ def flush(
 def _release(
     state: ThrottleState, now: datetime, windows: Sequence[Window]
 ) -> tuple[ThrottleState, Decision]:
-    """Send the held commands as one bundle (as many as one message can carry)."""
-    channel = state.held[0].channel
-    count = bundle_size(state.held, channel)
-    message = bundle(state.held[:count], now)
-    state.held = state.held[count:]
+    """Send the held commands that may go out as one bundle (as many as one message can
+    carry); those still in quiet hours stay held."""
+    ready = _ready(state.held, now)
+    count = bundle_size(ready, ready[0].channel)
+    taken = {c.command_id for c in ready[:count]}
+    message = bundle(ready[:count], now)
+    state.held = [c for c in state.held if c.command_id not in taken]
     state.sent.append((now.timestamp(), message.command_id))
     state.flush_due = state.flush_from = None
     if not state.held:
         return state, Decision(send=message)
-    due = opens_at(state, now, windows)
+    due = next_due(state, now, windows)
     state.flush_due = due.timestamp()
     return state, Decision(send=message, flush_at=due)
 

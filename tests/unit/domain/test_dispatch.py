@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -17,6 +18,7 @@ from notifier.contracts.records import (
     NotificationKind,
     NotificationQueued,
     Priority,
+    QuietHours,
     SendCommand,
     Tier,
     UserProfile,
@@ -244,3 +246,80 @@ def test_info_ranks_below_low() -> None:
         Priority.LOW,
         Priority.INFO,
     ]
+
+
+# --- quiet hours ----------------------------------------------------------------------------
+
+# 22:00-07:00 in Berlin; NOW (03:00 UTC) is 04:00 there, the window ends at 06:00 UTC
+QUIET_END = datetime(2026, 11, 25, 6, 0, tzinfo=UTC)
+
+
+def quiet_user(user_id: str, *channels: Channel, channel: Channel | None = None) -> UserProfile:
+    return replace(
+        user(user_id, *channels),
+        time_zone="Europe/Berlin",
+        quiet_hours=QuietHours("22:00", "07:00", channel),
+    )
+
+
+def test_quiet_hours_hold_alerts_below_critical_until_they_end() -> None:
+    profiles = {"a": quiet_user("a", E, P, S), "b": user("b", E, P)}
+    out = dispatch_alert(opened("a", "b", priority=Priority.HIGH), profiles, NOW)
+    held = {c.channel: c.not_before for c in out.commands if c.user_id == "a"}
+    assert held == {E: QUIET_END, P: QUIET_END}
+    assert all(c.not_before is None for c in out.commands if c.user_id == "b")
+    queued = {q.user_id: q for q in out.events if isinstance(q, NotificationQueued)}
+    assert queued["a"].held_until == QUIET_END
+    assert queued["a"].held_reason == "quiet hours 22:00-07:00 Europe/Berlin"
+    assert queued["b"].held_until is None and queued["b"].held_reason is None
+
+
+def test_critical_goes_through_quiet_hours() -> None:
+    out = dispatch_alert(opened("a"), {"a": quiet_user("a", E, P)}, NOW)
+    assert {c.channel for c in out.commands} == {E, P}
+    assert all(c.not_before is None for c in out.commands)
+
+
+def test_the_quiet_hours_channel_alone_alerts_at_once() -> None:
+    profiles = {"a": quiet_user("a", E, P, S, channel=S)}
+    out = dispatch_alert(opened("a", priority=Priority.HIGH), profiles, NOW)
+    assert [(c.channel, c.tier, c.not_before) for c in out.commands] == [(S, Tier.SECONDARY, None)]
+    (queued,) = [q for q in out.events if isinstance(q, NotificationQueued)]
+    assert queued.held_until is None
+    assert queued.held_reason == "quiet hours 22:00-07:00 Europe/Berlin: sent on SMS instead"
+
+
+@pytest.mark.parametrize(
+    ("profile", "incident_channels"),
+    [
+        (quiet_user("a", E, P, S, channel=V), None),  # voice not in the preferences
+        (replace(quiet_user("a", E, P, S, channel=S), phone=None), None),  # no phone
+        (quiet_user("a", E, P, S, channel=S), [E, P]),  # not allowed by the incident
+    ],
+)
+def test_a_quiet_hours_channel_that_cannot_be_used_holds_instead(
+    profile: UserProfile, incident_channels: list[Channel] | None
+) -> None:
+    event = opened("a", priority=Priority.HIGH, channels=incident_channels)
+    out = dispatch_alert(event, {"a": profile}, NOW)
+    assert {c.channel for c in out.commands} == {E, P}
+    assert all(c.not_before == QUIET_END for c in out.commands)
+
+
+def test_notices_wait_for_quiet_hours_too() -> None:
+    memory = IncidentMemory(title="db down", priority="MEDIUM", levels={"1": ["a"]})
+    ack = IncidentAcknowledged(event_id="e2", occurred_at=NOW, incident_id="inc-1", by_user_id="b")
+    out = dispatch_notice(ack, memory, {"a": quiet_user("a", E, P)}, NOW)
+    assert {c.channel for c in out.commands} == {E, P}
+    assert all(c.not_before == QUIET_END for c in out.commands)
+    redirected = dispatch_notice(ack, memory, {"a": quiet_user("a", E, P, S, channel=S)}, NOW)
+    assert [(c.channel, c.not_before) for c in redirected.commands] == [(S, None)]
+
+
+def test_outside_quiet_hours_nothing_changes() -> None:
+    profiles = {"a": quiet_user("a", E, P)}
+    midday = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    out = dispatch_alert(opened("a", priority=Priority.LOW), profiles, midday)
+    assert dispatch_alert(opened("a", priority=Priority.LOW), {"a": user("a", E, P)}, midday) == (
+        out
+    )

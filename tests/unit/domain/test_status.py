@@ -348,3 +348,16 @@ def resend(n: int, s: int) -> DeliveryAttempted:
 def test_a_resend_reopens_a_terminal_row(events: list[Record], status: str, attempts: int) -> None:
     row = fold(*events)
     assert (row.status, row.attempt_count) == (status, attempts)
+
+
+def test_a_row_held_for_quiet_hours_says_until_when_and_why_and_is_sent_later() -> None:
+    held = replace(queued(), held_until=at(3600), held_reason="quiet hours 22:00-07:00 UTC")
+    row = fold(held)
+    assert (row.status, row.held_until, row.held_reason) == (
+        "QUEUED",
+        at(3600),
+        "quiet hours 22:00-07:00 UTC",
+    )
+    later = fold(held, attempted(s=3600), sent(s=3601))
+    assert later.status == "SENT" and later.held_until == at(3600)
+    assert fold(queued()).held_until is None and fold(queued()).held_reason is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -502,3 +503,76 @@ def test_the_dispatcher_sends_sms_and_voice_through_the_throttle() -> None:
     ]
     only_sms = outgoing(Dispatch(commands=commands), throttled={Channel.SMS})
     assert [t for t, _, _ in only_sms] == ["notify.throttle", "notify.voice", "notify.email"]
+
+
+# --- quiet hours: commands held until their not_before ------------------------------------
+
+
+def quiet(incident: str, until: float, channel: Channel = Channel.SMS) -> SendCommand:
+    """A command held for the person's quiet hours, which end `until` seconds after T0."""
+    return dataclasses.replace(command(incident, channel), not_before=at(until))
+
+
+@pytest.mark.parametrize("channel", [Channel.EMAIL, Channel.SMS])
+def test_quiet_hours_hold_on_any_channel_and_release_one_bundle_at_their_end(
+    channel: Channel,
+) -> None:
+    person = Person()
+    steps = [person.send(quiet(f"inc-{n}", 3600, channel), n) for n in range(3)]
+    assert [s.what for s in steps] == ["H+T", "H", "H"]
+    assert person.timers == [at(3600)]
+    # a CRITICAL alert (never held by quiet hours) goes through meanwhile, alone
+    assert person.send(command("inc-crit", channel, Priority.CRITICAL), 10).what == "S"
+    assert [s.what for s in person.run_timers(channel)] == ["B"]
+    (when, message) = person.out[-1]
+    assert when == 3600 and message.not_before == at(3600)
+    assert {message.notification_id, *message.bundled} == {
+        quiet(f"inc-{n}", 3600, channel).notification_id for n in range(3)
+    }
+    assert not person.state.held and person.state.flush_due is None
+
+
+def test_a_command_not_held_does_not_take_quiet_hours_holds_along() -> None:
+    person = Person()
+    person.send(quiet("inc-q", 3600, Channel.EMAIL), 0)
+    step = person.send(command("inc-now", Channel.EMAIL), 5)
+    assert step.what == "S" and step.decision.send == command("inc-now", Channel.EMAIL)
+    assert [c.incident_id for c in person.state.held] == ["inc-q"]
+
+
+def test_a_throttle_flush_before_quiet_hours_end_leaves_the_quiet_ones_held() -> None:
+    person = Person()
+    for n in range(6):
+        person.send(command(f"inc-{n}"), n)  # the sixth waits for the window (900)
+    assert person.send(quiet("inc-q", 7200), 10).what == "H"  # the flush at 900 comes first
+    assert person.timers == [at(900)]
+    assert person.timer(person.timers.pop(0)).what == "S+T"  # inc-5 alone; then 7200
+    assert person.out[-1][1].incident_id == "inc-5"
+    assert person.timers == [at(7200)]
+    assert person.timer(person.timers.pop(0)).what == "S"
+    assert person.out[-1][1].incident_id == "inc-q"
+    assert not person.state.held
+
+
+def test_a_throttle_hold_during_quiet_hours_gets_its_own_earlier_flush() -> None:
+    person = Person()
+    assert person.send(quiet("inc-q", 7200), 0).what == "H+T"
+    for n in range(5):
+        assert person.send(command(f"inc-{n}"), 1 + n).what == "S"
+    assert person.send(command("inc-over"), 10).what == "H+T"
+    assert person.timers == [at(7200), at(901)]  # the first of the five leaves at 901
+    assert person.timer(at(901)).what == "S+T"  # inc-over; the quiet one waits on
+    assert person.out[-1][1].incident_id == "inc-over"
+    assert person.timer(at(7200)).what == "S"
+    assert person.out[-1][1].incident_id == "inc-q"
+    # the 7200 timer scheduled twice: the second finds nothing held
+    assert person.timer(at(7200)).what == "H"
+
+
+def test_the_dispatcher_sends_quiet_hours_holds_through_the_throttle() -> None:
+    from notifier.domain.dispatch import Dispatch
+    from processors.dispatcher import outgoing
+
+    commands = [command("inc-1", Channel.EMAIL), quiet("inc-2", 60, Channel.EMAIL)]
+    routes = [(topic, key) for topic, key, _ in outgoing(Dispatch(commands=commands))]
+    assert routes == [("notify.email", "inc-1"), ("notify.throttle", "u1")]
