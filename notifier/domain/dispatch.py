@@ -183,6 +183,11 @@ def with_remembered_details(
     )
 
 
+def read_by(text: IncidentText, profile: UserProfile | None) -> IncidentText:
+    """`text` as `profile`'s person reads it: times in their time zone."""
+    return replace(text, time_zone=profile.time_zone) if profile is not None else text
+
+
 def _command(
     event_time: datetime,
     incident_id: str,
@@ -325,7 +330,7 @@ def dispatch_alert(
                         event.escalation_level,
                         event.priority,
                         NotificationKind.ALERT,
-                        text,
+                        read_by(text, profile),
                         now,
                         repeat,
                     ),
@@ -373,7 +378,7 @@ def dispatch_notice(
                     level,
                     Priority(memory.priority),
                     kind,
-                    text,
+                    read_by(text, profile),
                     now,
                 ),
                 quiet,
@@ -588,7 +593,7 @@ def dispatch_resend(
         request.escalation_level,
         Priority(memory.priority),
         request.kind,
-        text,
+        read_by(text, profile),
         now,
         request.repeat,
     )

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from notifier.contracts.records import Channel, NotificationKind, Priority
+from notifier.domain.local_time import format_local
 from notifier.domain.sms_reply import SMS_REPLY_ROOM
 
 SMS_SEGMENT = 160  # one GSM-7 segment; longer texts are split and billed per part
@@ -32,12 +33,13 @@ class IncidentText:
     alert_count: int | None = None
     triggered_at: datetime | None = None
     dashboard_url: str | None = None
+    time_zone: str = "UTC"  # the reader's: times are shown on their wall clock
 
 
-def shown_time(at: datetime) -> str:
-    """A time as every message shows it: minutes, in UTC (the one place that formats it)."""
-    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def shown_time(at: datetime, time_zone: str = "UTC") -> str:
+    """A time as every message shows it: minutes, on the reader's wall clock, with the zone's
+    abbreviation (the one place that formats it)."""
+    return format_local(at, time_zone)
 
 
 def _count(text: IncidentText) -> int | None:
@@ -59,7 +61,7 @@ def facts(text: IncidentText) -> list[tuple[str, str]]:
     if (count := _count(text)) is not None:
         out.append(("Alerts", str(count)))
     if text.triggered_at is not None:
-        out.append(("Triggered", shown_time(text.triggered_at)))
+        out.append(("Triggered", shown_time(text.triggered_at, text.time_zone)))
     return out
 
 
@@ -76,7 +78,7 @@ def _short_facts(text: IncidentText) -> str:
     if (count := _count(text)) is not None:
         parts.append(_alerts(count))
     if text.triggered_at is not None:
-        parts.append(f"triggered {shown_time(text.triggered_at)}")
+        parts.append(f"triggered {shown_time(text.triggered_at, text.time_zone)}")
     return ", ".join(parts)
 
 
@@ -89,7 +91,7 @@ def _spoken_facts(text: IncidentText) -> str:
     if (count := _count(text)) is not None:
         said.append(f"{_alerts(count)}.")
     if text.triggered_at is not None:
-        said.append(f"Triggered at {shown_time(text.triggered_at)}.")
+        said.append(f"Triggered at {shown_time(text.triggered_at, text.time_zone)}.")
     return " ".join(said)
 
 

@@ -323,3 +323,11 @@ def test_outside_quiet_hours_nothing_changes() -> None:
     assert dispatch_alert(opened("a", priority=Priority.LOW), {"a": user("a", E, P)}, midday) == (
         out
     )
+
+
+def test_each_person_reads_the_trigger_time_in_their_own_zone() -> None:
+    berlin = replace(user("b", E), time_zone="Europe/Berlin")
+    out = dispatch_alert(opened("a", "b", **DETAILS), {"a": user("a", E), "b": berlin}, NOW)
+    bodies = {c.user_id: c.body for c in out.commands}
+    assert "2026-11-25 02:55 UTC" in bodies["a"]
+    assert "2026-11-25 03:55 CET" in bodies["b"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -158,3 +159,22 @@ def test_info_is_shown_like_any_priority() -> None:
     )
     title, _ = render(Channel.EMAIL, NotificationKind.ALERT, info)
     assert title == "[INFO] certificate renews in 30 days"
+
+
+@pytest.mark.parametrize(
+    ("time_zone", "shown"),
+    [
+        ("UTC", "2026-12-03 11:58 UTC"),
+        ("Europe/Berlin", "2026-12-03 12:58 CET"),
+        ("America/New_York", "2026-12-03 06:58 EST"),
+        ("Asia/Kolkata", "2026-12-03 17:28 IST"),
+        ("Mars/Olympus_Mons", "2026-12-03 11:58 UTC"),  # unknown: UTC rather than no message
+    ],
+)
+def test_every_channel_shows_the_trigger_time_in_the_readers_zone(
+    time_zone: str, shown: str
+) -> None:
+    text = replace(DETAILED, time_zone=time_zone)
+    for channel in Channel:
+        _, body = render(channel, NotificationKind.ALERT, text)
+        assert shown in body, (channel, body)
