@@ -23,6 +23,7 @@ from notifier.topics import channel_topic, full_name
 from processors.batch_handling import handle_until_done
 from processors.batches import arrived_batches
 from processors.channels import ChannelSender
+from processors.closed_incidents import ClosedIncidents
 from processors.directory import UserDirectory
 from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
 from processors.emitter import Emitter
@@ -118,10 +119,16 @@ def create_app(
         runner = ProjectionRunner(settings, codec, database_url(settings), dead_letter)
         app.add_dependency(endpoint.lag_of("projection", runner))
 
-    def incident_status(incident_id: str) -> str:
-        return IncidentMemory.status_of(memories.get(incident_id))
+    # every worker follows the incident table's changelog: "closed" is read the same for an
+    # incident of any partition, and at once after a restart
+    closed = ClosedIncidents(settings, memories.changelog_topic.get_topic_name())
+    app.add_dependency(closed)
 
-    app.add_dependency(endpoint.lag_of("retry", RetryScheduler(settings, emitter)))
+    def incident_status(incident_id: str) -> str:
+        here = memories.get(incident_id)  # the partitions this worker owns: the freshest
+        return IncidentMemory.status_of(here) if here is not None else closed.status(incident_id)
+
+    app.add_dependency(endpoint.lag_of("retry", RetryScheduler(settings, emitter, closed)))
     providers = providers or build_channel_providers(settings)
     app.add_dependency(ProviderConnections([p for ps in providers.values() for p in ps]))
     senders = {

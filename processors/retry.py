@@ -47,6 +47,7 @@ from notifier.contracts.records import (
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name, retry_topic
 from processors.channels import delivery_fields
+from processors.closed_incidents import ClosedIncidents
 from processors.emitter import Emitter
 from processors.metrics import RETRY_LATENESS
 
@@ -102,13 +103,23 @@ class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
 class RetryScheduler(Service):
     """Consumes every delay topic; forwards each command to notify.<channel> when due."""
 
-    def __init__(self, settings: Settings, emitter: Emitter, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        emitter: Emitter,
+        closed: ClosedIncidents | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.emitter = emitter
+        # incidents closed before this worker's committed offsets of `incidents`, or on
+        # partitions of `incidents` another worker reads: the durable fact
+        self.closed = closed
         self.topics = [full_name(settings, retry_topic(d)) for d in settings.every_retry_delay]
         self.topics += [full_name(settings, t) for t in TIMER_TOPICS]
         self.incidents_topic = full_name(settings, "incidents")
+        # what this worker's own partitions of `incidents` said last, newest last
         self._closed: OrderedDict[str, str] = OrderedDict()
         self._heap: list[_Waiting] = []
         self._pending: dict[TopicPartition, set[int]] = {}
@@ -146,8 +157,16 @@ class RetryScheduler(Service):
             self._pending.pop(tp, None)
             self._read_up_to.pop(tp, None)
 
+    def _status(self, incident_id: str) -> str:
+        seen = self._closed.get(incident_id)
+        if seen is not None:
+            return seen
+        return self.closed.status(incident_id) if self.closed is not None else "open"
+
     @Service.task
     async def _read(self) -> None:
+        if self.closed is not None:
+            await self.closed.ready.wait()  # nothing is held before "closed" is known
         while not self.should_stop:
             if self._consumer is None:
                 await asyncio.sleep(0.05)
@@ -187,9 +206,9 @@ class RetryScheduler(Service):
             )
             return
         if isinstance(waiting, SendCommand) and self._cancelled(waiting):
-            await self._cancel([waiting], self._closed[waiting.incident_id])
+            await self._cancel([waiting], self._status(waiting.incident_id))
             return
-        if isinstance(waiting, RepeatDue) and waiting.incident_id in self._closed:
+        if isinstance(waiting, RepeatDue) and self._status(waiting.incident_id) != "open":
             return  # the incident was acknowledged: no more repeats
         heapq.heappush(
             self._heap, _Waiting(due_time(waiting), next(self._seq), tp, msg.offset, waiting)
@@ -202,7 +221,7 @@ class RetryScheduler(Service):
             command.kind is NotificationKind.ALERT
             and not command.bundled
             and not command.requested_by
-            and command.incident_id in self._closed
+            and self._status(command.incident_id) != "open"
         )
 
     async def _incident(self, msg: Any) -> None:
@@ -214,8 +233,9 @@ class RetryScheduler(Service):
         if isinstance(event, IncidentOpened | IncidentEscalated):
             # opened again after it was resolved: its alerts are wanted again (as the
             # dispatcher's memory reopens it)
-            if self._closed.get(event.incident_id) == "resolved":
-                del self._closed[event.incident_id]
+            # (said here, not forgotten: the changelog may still say "resolved" a moment)
+            if self._status(event.incident_id) == "resolved":
+                self._closed[event.incident_id] = "open"
             return
         if not isinstance(event, IncidentAcknowledged | IncidentResolved):
             return

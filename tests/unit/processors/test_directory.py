@@ -31,7 +31,7 @@ def test_unreadable_quiet_hours_are_warned_about_and_the_profile_kept(
     directory = UserDirectory(Settings(), codec)
     profile = replace(sample(UserProfile), user_id="u1", time_zone=zone, quiet_hours=quiet)
     with caplog.at_level(logging.WARNING, logger="notifier.directory"):
-        directory._apply(b"u1", codec.encode(profile))
+        directory.apply(b"u1", codec.encode(profile))
     assert directory.get("u1") == profile
     warnings = [r.getMessage() for r in caplog.records]
     if warning is None:
