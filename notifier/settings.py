@@ -207,10 +207,10 @@ class Settings(BaseSettings):
         description="How long an acknowledge/resolve link in an email or Teams card is valid.",
     )
     sms_replies: bool = Field(
-        True,
+        False,
         description="Alert SMS end with 'Reply ACK <code> to acknowledge' when a bridge is "
-        "deployed (callback_base_url); turn off while the number's incoming-message webhook "
-        "does not point at the bridge's /twilio/sms.",
+        "deployed (callback_base_url). Off by default: turn on once the number's "
+        "incoming-message webhook points at the bridge's /twilio/sms, or replies go nowhere.",
     )
     receipt_deadline_s: float = Field(
         120.0, gt=0, description="A sent alert not confirmed delivered by then counts as failed."

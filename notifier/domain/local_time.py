@@ -14,7 +14,8 @@ def format_local(instant: datetime, time_zone: str) -> str:
     tz: tzinfo
     try:
         tz = ZoneInfo(time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a folder of the zone database ("Europe") is IsADirectoryError on Python 3.11
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         tz = UTC
     local = instant.astimezone(tz)
     return local.strftime("%Y-%m-%d %H:%M ") + (local.tzname() or "UTC")

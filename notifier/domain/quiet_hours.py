@@ -58,7 +58,9 @@ def zone(name: str) -> ZoneInfo:
     """The IANA time zone `name`; QuietHoursError if there is none by that name."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a name that is a folder of the zone database ("Europe") raises
+    # IsADirectoryError on Python 3.11, not ZoneInfoNotFoundError
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise QuietHoursError(f"{name!r} is not an IANA time zone") from None
 
 

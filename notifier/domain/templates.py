@@ -99,6 +99,15 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
+# GSM-7's extension table: each of these takes two septets of a segment, not one
+GSM_EXTENSION = frozenset("^{}\\[~]|€")
+
+
+def septets(text: str) -> int:
+    """The length of a GSM-7 text as a segment counts it (extension characters count two)."""
+    return len(text) + sum(1 for c in text if c in GSM_EXTENSION)
+
+
 def gsm_safe(text: str) -> str:
     """Text reduced to ASCII, so an SMS stays in GSM-7 (160 characters a segment, not 70)."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -136,10 +145,13 @@ def render(channel: Channel, kind: NotificationKind, text: IncidentText) -> tupl
         tail = "".join(f" {part}" for part in (short, text.url, text.dashboard_url) if part)
         tail = gsm_safe(tail)
         hint = SMS_REPLY_ROOM if kind is NotificationKind.ALERT else 0
-        room = SMS_SEGMENT - len(tail) - hint
+        shown = gsm_safe(headline)
+        # counted in septets: the priority tag's brackets take two each
+        wide = septets(shown) - len(shown)
+        room = SMS_SEGMENT - septets(tail) - hint - wide
         if room < SMS_HEADLINE:
-            room = 2 * SMS_PART - len(tail) - hint
-        return headline, _clip(gsm_safe(headline), max(room, SMS_HEADLINE)) + tail
+            room = 2 * SMS_PART - septets(tail) - hint - wide
+        return headline, _clip(shown, max(room, SMS_HEADLINE)) + tail
     if channel is Channel.VOICE:
         said = _headline(kind, text).replace("[", "").replace("]", ".")
         spoken = f"This is the incident notifier. {said}."

@@ -26,7 +26,8 @@ from typing import Any
 from notifier.contracts.convert import from_json, to_avro
 from notifier.contracts.records import Channel, NotificationKind, Priority, SendCommand
 from notifier.domain.dispatch import PRIORITY_RANK
-from notifier.domain.templates import SMS_SEGMENT, gsm_safe
+from notifier.domain.sms_reply import SMS_REPLY_ROOM
+from notifier.domain.templates import SMS_SEGMENT, gsm_safe, septets
 
 DEFAULT_THROTTLES = "SMS=5/900,20/3600;VOICE=3/900"
 SEEN_FOR_S = 24 * 3600  # how long an incident counts as already messaged (CRITICAL bypass)
@@ -320,6 +321,10 @@ def _release(
     """Send the held commands that may go out as one bundle (as many as one message can
     carry); those still in quiet hours stay held."""
     ready = _ready(state.held, now)
+    # alerts and notices go in separate bundles: a bundle's members are cancelled when
+    # their incident is closed (processors/channels.py), which a notice's always is
+    notices = ready[0].kind is not NotificationKind.ALERT
+    ready = [c for c in ready if (c.kind is not NotificationKind.ALERT) is notices]
     count = bundle_size(ready, ready[0].channel)
     taken = {c.command_id for c in ready[:count]}
     message = bundle(ready[:count], now)
@@ -387,10 +392,12 @@ def bundle_text(channel: Channel, priority: Priority, held: Sequence[SendCommand
     keep it within the channel's soft limit, else the shortest (no incident is left out)."""
     incidents = _incidents(held)
     soft, _ = BODY_LIMITS.get(channel, DEFAULT_BODY_LIMITS)
+    if channel is Channel.SMS:
+        soft -= SMS_REPLY_ROOM  # the adapter may add "Reply 1 to acknowledge"
     text = ""
     for cap in TITLE_CAPS:
         text = _text(channel, priority, incidents, cap)
-        if len(text) <= soft:
+        if septets(text) <= soft:
             break
     return text
 

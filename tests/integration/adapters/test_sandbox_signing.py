@@ -235,7 +235,9 @@ async def test_interact_refuses_what_it_cannot_do(
 async def test_sms_replies_go_to_the_incoming_message_webhook_signed(
     sandbox: dict[str, str], control: httpx.AsyncClient, receiver: Receiver
 ) -> None:
-    settings = bridge_settings(sandbox, callback_base_url=f"{receiver.base}/bridge")
+    settings = bridge_settings(
+        sandbox, callback_base_url=f"{receiver.base}/bridge", sms_replies=True
+    )
     cmd = dataclasses.replace(command(Channel.SMS, "+14155550177"), bundled={})
     sms_sid = await send(settings, cmd)
     [sent] = [

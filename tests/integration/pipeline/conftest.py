@@ -312,6 +312,7 @@ def pipeline(
         "NOTIFIER_CHANNEL_CONCURRENCY": "10",
         "NOTIFIER_SEND_TIMEOUT_S": "5",
         "NOTIFIER_CALLBACK_BASE_URL": bridge_url,
+        "NOTIFIER_SMS_REPLIES": "true",
         "NOTIFIER_LOG_LEVEL": "WARNING",
         "NOTIFIER_SESSION_TIMEOUT_S": "8",
         "NOTIFIER_OPS_USER_IDS": "opsy",

@@ -105,6 +105,7 @@ def test_the_quiet_hours_channel_takes_the_send_instead() -> None:
     [
         (person("22:00", tz="Mars/Olympus"), "'Mars/Olympus' is not an IANA time zone"),
         (person("22:00", tz="../etc/passwd"), "is not an IANA time zone"),
+        (person("22:00", tz="Europe"), "'Europe' is not an IANA time zone"),  # a folder
         (person("7:00"), "'7:00' is not a time of day HH:MM"),
         (person("22:00", "24:00"), "'24:00' is not a time of day HH:MM"),
         (person("22:00", "07:60"), "'07:60' is not a time of day HH:MM"),
@@ -140,6 +141,7 @@ def test_only_hh_mm_is_a_time(text: str) -> None:
         ("2026-01-10T18:00", KOLKATA, "2026-01-10 23:30 IST"),
         ("2026-01-10T18:00", "UTC", "2026-01-10 18:00 UTC"),
         ("2026-01-10T18:00", "Mars/Olympus", "2026-01-10 18:00 UTC"),
+        ("2026-01-10T18:00", "America", "2026-01-10 18:00 UTC"),  # a folder of the database
     ],
 )
 def test_times_read_in_the_persons_zone(instant: str, zone: str, shown: str) -> None:

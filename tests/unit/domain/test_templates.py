@@ -17,6 +17,7 @@ from notifier.domain.templates import (
     facts,
     gsm_safe,
     render,
+    septets,
     shown_time,
 )
 
@@ -116,7 +117,7 @@ def test_the_sms_keeps_details_and_links_and_shortens_the_headline() -> None:
     assert body.endswith(f"{DETAILED.url} {DETAILED.dashboard_url}")
     assert f"... checkout-api (Payments), 3 alerts, triggered {WHEN} https://" in body
     # no room in one segment: the headline fills two, less the room kept for the reply hint
-    assert len(body) == 2 * SMS_PART - SMS_REPLY_ROOM
+    assert septets(body) == 2 * SMS_PART - SMS_REPLY_ROOM  # "[", "]" take two septets each
     assert body.startswith("[HIGH] " + "x" * 100)
 
 
@@ -125,7 +126,7 @@ def test_an_sms_stays_in_one_segment_when_the_details_leave_room() -> None:
         title="x" * 300, priority=Priority.LOW, escalation_level=1, service="db", alert_count=1
     )
     _, body = render(Channel.SMS, NotificationKind.ALERT, short)
-    assert len(body) == SMS_SEGMENT - SMS_REPLY_ROOM and body.endswith("... db, 1 alert")
+    assert septets(body) == SMS_SEGMENT - SMS_REPLY_ROOM and body.endswith("... db, 1 alert")
 
 
 def test_push_keeps_the_details_when_the_description_is_long() -> None:
@@ -178,3 +179,11 @@ def test_every_channel_shows_the_trigger_time_in_the_readers_zone(
     for channel in Channel:
         _, body = render(channel, NotificationKind.ALERT, text)
         assert shown in body, (channel, body)
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [("db down", 7), ("[HIGH] db", 11), ("a{b}c~d|e^f\\g", 19), ("", 0)],
+)
+def test_gsm_extension_characters_take_two_septets(text: str, count: int) -> None:
+    assert septets(text) == count

@@ -576,3 +576,21 @@ def test_the_dispatcher_sends_quiet_hours_holds_through_the_throttle() -> None:
     commands = [command("inc-1", Channel.EMAIL), quiet("inc-2", 60, Channel.EMAIL)]
     routes = [(topic, key) for topic, key, _ in outgoing(Dispatch(commands=commands))]
     assert routes == [("notify.email", "inc-1"), ("notify.throttle", "u1")]
+
+
+def test_held_alerts_and_notices_go_out_in_separate_bundles() -> None:
+    # a bundle's members whose incident is closed are cancelled, and a notice's incident
+    # always is: one bundle of both would lose the notices
+    person = Person()
+    notice = dataclasses.replace(
+        command("inc-x", kind=NotificationKind.RESOLVED_NOTICE), not_before=at(3600)
+    )
+    for held in (quiet("inc-a", 3600), notice, quiet("inc-b", 3600)):
+        person.send(held, 0)
+    person.run_timers()
+    bundles = [message for _, message in person.out]
+    assert [(m.kind, {m.incident_id, *m.bundled.values()}) for m in bundles] == [
+        (NotificationKind.ALERT, {"inc-a", "inc-b"}),
+        (NotificationKind.RESOLVED_NOTICE, {"inc-x"}),
+    ]
+    assert not person.state.held
