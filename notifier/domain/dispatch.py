@@ -27,7 +27,7 @@ from notifier.contracts.records import (
 )
 from notifier.domain import ids
 from notifier.domain.quiet_hours import Action, QuietDecision, held, quiet_hours
-from notifier.domain.templates import IncidentText, render
+from notifier.domain.templates import IncidentText, details_of, render
 from notifier.domain.tiers import (
     DEFAULT_TIERS,
     TIER_ORDER,
@@ -132,11 +132,7 @@ class IncidentMemory:
             level,
             url=self.url,
             by=by,
-            service=self.service,
-            team_name=self.team_name,
-            alert_count=self.alert_count,
-            triggered_at=self.triggered_at,
-            dashboard_url=self.dashboard_url,
+            **details_of(self),
         )
 
     def notified_users(self) -> list[str]:
@@ -160,11 +156,7 @@ def incident_text(event: IncidentOpened | IncidentEscalated) -> IncidentText:
         event.escalation_level,
         event.description,
         event.url,
-        service=event.service,
-        team_name=event.team_name,
-        alert_count=event.alert_count,
-        triggered_at=event.triggered_at,
-        dashboard_url=event.dashboard_url,
+        **details_of(event),
     )
 
 
@@ -220,11 +212,7 @@ def _command(
         address_params=dict(point.params),
         url=text.url,
         repeat=repeat,
-        service=text.service,
-        team_name=text.team_name,
-        alert_count=text.alert_count,
-        triggered_at=text.triggered_at,
-        dashboard_url=text.dashboard_url,
+        **details_of(text),
     )
     queued = NotificationQueued(
         event_id=ids.event_id(nid, "queued"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from notifier.contracts.records import Channel, NotificationKind, Priority
 from notifier.domain.local_time import format_local
@@ -34,6 +35,16 @@ class IncidentText:
     triggered_at: datetime | None = None
     dashboard_url: str | None = None
     time_zone: str = "UTC"  # the reader's: times are shown on their wall clock
+
+
+# the incident's details, named alike on the incident events, the incident memory, this
+# text and SendCommand
+DETAILS = ("service", "team_name", "alert_count", "triggered_at", "dashboard_url")
+
+
+def details_of(source: object) -> dict[str, Any]:
+    """The incident details `source` carries, by name (to pass on as keyword arguments)."""
+    return {name: getattr(source, name) for name in DETAILS}
 
 
 def shown_time(at: datetime, time_zone: str = "UTC") -> str:
