@@ -81,10 +81,19 @@ def twilio(
         or account != creds.twilio_account_sid
     ):
         return _twilio_error(401, 20003, "Authenticate")
-    form = {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+    fields = parse_qs(body.decode(), keep_blank_values=True)
+    # the published schema first (required To, and From for a call; types, enums, URLs)
+    violation = spec_validation.twilio_violation(resource, fields)
+    if violation is not None:
+        return _twilio_error(
+            400, violation.code or spec_validation.TWILIO_INVALID_PARAMETER, violation.message
+        )
+    # what the API refuses beyond its schema
+    form = {k: v[0] for k, v in fields.items()}
     to, sender = form.get("To", ""), form.get("From", "")
-    if not to:
-        return _twilio_error(400, 21604, "A 'To' phone number is required.")
+    if resource == "Messages" and not sender:
+        # the schema leaves From optional: a Messaging Service may stand in, not here
+        return _twilio_error(400, 21603, "A 'From' phone number is required.")
     if not is_e164(to):
         return _twilio_error(
             400, 21211, f"The 'To' number {to[:4]}... is not a valid phone number."

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jsonschema import (
     Draft6Validator,
@@ -33,6 +34,7 @@ class Violation:
 
     field: str
     message: str
+    code: int | None = None  # the provider's error code, where it answers with one
 
 
 # -- Google discovery documents ---------------------------------------------------------------
@@ -309,3 +311,129 @@ def adaptive_card_violation(card: Any) -> Violation | None:
     if error is None:
         return None
     return Violation(_path(error, ".", "{}"), error.message[:300])
+
+
+# -- Twilio (OpenAPI 3.0, form-encoded) -------------------------------------------------------
+
+TWILIO_OPENAPI = SPECS / "twilio" / "twilio_api_v2010_create.json"
+_TWILIO_PATHS = {
+    "Messages": "/2010-04-01/Accounts/{AccountSid}/Messages.json",
+    "Calls": "/2010-04-01/Accounts/{AccountSid}/Calls.json",
+}
+_FORM = "application/x-www-form-urlencoded"
+_twilio_formats = FormatChecker(formats=())
+
+
+@_twilio_formats.checks("uri")
+def _is_url(value: object) -> bool:
+    # Twilio wants an absolute URL with a host ("URL must contain a valid hostname")
+    if not isinstance(value, str):
+        return True
+    parts = urlsplit(value)
+    return bool(parts.scheme and parts.netloc)
+
+
+@_twilio_formats.checks("date-time")
+def _is_date_time(value: object) -> bool:
+    return not isinstance(value, str) or bool(_DATETIME.match(value))
+
+
+def _without_ignored_formats(node: Any) -> Any:
+    # the spec marks some formats `x-twilio: {ignoreFormat: true}` (MediaUrl): not enforced
+    if isinstance(node, dict):
+        kept = {k: _without_ignored_formats(v) for k, v in node.items()}
+        if isinstance(node.get("x-twilio"), dict) and node["x-twilio"].get("ignoreFormat"):
+            kept.pop("format", None)
+        return kept
+    if isinstance(node, list):
+        return [_without_ignored_formats(v) for v in node]
+    return node
+
+
+@cache
+def _twilio_schema(resource: str) -> dict[str, Any]:
+    document = json.loads(TWILIO_OPENAPI.read_text())
+    body = document["paths"][_TWILIO_PATHS[resource]]["post"]["requestBody"]
+    # the schema's $refs point into components: keep them beside it
+    schema = {**body["content"][_FORM]["schema"], "components": document["components"]}
+    result: dict[str, Any] = _without_ignored_formats(schema)
+    return result
+
+
+@cache
+def twilio_validator(resource: str) -> Draft202012Validator:
+    """The form request body of Messages or Calls create in Twilio's OpenAPI document (3.0:
+    the keywords these schemas use mean the same in JSON Schema 2020-12)."""
+    schema = _twilio_schema(resource)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=_twilio_formats)
+
+
+def _form_value(prop: dict[str, Any], values: list[str]) -> Any:
+    """A form field read as the type the schema gives it; a value that does not read as that
+    type stays text, so the type check refuses it."""
+    kind = prop.get("type")
+    if kind == "array":
+        return values
+    value = values[0]
+    if kind == "integer" and _INT.match(value):
+        return int(value)
+    if kind == "number":
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if kind == "boolean" and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return value
+
+
+def twilio_form(resource: str, form: dict[str, list[str]]) -> dict[str, Any]:
+    """A parsed form (every value of each field) typed by the operation's schema; blank
+    fields are left out, as Twilio reads a blank parameter as one not given."""
+    schema = _twilio_schema(resource)
+    properties: dict[str, Any] = schema.get("properties", {})
+    schemas: dict[str, Any] = schema["components"]["schemas"]
+    typed: dict[str, Any] = {}
+    for name, values in form.items():
+        values = [v for v in values if v != ""]
+        if not values:
+            continue
+        prop = properties.get(name, {})
+        if "$ref" in prop:
+            prop = schemas[str(prop["$ref"]).rsplit("/", 1)[1]]
+        typed[name] = _form_value(prop, values)
+    return typed
+
+
+# Twilio's codes for a required parameter left out (its error reference; the spec has none)
+_TWILIO_MISSING = {
+    ("Messages", "To"): (21604, "A 'To' phone number is required."),
+    ("Calls", "To"): (21201, "No 'To' number specified."),
+    ("Calls", "From"): (21213, "A 'From' phone number is required."),
+}
+TWILIO_INVALID_PARAMETER = 20001
+
+
+def twilio_violation(resource: str, form: dict[str, list[str]]) -> Violation | None:
+    """What Twilio's schema refuses in a Messages or Calls create form, with Twilio's error
+    code (21604 and the like for a missing required parameter, else 20001), or None."""
+    error = best_match(twilio_validator(resource).iter_errors(twilio_form(resource, form)))
+    if error is None:
+        return None
+    if error.validator == "required":
+        missing = _first_missing(error)
+        fallback = (TWILIO_INVALID_PARAMETER, f"Missing required parameter {missing}.")
+        code, message = _TWILIO_MISSING.get((resource, missing), fallback)
+        return Violation(missing, message, code)
+    field = _path(error, ".", "{}")
+    if error.validator == "type":
+        expected = error.validator_value
+        detail = f"{json.dumps(error.instance)} is not a valid {expected}"
+    elif error.validator == "enum":
+        detail = f"{json.dumps(error.instance)} is not one of {', '.join(error.validator_value)}"
+    elif error.validator == "format":
+        detail = f"{json.dumps(error.instance)} is not a valid {error.validator_value}"
+    else:
+        detail = error.message
+    return Violation(field, f"Invalid parameter {field}: {detail[:300]}", TWILIO_INVALID_PARAMETER)

@@ -1,5 +1,5 @@
-"""Over a socket, the sandbox checks SendGrid, FCM and Teams request bodies against the
-published schemas: what the adapters send passes, a body the schema refuses gets the
+"""Over a socket, the sandbox checks SendGrid, FCM, Teams and Twilio request bodies against
+the published schemas: what the adapters send passes, a body the schema refuses gets the
 provider's own error shape and status, and the adapter files that answer as permanent."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from adapters.fcm import FcmPush
 from adapters.providers import build_providers
 from adapters.sendgrid import SendGridEmail
 from adapters.teams import TeamsCard
+from adapters.twilio import TwilioSms, TwilioVoice
 from notifier.contracts.records import Channel, FailureCategory
 from tests.integration.adapters.test_adapters_on_sandbox import command, settings_for
 
@@ -39,8 +40,14 @@ async def providers(sandbox: dict[str, str]) -> AsyncIterator[dict[Channel, Prov
 
 
 @pytest.mark.parametrize(
-    ("channel", "name"),
-    [(Channel.EMAIL, "sendgrid"), (Channel.PUSH, "fcm"), (Channel.TEAMS, "teams")],
+    ("channel", "name", "status"),
+    [
+        (Channel.EMAIL, "sendgrid", 202),
+        (Channel.PUSH, "fcm", 200),
+        (Channel.TEAMS, "teams", 200),
+        (Channel.SMS, "twilio", 201),
+        (Channel.VOICE, "twilio", 201),
+    ],
 )
 async def test_the_adapters_requests_fit_the_published_schema(
     sandbox: dict[str, str],
@@ -48,11 +55,12 @@ async def test_the_adapters_requests_fit_the_published_schema(
     control: httpx.AsyncClient,
     channel: Channel,
     name: str,
+    status: int,
 ) -> None:
     assert providers[channel].name == name
     await providers[channel].send(command(channel, sandbox))
     recorded = (await control.get("/_sandbox/requests", params={"provider": name})).json()
-    assert [r["status"] for r in recorded] == [202 if name == "sendgrid" else 200]
+    assert [r["status"] for r in recorded] == [status]
 
 
 SENDGRID_MAIL: dict[str, Any] = {
@@ -159,6 +167,47 @@ async def test_teams_refuses_a_card_its_schema_refuses(
     )
 
 
+TWILIO_FORMS = {
+    "Messages": {"To": "+14155550101", "From": "+14155550000", "Body": "db down"},
+    "Calls": {"To": "+14155550101", "From": "+14155550000", "Twiml": "<Response/>"},
+}
+
+
+@pytest.mark.parametrize(
+    ("resource", "change", "code", "says"),
+    [
+        ("Messages", {"To": None}, 21604, "'To'"),
+        ("Calls", {"From": None}, 21213, "'From'"),
+        ("Calls", {"Method": "PUT"}, 20001, "Method"),
+        ("Messages", {"ValidityPeriod": "ten minutes"}, 20001, "ValidityPeriod"),
+        ("Messages", {"StatusCallback": "/twilio/status"}, 20001, "StatusCallback"),
+    ],
+    ids=["sms-no-to", "call-no-from", "call-method", "validity-not-integer", "relative-callback"],
+)
+async def test_twilio_refuses_a_form_its_schema_refuses(
+    sandbox: dict[str, str],
+    control: httpx.AsyncClient,
+    resource: str,
+    change: dict[str, str | None],
+    code: int,
+    says: str,
+) -> None:
+    """A valid form with one field changed (None: left out) gets Twilio's error body."""
+    form = {**TWILIO_FORMS[resource], **change}
+    account = sandbox["NOTIFIER_TWILIO_ACCOUNT_SID"]
+    url = f"/twilio/2010-04-01/Accounts/{account}/{resource}.json"
+    auth = (account, sandbox["NOTIFIER_TWILIO_AUTH_TOKEN"])
+    assert (await control.post(url, data=TWILIO_FORMS[resource], auth=auth)).status_code == 201
+    sent = {k: v for k, v in form.items() if v is not None}
+    refused = await control.post(url, data=sent, auth=auth)
+    assert refused.status_code == 400
+    error = refused.json()
+    assert set(error) == {"code", "message", "more_info", "status"}
+    assert (error["code"], error["status"]) == (code, 400)
+    assert error["more_info"] == f"https://www.twilio.com/docs/errors/{code}"
+    assert says in error["message"]
+
+
 @pytest.mark.parametrize(
     ("channel", "rewrite", "code"),
     [
@@ -173,8 +222,16 @@ async def test_teams_refuses_a_card_its_schema_refuses(
             lambda body: body["attachments"][0]["content"]["body"][0].update(weight="bold"),
             "Bad payload",
         ),
+        (Channel.SMS, lambda form: form.pop("To"), "code 21604"),
+        (Channel.VOICE, lambda form: form.update(StatusCallback="twilio/status"), "code 20001"),
     ],
-    ids=["fcm-lower-case-priority", "sendgrid-custom-args-object", "teams-card-bad-weight"],
+    ids=[
+        "fcm-lower-case-priority",
+        "sendgrid-custom-args-object",
+        "teams-card-bad-weight",
+        "twilio-sms-no-to",
+        "twilio-call-relative-callback",
+    ],
 )
 async def test_a_schema_refusal_is_permanent_for_the_adapter(
     sandbox: dict[str, str],
@@ -188,13 +245,20 @@ async def test_a_schema_refusal_is_permanent_for_the_adapter(
     would be in production, permanent (no retry can fix it)."""
     adapter = providers[channel]
     adapter = getattr(adapter, "inner", adapter)  # email goes through the links wrapper
-    assert isinstance(adapter, FcmPush | SendGridEmail | TeamsCard)
+    assert isinstance(adapter, FcmPush | SendGridEmail | TeamsCard | TwilioSms | TwilioVoice)
     cmd = command(channel, sandbox)
     call = adapter.build(cmd)
-    body = dict(call.json)
-    rewrite(body)
+    # Twilio's body is a form (data), the others' JSON
+    if call.data is not None:
+        form = dict(call.data)
+        rewrite(form)
+        call = dataclasses.replace(call, data=form)
+    else:
+        body = dict(call.json)
+        rewrite(body)
+        call = dataclasses.replace(call, json=body)
     with pytest.raises(ProviderError) as caught:
-        await adapter.request(cmd, dataclasses.replace(call, json=body))
+        await adapter.request(cmd, call)
     assert caught.value.category is FailureCategory.PERMANENT, caught.value.reason
     assert "HTTP 400" in caught.value.reason
     assert code in caught.value.reason

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import re
 from collections.abc import Callable
@@ -17,10 +18,12 @@ from adapters.sandbox.spec_validation import (
     ADAPTIVE_CARD,
     FCM_DISCOVERY,
     SENDGRID_OPENAPI,
+    TWILIO_OPENAPI,
     adaptive_card_violation,
     discovery_schema,
     fcm_violation,
     sendgrid_violation,
+    twilio_violation,
 )
 
 FCM_OK: dict[str, Any] = {
@@ -249,7 +252,9 @@ def test_discovery_types_as_json_schema(node: dict[str, Any], schema: dict[str, 
 
 
 @pytest.mark.parametrize(
-    "spec", [FCM_DISCOVERY, SENDGRID_OPENAPI, ADAPTIVE_CARD], ids=lambda p: p.parent.name
+    "spec",
+    [FCM_DISCOVERY, SENDGRID_OPENAPI, ADAPTIVE_CARD, TWILIO_OPENAPI],
+    ids=lambda p: p.parent.name,
 )
 def test_each_kept_spec_matches_its_recorded_source(spec: Any) -> None:
     """A spec changed by hand, or refreshed without updating SOURCE.md, fails here."""
@@ -313,3 +318,108 @@ def test_adaptive_cards_are_checked_as_the_published_schema_checks_them(
     plain = Draft6Validator(json.loads(ADAPTIVE_CARD.read_text()))
     assert plain.is_valid(card) is (violation is None)
     assert (violation.field if violation else None) == field
+
+
+# what the Twilio adapter posts, as parse_qs reads it (every value of each field)
+TWILIO_SMS: dict[str, list[str]] = {
+    "To": ["+15551234567"],
+    "From": ["+14155550000"],
+    "Body": ["[CRITICAL] db down"],
+    "StatusCallback": ["http://127.0.0.1:9/bridge/twilio/status?n=n-1&i=i-1&c=sms&u=u-1"],
+}
+TWILIO_CALL: dict[str, list[str]] = {
+    "To": ["+15551234567"],
+    "From": ["+14155550000"],
+    "Twiml": ["<Response><Say>db down</Say></Response>"],
+    "StatusCallback": ["http://127.0.0.1:9/bridge/twilio/status?n=n-1"],
+    "StatusCallbackEvent": ["completed"],
+}
+TWILIO_BODIES = {"Messages": TWILIO_SMS, "Calls": TWILIO_CALL}
+
+
+@pytest.mark.parametrize(
+    ("resource", "change"),
+    [
+        ("Messages", {}),
+        ("Calls", {}),
+        # the spec allows unknown fields (no additionalProperties: false)
+        ("Messages", {"Tag": ["incident"]}),
+        ("Messages", {"ValidityPeriod": ["600"], "SmartEncoded": ["True"]}),
+        ("Messages", {"MediaUrl": ["not a url"]}),  # its format is marked ignoreFormat
+        ("Messages", {"ContentRetention": ["discard"], "SendAt": ["2026-12-03T14:00:00Z"]}),
+        ("Calls", {"Method": ["GET"], "Timeout": ["30"], "Record": ["false"]}),
+        ("Calls", {"StatusCallbackEvent": ["initiated", "completed"]}),
+        ("Calls", {"Url": ["https://example.com/twiml"], "Twiml": [""]}),
+    ],
+    ids=[
+        "sms-adapter-shape",
+        "call-adapter-shape",
+        "unknown-field",
+        "integer-and-boolean-as-text",
+        "media-url-format-ignored",
+        "enum-and-date-time",
+        "call-method-timeout-record",
+        "repeated-field",
+        "blank-field-left-out",
+    ],
+)
+def test_twilio_takes_what_its_schema_takes(resource: str, change: dict[str, list[str]]) -> None:
+    assert twilio_violation(resource, {**TWILIO_BODIES[resource], **change}) is None
+
+
+@pytest.mark.parametrize(
+    ("resource", "change", "field", "code", "says"),
+    [
+        ("Messages", {"To": []}, "To", 21604, "A 'To' phone number is required."),
+        ("Messages", {"To": [""]}, "To", 21604, "A 'To' phone number is required."),
+        ("Calls", {"To": []}, "To", 21201, "No 'To' number specified."),
+        ("Calls", {"From": []}, "From", 21213, "A 'From' phone number is required."),
+        ("Calls", {"Method": ["PUT"]}, "Method", 20001, '"PUT" is not one of GET, POST'),
+        (
+            "Messages",
+            {"ContentRetention": ["keep"]},
+            "ContentRetention",
+            20001,
+            '"keep" is not one of retain, discard',
+        ),
+        ("Calls", {"Timeout": ["1m"]}, "Timeout", 20001, "is not a valid integer"),
+        ("Calls", {"Record": ["yes"]}, "Record", 20001, "is not a valid boolean"),
+        ("Messages", {"StatusCallback": ["/relative"]}, "StatusCallback", 20001, "valid uri"),
+        ("Messages", {"SendAt": ["tomorrow"]}, "SendAt", 20001, "valid date-time"),
+        ("Messages", {"ApplicationSid": ["AP1"]}, "ApplicationSid", 20001, "too short"),
+    ],
+    ids=[
+        "sms-no-to",
+        "sms-blank-to",
+        "call-no-to",
+        "call-no-from",
+        "call-method-not-in-enum",
+        "sms-retention-not-in-enum",
+        "timeout-not-integer",
+        "record-not-boolean",
+        "callback-not-absolute",
+        "send-at-not-date-time",
+        "sid-pattern",
+    ],
+)
+def test_twilio_refuses_what_its_schema_refuses(
+    resource: str, change: dict[str, list[str]], field: str, code: int, says: str
+) -> None:
+    form = {k: v for k, v in {**TWILIO_BODIES[resource], **change}.items() if v}
+    violation = twilio_violation(resource, form)
+    assert violation is not None
+    assert (violation.field, violation.code) == (field, code)
+    assert says in violation.message
+
+
+def test_twilio_kept_spec_is_what_its_extraction_keeps() -> None:
+    """The kept file is a fixed point of extract.py: it holds the two operations, their
+    enums and nothing else, so SOURCE.md's command reproduces it from the original."""
+    script = TWILIO_OPENAPI.parent / "extract.py"
+    loaded = importlib.util.spec_from_file_location("twilio_extract", script)
+    assert loaded is not None and loaded.loader is not None
+    module = importlib.util.module_from_spec(loaded)
+    loaded.loader.exec_module(module)
+    kept = json.loads(TWILIO_OPENAPI.read_text())
+    assert module.extract(kept) == kept
+    assert set(kept["paths"]) == set(module.OPERATIONS)
