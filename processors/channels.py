@@ -39,9 +39,11 @@ from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
 from notifier.topics import channel_topic, retry_topic
 from processors.emitter import Emitter
+from processors.finished_commands import FinishedCommands
 from processors.metrics import (
     CIRCUIT_OPEN,
     CIRCUIT_TRANSITIONS,
+    DUPLICATE_COMMANDS,
     RATE_LIMIT_WAIT,
     RETRIES_SCHEDULED,
     SENDS,
@@ -131,6 +133,7 @@ class ChannelSender:
         self.emitter = emitter
         self.incident_status = incident_status
         self.rng = rng or random.Random()
+        self.finished = FinishedCommands()
         self.slots = asyncio.Semaphore(settings.channel_concurrency)
         self.routes: dict[str, Route] = {}
         for provider in providers:
@@ -175,6 +178,7 @@ class ChannelSender:
                 commands.append(self.decode(event.value))
             except ContractError as exc:
                 await self.emitter.dead_letter(event, "decode", exc)
+        commands = self._not_finished(commands)
         if not commands:
             return
         commands = await self._drop_cancelled(commands)
@@ -196,6 +200,23 @@ class ChannelSender:
             for c, route in routed
         )
         await asyncio.gather(*(self._deliver(c, route) for c, route in routed))
+
+    def _not_finished(self, commands: list[SendCommand]) -> list[SendCommand]:
+        """`commands` less copies: of one this worker finished, or earlier in the batch."""
+        fresh: dict[str, SendCommand] = {}
+        for command in commands:
+            if command.command_id in self.finished or command.command_id in fresh:
+                DUPLICATE_COMMANDS.labels(self.channel.value).inc()
+                log.info(
+                    "copy of a finished command not sent again",
+                    extra={
+                        "incident_id": command.incident_id,
+                        "notification_id": command.notification_id,
+                    },
+                )
+                continue
+            fresh[command.command_id] = command
+        return list(fresh.values())
 
     async def _drop_cancelled(self, commands: list[SendCommand]) -> list[SendCommand]:
         """Alerts of acknowledged or resolved incidents are not sent: DeliveryCancelled. A
@@ -259,6 +280,7 @@ class ChannelSender:
         await self.emitter.send_many(
             [("delivery.events", command.incident_id, outcome), *bundled_outcomes(command, outcome)]
         )
+        self.finished.add(command.command_id)  # only now: a Kafka error above sends it again
 
     def next_attempt(
         self, command: SendCommand, failed: DeliveryFailed, after: AfterFailure

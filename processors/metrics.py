@@ -20,6 +20,11 @@ SENDS = Counter(
     "Provider requests by channel, provider and outcome.",
     ["channel", "provider", "outcome"],
 )
+DUPLICATE_COMMANDS = Counter(
+    "notifier_duplicate_commands_total",
+    "Copies of a command this worker had already finished, not sent again, by channel.",
+    ["channel"],
+)
 CIRCUIT_TRANSITIONS = Counter(
     "notifier_circuit_transitions_total", "Circuit breaker state changes.", ["breaker", "to_state"]
 )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 from prometheus_client import REGISTRY
 
 from adapters.base import ProviderError
@@ -31,6 +32,7 @@ from notifier.contracts.registry import LocalSchemaRegistry
 from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
 from processors.channels import ChannelSender
+from processors.finished_commands import FinishedCommands
 from tests.samples import sample
 
 
@@ -91,6 +93,8 @@ def command(incident: str, priority: Priority = Priority.LOW, attempt: int = 1) 
     return sample(
         SendCommand,
         incident_id=incident,
+        notification_id=f"n-{incident}",
+        command_id=f"c-{incident}-{attempt}",
         channel=Channel.EMAIL,
         priority=priority,
         attempt=attempt,
@@ -419,3 +423,49 @@ async def test_each_priority_retries_on_its_own_schedule() -> None:
     assert failed == {"crit": False, "high": False, "low": True}
     retried = {r.incident_id: t for t, r in emitter.topics if isinstance(r, SendCommand)}
     assert retried == {"crit": "notify.retry.20s", "high": "notify.retry.30s"}
+
+
+async def test_a_copy_of_a_finished_command_is_not_sent_again() -> None:
+    provider = FakeProvider()
+    channel, emitter = sender(provider)
+    first, retry = command("inc-1"), command("inc-1", attempt=2)
+    events = [FakeEvent(emitter.codec.encode(c)) for c in (first, first)]
+    await channel.handle(events)  # a copy in the same batch
+    await channel.handle(events[:1])  # a copy read later
+    await channel.handle([FakeEvent(emitter.codec.encode(retry))])  # the next attempt is new
+    assert provider.calls == ["inc-1", "inc-1"]
+    assert [e.attempt for e in emitter.sent if isinstance(e, DeliveryAttempted)] == [1, 2]
+
+
+async def test_a_command_whose_outcome_kafka_refused_is_sent_again() -> None:
+    provider = FakeProvider()
+    channel, emitter = sender(provider)
+    refused = {"once": True}
+    send = emitter.send_many
+
+    async def send_many(items: Any) -> None:
+        items = list(items)
+        if refused["once"] and any(isinstance(r, DeliverySent) for _, _, r in items):
+            refused["once"] = False
+            raise KafkaTimeoutError()
+        await send(items)
+
+    emitter.send_many = send_many  # type: ignore[method-assign]
+    event = FakeEvent(emitter.codec.encode(command("inc-1")))
+    with pytest.raises(KafkaTimeoutError):
+        await channel.handle([event])
+    await channel.handle([event])  # as the batch is handled again: not finished, so sent
+    assert provider.calls == ["inc-1", "inc-1"]
+    assert sum(isinstance(e, DeliverySent) for e in emitter.sent) == 1
+
+
+def test_finished_commands_forget_the_oldest_past_their_size() -> None:
+    finished = FinishedCommands(size=2)
+    for command_id in ("a", "b", "c"):
+        finished.add(command_id)
+    assert ("a" in finished, "b" in finished, "c" in finished, len(finished)) == (
+        False,
+        True,
+        True,
+        2,
+    )
