@@ -74,6 +74,7 @@ READ_MODEL_MIGRATIONS = [
     "0007_people_and_incidents",
     "0008_incident_details",  # alters incident and notification_log: must run after them
     "0010_quiet_hours",
+    "0011_attempt_requests",  # alters notification_attempt: must run after 0001
 ]
 
 

@@ -207,6 +207,10 @@ class AttemptRow:
     latency_ms: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # DeliveryAttempted events: more than 1 when the attempt was repeated, 0 when the
+    # notification rode in another's request (a bundle's carried notifications)
+    requests: int = 0
+    last_requested_at: datetime | None = None
 
 
 def apply_attempt(row: AttemptRow | None, event: Record) -> AttemptRow | None:
@@ -216,10 +220,14 @@ def apply_attempt(row: AttemptRow | None, event: Record) -> AttemptRow | None:
     if row is None:
         row = AttemptRow(event.notification_id, event.attempt, event.channel.value, "PENDING")
     if isinstance(event, DeliveryAttempted):
+        newer = row.last_requested_at is None or event.occurred_at > row.last_requested_at
         return replace(
             row,
             provider=row.provider or event.provider,
             started_at=_earlier(row.started_at, event.occurred_at),
+            # a copy is made later than what was folded; the same event read again is not
+            requests=row.requests + 1 if newer else row.requests,
+            last_requested_at=event.occurred_at if newer else row.last_requested_at,
         )
     if row.outcome != "PENDING":
         return row  # the first outcome of an attempt stands

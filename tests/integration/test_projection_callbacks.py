@@ -626,3 +626,19 @@ async def test_an_incidents_details_and_info_priority_reach_its_row(
         "SELECT priority FROM notification_log WHERE notification_id = %s", (nid,)
     )
     assert await cursor.fetchone() == ("INFO",)
+
+
+async def test_an_attempt_made_twice_says_so(conn: psycopg.AsyncConnection[Any]) -> None:
+    """A copy of a command sent again after a crash: one attempt row, two requests."""
+    twice, once = Notification(), Notification("dave")
+    await fold(conn, once.queued(), twice.queued(), twice.attempted(), once.attempted())
+    # the copy, made a few seconds later and folded a batch later; then that batch read again
+    copy = (twice.attempted(s=5), twice.sent(s=6), once.sent())
+    await fold(conn, *copy)
+    await fold(conn, *copy)
+    cursor = await conn.execute(
+        "SELECT notification_id::text, attempt, requests, outcome FROM notification_attempt "
+        "WHERE notification_id = ANY(%s) ORDER BY requests",
+        ([once.id, twice.id],),
+    )
+    assert await cursor.fetchall() == [(once.id, 1, 1, "SENT"), (twice.id, 1, 2, "SENT")]

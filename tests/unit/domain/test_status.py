@@ -310,6 +310,26 @@ def test_attempt_rows() -> None:
     assert apply_attempt(None, queued()) is None
 
 
+@pytest.mark.parametrize(
+    ("events", "requests"),
+    [
+        ([attempted(1), sent(1)], 1),
+        # a copy of the command sent again after a crash: the provider was asked twice
+        ([attempted(1), attempted(1, s=5), sent(1), sent(1, s=6)], 2),
+        ([attempted(1), failed(1), attempted(1, s=5), failed(1), attempted(1, s=9)], 3),
+        # the same event read again (a replay of the projection's input) is not a request
+        ([attempted(1), sent(1), attempted(1), sent(1)], 1),
+        ([sent(1)], 0),  # a bundle's carried notification: asked within another's request
+    ],
+    ids=["once", "twice", "three-times", "replayed", "carried"],
+)
+def test_an_attempt_counts_the_requests_made_for_it(events: list[Record], requests: int) -> None:
+    row = None
+    for event in events:
+        row = apply_attempt(row, event)
+    assert row is not None and row.requests == requests
+
+
 def resend(n: int, s: int) -> DeliveryAttempted:
     return replace(attempted(n, s), requested_by="ops")
 
