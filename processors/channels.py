@@ -39,7 +39,7 @@ from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
 from notifier.topics import channel_topic, retry_topic
 from processors.emitter import Emitter
-from processors.finished_commands import FinishedCommands
+from processors.finished_commands import FinishedCommands, finished_key
 from processors.metrics import (
     CIRCUIT_OPEN,
     CIRCUIT_TRANSITIONS,
@@ -205,7 +205,8 @@ class ChannelSender:
         """`commands` less copies: of one this worker finished, or earlier in the batch."""
         fresh: dict[str, SendCommand] = {}
         for command in commands:
-            if command.command_id in self.finished or command.command_id in fresh:
+            key = finished_key(command)
+            if key in self.finished or key in fresh:
                 DUPLICATE_COMMANDS.labels(self.channel.value).inc()
                 log.info(
                     "copy of a finished command not sent again",
@@ -215,7 +216,7 @@ class ChannelSender:
                     },
                 )
                 continue
-            fresh[command.command_id] = command
+            fresh[key] = command
         return list(fresh.values())
 
     async def _drop_cancelled(self, commands: list[SendCommand]) -> list[SendCommand]:
@@ -280,7 +281,7 @@ class ChannelSender:
         await self.emitter.send_many(
             [("delivery.events", command.incident_id, outcome), *bundled_outcomes(command, outcome)]
         )
-        self.finished.add(command.command_id)  # only now: a Kafka error above sends it again
+        self.finished.add(finished_key(command))  # only now: a Kafka error above sends it again
 
     def next_attempt(
         self, command: SendCommand, failed: DeliveryFailed, after: AfterFailure

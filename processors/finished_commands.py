@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from notifier.contracts.records import SendCommand
+
 REMEMBERED = 200_000  # the most recently finished command ids: ~25 MB
 
 
@@ -34,3 +36,11 @@ class FinishedCommands:
         self._ids.move_to_end(command_id)
         if len(self._ids) > self.size:
             self._ids.popitem(last=False)
+
+
+def finished_key(command: SendCommand) -> str:
+    """What makes two commands copies: the command id, and for a bundle also what it carries
+    (a bundle led by a notification sent alone before is a new message, not a copy)."""
+    if not command.bundled:
+        return command.command_id
+    return command.command_id + "+" + ",".join(sorted(command.bundled))

@@ -4,6 +4,7 @@ failover from one provider to the next."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -469,3 +470,15 @@ def test_finished_commands_forget_the_oldest_past_their_size() -> None:
         True,
         2,
     )
+
+
+async def test_a_bundle_led_by_a_finished_command_is_sent() -> None:
+    # the notification went out alone, and later leads a bundle carrying others: a new
+    # message (skipping it would lose what it carries); a copy of that bundle is skipped
+    provider = FakeProvider()
+    channel, emitter = sender(provider)
+    alone = command("inc-1")
+    bundle = dataclasses.replace(alone, bundled={"n-inc-2": "inc-2"})
+    for sent in (alone, bundle, bundle):
+        await channel.handle([FakeEvent(emitter.codec.encode(sent))])
+    assert provider.calls == ["inc-1", "inc-1"]
