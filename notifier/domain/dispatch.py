@@ -177,7 +177,9 @@ def with_remembered_details(
 
 def read_by(text: IncidentText, profile: UserProfile | None) -> IncidentText:
     """`text` as `profile`'s person reads it: times in their time zone."""
-    return replace(text, time_zone=profile.time_zone) if profile is not None else text
+    if profile is None or profile.time_zone == text.time_zone:
+        return text  # most people read UTC: no copy per command
+    return replace(text, time_zone=profile.time_zone)
 
 
 def _command(

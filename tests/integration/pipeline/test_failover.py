@@ -111,15 +111,7 @@ async def test_smtp_down_the_email_goes_out_through_sendgrid(clean_sandbox: Pipe
     assert refused and not await p.requests(provider="smtp", notification_id=nid)
     # a transient failure waits its backoff step (1 s +-20%) before the other provider
     assert grid[0]["started_at"] - min(r["finished_at"] for r in refused) >= 0.75
-    # the NotificationLog: both providers at work, the row sent by SendGrid
-    rows = await eventually(lambda: _attempts(p, nid), _settled)
-    assert [r[:4] for r in rows] == [
-        (1, "smtp", "FAILED", "TRANSIENT"),
-        (2, "sendgrid", "SENT", None),
-    ]
-    row = await p.row(nid)
-    assert row is not None
-    assert (row["status"], row["provider"], row["attempt_count"]) == ("SENT", "sendgrid", 2)
+    await _failed_over_in_the_log(p, nid, "smtp", "TRANSIENT", "sendgrid")
     paths = await _query(p, QUERIES[1])
     assert (nid, event.incident_id, "EMAIL", "SENT", "smtp:FAILED -> sendgrid:SENT") in [
         (str(r[0]), *r[1:]) for r in paths
@@ -141,11 +133,7 @@ async def test_smtp_refusing_our_credentials_fails_over_at_once(clean_sandbox: P
     assert (sent.provider, sent.attempt) == ("sendgrid", 2)
     # straight back on notify.email, not through the 1 s delay topic
     assert (sent.occurred_at - failed.occurred_at).total_seconds() < 0.7
-    rows = await eventually(lambda: _attempts(p, nid), _settled)
-    assert [r[:4] for r in rows] == [
-        (1, "smtp", "FAILED", "CONFIGURATION"),
-        (2, "sendgrid", "SENT", None),
-    ]
+    await _failed_over_in_the_log(p, nid, "smtp", "CONFIGURATION", "sendgrid")
     await _no_escalation(p, event.incident_id)
 
 
@@ -190,15 +178,7 @@ async def test_twilio_down_the_sms_goes_out_through_vonage(clean_sandbox: Pipeli
     assert texts[0]["started_at"] - refused[0]["finished_at"] >= 0.75
     sent = next(e for e in events if isinstance(e, DeliverySent))
     assert sent.provider_message_id == texts[0]["message_id"]
-    # the NotificationLog: the row sent by Vonage, both attempts with their provider
-    rows = await eventually(lambda: _attempts(p, nid), _settled)
-    assert [r[:4] for r in rows] == [
-        (1, "twilio", "FAILED", "TRANSIENT"),
-        (2, "vonage", "SENT", None),
-    ]
-    row = await p.row(nid)
-    assert row is not None
-    assert (row["status"], row["provider"], row["attempt_count"]) == ("SENT", "vonage", 2)
+    await _failed_over_in_the_log(p, nid, "twilio", "TRANSIENT", "vonage")
     paths = await _query(p, QUERIES[1])
     assert (nid, event.incident_id, "SMS", "SENT", "twilio:FAILED -> vonage:SENT") in [
         (str(r[0]), *r[1:]) for r in paths
@@ -234,11 +214,19 @@ async def test_twilio_refusing_our_credentials_the_call_goes_out_through_vonage(
     [call] = await p.requests(provider="vonage", message_id=sent.provider_message_id)
     assert (call["path"], call["status"]) == ("/vonage/api/v1/calls", 201)
     nid = ids.notification_id(event.incident_id, 1, "dialer", Channel.VOICE)
+    await _failed_over_in_the_log(p, nid, "twilio", "CONFIGURATION", "vonage")
+
+
+async def _failed_over_in_the_log(
+    p: Pipeline, nid: str, first: str, category: str, then: str
+) -> None:
+    """The NotificationLog: attempt 1 failed on `first` (`category`), attempt 2 sent by
+    `then`; the row sent by `then` after two attempts."""
     rows = await eventually(lambda: _attempts(p, nid), _settled)
-    assert [r[:4] for r in rows] == [
-        (1, "twilio", "FAILED", "CONFIGURATION"),
-        (2, "vonage", "SENT", None),
-    ]
+    assert [r[:4] for r in rows] == [(1, first, "FAILED", category), (2, then, "SENT", None)]
+    row = await p.row(nid)
+    assert row is not None
+    assert (row["status"], row["provider"], row["attempt_count"]) == ("SENT", then, 2)
 
 
 def _settled(rows: list[tuple[Any, ...]]) -> bool:
