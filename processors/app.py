@@ -16,7 +16,7 @@ from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
 from notifier.contracts.factory import build_codec
 from notifier.contracts.records import Channel, Record
-from notifier.domain.dispatch import IncidentMemory
+from notifier.domain.dispatch import Dispatch, IncidentMemory
 from notifier.domain.throttle import parse_throttles
 from notifier.settings import Settings
 from notifier.topics import channel_topic, full_name
@@ -25,10 +25,12 @@ from processors.batches import arrived_batches
 from processors.channels import ChannelSender
 from processors.closed_incidents import ClosedIncidents
 from processors.directory import UserDirectory
-from processors.dispatcher import log_dispatch, outgoing, plan, utcnow
+from processors.dispatch_transactions import PartitionProducers, TransactionalDispatcher
+from processors.dispatcher import plan, utcnow
 from processors.emitter import Emitter
 from processors.endpoint import WorkerEndpoint
 from processors.escalation import escalate, may_change_decisions
+from processors.incident_memories import IncidentMemories, memory_topic
 from processors.kafka_transport import BROKER_SCHEME, require_fixed_transport
 from processors.offsets import read_skipped_again
 from processors.partitioner import CachedMurmur2Partitioner
@@ -39,6 +41,17 @@ from processors.throttle import throttle
 from processors.versions import require_tested_versions
 
 log = logging.getLogger("notifier.app")
+
+
+class StopsWith(Service):
+    """Runs `stop` when the worker stops."""
+
+    def __init__(self, stop: Callable[[], Awaitable[None]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stop = stop
+
+    async def on_stop(self) -> None:
+        await self._stop()
 
 
 class ProviderConnections(Service):
@@ -97,8 +110,8 @@ def create_app(
     if settings.metrics_port:
         app.add_dependency(endpoint)  # first: it answers while the others start
     app.add_dependency(directory)  # started and stopped with the app
-    # JSON values (the app's default serializer): internal state, not a published contract
-    memories = app.Table("incident-memory", default=None, partitions=settings.topic_partitions)
+    # the dispatcher's incident memories: written in its transactions, not a Faust table
+    memories = IncidentMemories(settings)
     if settings.projection_enabled:
         from projections.database import database_url
         from projections.runner import ProjectionRunner
@@ -121,7 +134,7 @@ def create_app(
 
     # every worker follows the incident table's changelog: "closed" is read the same for an
     # incident of any partition, and at once after a restart
-    closed = ClosedIncidents(settings, memories.changelog_topic.get_topic_name())
+    closed = ClosedIncidents(settings, memories.topic)
     app.add_dependency(closed)
 
     def incident_status(incident_id: str) -> str:
@@ -192,13 +205,26 @@ def create_app(
     async def escalate_one(record: Record) -> None:
         await emitter.send_many(escalate(record, tier_states, incident_status, settings))
 
-    async def dispatch_one(record: Record) -> None:
-        incident_id = getattr(record, "incident_id", "")
-        memory = IncidentMemory.from_json(memories.get(incident_id))
-        dispatched, memory = plan(record, memory, directory, utcnow(), settings)
-        memories[incident_id] = memory.to_json()
-        await emitter.send_many(outgoing(dispatched, throttled=windows.keys()))
-        log_dispatch(record, dispatched)
+    def decide(record: Record, memory: IncidentMemory) -> tuple[Dispatch, IncidentMemory]:
+        return plan(record, memory, directory, utcnow(), settings)
+
+    dispatch_topics = {full_name(settings, name) for name in ("incidents", "dispatch.commands")}
+    transactional = TransactionalDispatcher(
+        settings,
+        codec,
+        memories,
+        PartitionProducers(settings, app.conf.id),
+        decide,
+        windows.keys(),
+        owns=lambda tp: tp in app.consumer.assignment(),
+    )
+    app.add_dependency(StopsWith(transactional.stop))
+
+    @app.on_partitions_revoked.connect
+    async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        revoked: set[Any] = args[0]
+        # after Faust waited for the events in flight: no transaction of these is open
+        await transactional.revoked({tp.partition for tp in revoked if tp.topic in dispatch_topics})
 
     escalation_input = raw_input("delivery.events", "provider.callbacks")
 
@@ -209,7 +235,11 @@ def create_app(
     @app.agent(dispatch_input, name="dispatcher")
     async def dispatcher(stream: Any) -> None:
         await directory.ready.wait()
-        await each_event(stream, dispatch_one, "dispatch")
+        # acknowledged by the transactional dispatcher, each once its transaction committed
+        batches = arrived_batches(stream.noack().events(), settings.batch_size)
+        async with contextlib.aclosing(batches):
+            async for events in batches:
+                await transactional.handle(events)
 
     async def throttle_one(record: Record) -> None:
         await emitter.send_many(throttle(record, throttles, windows, utcnow()))
@@ -247,7 +277,8 @@ def create_app(
 
 
 def declare_changelogs(app: faust.App, settings: Settings, timeout_s: float = 30.0) -> None:
-    """Create the tables' changelog topics that do not exist yet, before the worker starts.
+    """Create the tables' changelog topics (and the incident memories' topic) that do not
+    exist yet, before the worker starts.
 
     Faust subscribes to a table's changelog before it creates it; a table written to before
     the consumer's next metadata refresh then finds it with 0 partitions (PartitionsMismatch)
@@ -265,15 +296,15 @@ def declare_changelogs(app: faust.App, settings: Settings, timeout_s: float = 30
     config = {"cleanup.policy": "compact"}
     if replication >= 3:
         config["min.insync.replicas"] = "2"
-    missing = [
-        NewTopic(
-            table.changelog_topic.get_topic_name(),
-            table.partitions or settings.topic_partitions,
-            replication,
-            config=config,
-        )
+    # the incident memories' topic is kept as a table's changelog is
+    wanted = {memory_topic(settings): settings.topic_partitions} | {
+        table.changelog_topic.get_topic_name(): table.partitions or settings.topic_partitions
         for table in app.tables.values()
-        if table.changelog_topic.get_topic_name() not in existing
+    }
+    missing = [
+        NewTopic(name, partitions, replication, config=config)
+        for name, partitions in wanted.items()
+        if name not in existing
     ]
     if not missing:
         return

@@ -101,30 +101,43 @@ class Emitter:
     ) -> None:
         """Keep one consumed message with why it could not be handled (`wait`: until the
         broker has it, for callers that commit their offsets outside Faust)."""
-        reason = getattr(error, "reason", None) or str(error) or type(error).__name__
-        record = DeadLetter(
-            event_id=str(uuid.uuid4()),
-            occurred_at=datetime.now(UTC),
-            source_topic=topic,
-            source_partition=partition,
-            source_offset=offset,
-            stage=stage,
-            error_type=type(error).__name__,
-            reason=reason,
-            worker=WORKER,
-            key=key,
-            value=value,
-            headers={
-                k: v for k, v in (headers or []) if isinstance(k, str) and isinstance(v, bytes)
-            },
-        )
-        log.warning(
-            "dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason, extra={"stage": stage}
-        )
-        DEAD_LETTERS.labels(topic, stage).inc()
+        record = dead_letter_record(topic, partition, offset, key, value, headers, stage, error)
         delivered = await self.send_raw("deadletter", key, self.codec.encode(record))
         if wait:
             await delivered
+
+
+def dead_letter_record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Any,
+    stage: str,
+    error: BaseException,
+) -> DeadLetter:
+    """The dead letter of one consumed message, with why it could not be handled (logged and
+    counted here: every dead letter goes through this function)."""
+    reason = getattr(error, "reason", None) or str(error) or type(error).__name__
+    log.warning(
+        "dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason, extra={"stage": stage}
+    )
+    DEAD_LETTERS.labels(topic, stage).inc()
+    return DeadLetter(
+        event_id=str(uuid.uuid4()),
+        occurred_at=datetime.now(UTC),
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        stage=stage,
+        error_type=type(error).__name__,
+        reason=reason,
+        worker=WORKER,
+        key=key,
+        value=value,
+        headers={k: v for k, v in (headers or []) if isinstance(k, str) and isinstance(v, bytes)},
+    )
 
 
 def _log_failed_send(delivered: asyncio.Future[Any]) -> None:

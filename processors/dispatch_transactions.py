@@ -1,0 +1,294 @@
+"""The dispatcher's writes in Kafka transactions: its outputs, the incident memories they
+change and its input offsets, committed together or not at all.
+
+Without this a worker killed after writing a batch's SendCommands but before committing its
+input offsets wrote them again after the restart, and the channel agents sent every copy
+(issue: one push sent 13 times across 5 SIGKILLs). Here each dispatcher partition (the same
+partition of `incidents` and `dispatch.commands`, which Faust assigns together, and of the
+memory topic) has one transactional producer whose id is the partition's: the next owner's
+producer fences the old one and aborts its open transaction, and consumers read
+read_committed, so an aborted batch's records are never acted on. The input offsets go into
+the transaction (`send_offsets_to_transaction`); Faust's own commits of the acknowledged
+events only ever repeat them, as an event is acknowledged once its transaction committed.
+
+Not covered (documented in docs/FAILOVER.md): provider requests and PostgreSQL are outside
+Kafka; a worker that stalls past its session and wakes as a zombie is fenced at its next
+transaction, but its consumer may have committed nothing wrong only because it acknowledges
+after commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError, ProducerFenced
+
+from notifier.contracts.codec import AvroCodec
+from notifier.contracts.errors import ContractError
+from notifier.contracts.records import Channel, Record
+from notifier.domain.dispatch import Dispatch, IncidentMemory
+from notifier.settings import Settings
+from notifier.topics import full_name
+from processors.dispatcher import log_dispatch, outgoing
+from processors.emitter import dead_letter_record
+from processors.incident_memories import IncidentMemories, Memory, encode_memory
+from processors.partitioner import CachedMurmur2Partitioner
+
+log = logging.getLogger("notifier.dispatch")
+
+Decide = Callable[[Record, IncidentMemory], tuple[Dispatch, IncidentMemory]]
+RETRY_FIRST_S = 0.1
+RETRY_MOST_S = 5.0
+STOP_TIMEOUT_S = 10.0
+
+
+def transactional_id(group_id: str, partition: int) -> str:
+    """The transactional id of one dispatcher partition: the same on every worker, so the
+    partition's next owner fences the previous one and ends its open transaction."""
+    return f"{group_id}-dispatcher-{partition}"
+
+
+@dataclass
+class Staged:
+    """What one partition's batch writes in its transaction, and what follows its commit."""
+
+    records: list[tuple[str, int | None, bytes | None, bytes | None]] = field(default_factory=list)
+    memories: dict[str, Memory] = field(default_factory=dict)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    dispatched: list[tuple[Record, Dispatch]] = field(default_factory=list)
+
+
+class PartitionProducers:
+    """One started transactional producer per dispatcher partition this worker writes."""
+
+    def __init__(self, settings: Settings, group_id: str) -> None:
+        self.settings = settings
+        self.group_id = group_id
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        self._partitioner = CachedMurmur2Partitioner()
+
+    def has(self, partition: int) -> bool:
+        """Whether `partition`'s producer is started."""
+        return partition in self._producers
+
+    async def get(self, partition: int) -> AIOKafkaProducer:
+        """The producer of `partition`, started (its transactions initialised: a previous
+        owner's open transaction aborted, or its commit in progress finished) if new."""
+        producer = self._producers.get(partition)
+        if producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                transactional_id=transactional_id(self.group_id, partition),
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=self.settings.producer_linger_ms,
+                partitioner=self._partitioner,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await _stop_quietly(producer)
+                raise
+            self._producers[partition] = producer
+        return producer
+
+    async def drop(self, partitions: Iterable[int]) -> None:
+        """Stop the producers of `partitions` (revoked, fenced or in an unknown state)."""
+        for partition in list(partitions):
+            producer = self._producers.pop(partition, None)
+            if producer is not None:
+                await _stop_quietly(producer)
+
+    async def stop(self) -> None:
+        """Stop every producer."""
+        await self.drop(list(self._producers))
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    # a producer stopped while its broker is away would wait for it: bounded, as the
+    # transaction it leaves open is ended by the partition's next producer anyway
+    try:
+        await asyncio.wait_for(producer.stop(), STOP_TIMEOUT_S)
+    except Exception as exc:
+        log.warning("transactional producer not stopped cleanly: %r", exc)
+
+
+class TransactionalDispatcher:
+    """Handles the dispatcher's events a batch at a time, one transaction per partition."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: AvroCodec,
+        memories: IncidentMemories,
+        producers: PartitionProducers,
+        decide: Decide,
+        throttled: Collection[Channel],
+        owns: Callable[[Any], bool],
+    ) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.memories = memories
+        self.producers = producers
+        self.decide = decide
+        self.throttled = throttled
+        self.owns = owns  # whether this worker still owns a Faust TP
+        self._names: dict[str, str] = {}
+        self._admin: AIOKafkaAdminClient | None = None
+
+    async def handle(self, events: Sequence[Any]) -> None:
+        """Dispatch `events` (Faust events, not acknowledged): each acknowledged once its
+        partition's transaction committed, or left to the partition's next owner."""
+        by_partition: dict[int, list[Any]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        await asyncio.gather(*(self._commit(p, evs) for p, evs in by_partition.items()))
+
+    async def revoked(self, partitions: Iterable[int]) -> None:
+        """Forget what is held of `partitions`: their next owner writes them."""
+        wanted = set(partitions)
+        self.memories.forget(wanted)
+        await self.producers.drop(wanted)
+
+    async def stop(self) -> None:
+        """Stop the producers and clients."""
+        await self.producers.stop()
+        await self.memories.stop()
+        if self._admin is not None:
+            await self._admin.close()
+
+    async def _commit(self, partition: int, events: list[Any]) -> None:
+        delay = RETRY_FIRST_S
+        while True:
+            events = [e for e in events if self.owns(e.message.tp)]
+            if not events:
+                return  # revoked while waiting: the next owner reads them again
+            try:
+                if not self.producers.has(partition):
+                    await self.producers.get(partition)
+                    # a new producer ended what an earlier one left (aborted, or finished
+                    # its commit): the memories and committed offsets now say what happened
+                    self.memories.forget([partition])
+                    events = await self._not_committed(events)
+                    if not events:
+                        return
+                await self.memories.load([partition])
+                staged = self.stage(partition, events)
+                producer = await self.producers.get(partition)
+                async with producer.transaction():
+                    for topic, to, key, value in staged.records:
+                        await producer.send(topic, value, key=key, partition=to)
+                    await producer.send_offsets_to_transaction(
+                        staged.offsets, self.producers.group_id
+                    )
+            except ProducerFenced:
+                log.warning("dispatcher partition %d fenced: another worker owns it", partition)
+                await self.revoked([partition])
+                return
+            except (KafkaError, OSError) as exc:
+                # the outcome is unknown (the commit may have landed): the producer is
+                # replaced, and what it did is read back before the batch is tried again
+                log.warning(
+                    "dispatcher partition %d: transaction failed (%r), again in %.1f s",
+                    partition,
+                    exc,
+                    delay,
+                )
+                await self.revoked([partition])
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MOST_S)
+                continue
+            self.memories.update(partition, staged.memories)
+            for event in events:
+                event.ack()
+            for record, dispatched in staged.dispatched:
+                log_dispatch(record, dispatched)
+            return
+
+    def stage(self, partition: int, events: Sequence[Any]) -> Staged:
+        """Decide every event of one partition's batch, in order: the records to write, the
+        memories changed (each incident's last), the input offsets to commit."""
+        staged = Staged()
+        memories: dict[str, Memory] = {}
+        for event in events:
+            message = event.message
+            staged.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
+            try:
+                record = self.codec.decode(message.value)
+            except ContractError as exc:
+                self._dead_letter(staged, message, "decode", exc)
+                continue
+            incident_id = getattr(record, "incident_id", "")
+            try:
+                held = memories.get(incident_id) or self.memories.get(incident_id, partition)
+                dispatched, memory = self.decide(record, IncidentMemory.from_json(held))
+                items = outgoing(dispatched, throttled=self.throttled)
+                encoded = [
+                    (self._full_name(topic), None, key.encode(), self.codec.encode(out))
+                    for topic, key, out in items
+                ]
+            except Exception as exc:
+                log.exception("dispatch failed", extra={"incident_id": incident_id})
+                self._dead_letter(staged, message, "handle", exc)
+                continue
+            memories[incident_id] = memory.to_json()
+            staged.records += encoded
+            staged.dispatched.append((record, dispatched))
+        for incident_id, changed in memories.items():
+            key, value = encode_memory(incident_id, changed)
+            staged.records.append((self.memories.topic, partition, key, value))
+        staged.memories = memories
+        return staged
+
+    def _dead_letter(self, staged: Staged, message: Any, stage: str, error: Exception) -> None:
+        record = dead_letter_record(
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            message.headers,
+            stage,
+            error,
+        )
+        staged.records.append(
+            (self._full_name("deadletter"), None, message.key, self.codec.encode(record))
+        )
+
+    def _full_name(self, logical: str) -> str:
+        name = self._names.get(logical)
+        if name is None:
+            name = self._names[logical] = full_name(self.settings, logical)
+        return name
+
+    async def _not_committed(self, events: list[Any]) -> list[Any]:
+        """`events` less those whose offsets the group has committed (their transaction
+        committed before this worker's producer took the partition over), those acknowledged."""
+        if self._admin is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+            await admin.start()
+            self._admin = admin
+        tps = sorted({TopicPartition(e.message.topic, e.message.partition) for e in events})
+        committed = await self._admin.list_consumer_group_offsets(
+            self.producers.group_id, partitions=tps
+        )
+        done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        left = []
+        for event in events:
+            message = event.message
+            if message.offset < done.get(TopicPartition(message.topic, message.partition), -1):
+                event.ack()
+            else:
+                left.append(event)
+        if len(left) < len(events):
+            log.info(
+                "dispatcher: %d events already committed by an earlier transaction",
+                len(events) - len(left),
+            )
+        return left

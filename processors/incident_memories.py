@@ -1,0 +1,156 @@
+"""The dispatcher's memory of each incident: what it was told and whom it notified.
+
+Kept in a compacted topic that the dispatcher writes inside its Kafka transactions, together
+with the notifications a memory led to and the input offsets (processors/dispatch_transactions.py):
+a restart finds the memory and the outputs both written or both not. A Faust table cannot take
+part in those transactions (it writes its changelog through Faust's producer as a value is
+set), so this store replaces the table; the topic keeps the table changelog's name and format
+(key: the incident id, value: the memory as JSON), so memories written by earlier releases
+carry over, and every worker's ClosedIncidents follows it as before.
+
+A worker holds the memories of the partitions whose dispatcher input it owns: a partition is
+read whole (read_committed: an aborted transaction's memories are never seen) the first time
+an event of it arrives after an assignment, and forgotten when it is revoked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from notifier.settings import Settings
+
+log = logging.getLogger("notifier.memories")
+
+Memory = dict[str, Any]
+
+
+def memory_topic(settings: Settings) -> str:
+    """The topic of the incident memories (the name the Faust table's changelog had)."""
+    return f"{settings.topic_prefix}notifier-incident-memory-changelog"
+
+
+def encode_memory(incident_id: str, memory: Memory | None) -> tuple[bytes, bytes | None]:
+    """The topic's key and value of one memory (None: a tombstone)."""
+    value = None if memory is None else json.dumps(memory, separators=(",", ":")).encode()
+    return incident_id.encode(), value
+
+
+def decode_memory(key: bytes | None, value: bytes | None) -> tuple[str, Memory | None]:
+    """The incident id and memory of one record (None for a tombstone or a value that is not
+    a stored memory). Keys are raw text, or JSON text as some Faust serializers wrote them."""
+    incident_id = (key or b"").decode(errors="replace")
+    if incident_id.startswith('"'):
+        incident_id = json.loads(incident_id)
+    if value is None:
+        return incident_id, None
+    try:
+        memory = json.loads(value)
+    except ValueError:
+        return incident_id, None
+    return incident_id, memory if isinstance(memory, dict) else None
+
+
+class IncidentMemories:
+    """The memories of the dispatcher partitions this worker owns, read from the topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = memory_topic(settings)
+        self._by_partition: dict[int, dict[str, Memory]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._loading = asyncio.Lock()
+
+    def get(self, incident_id: str, partition: int | None = None) -> Memory | None:
+        """The memory of `incident_id` (of `partition` when known), None when not held here."""
+        if partition is not None:
+            return self._by_partition.get(partition, {}).get(incident_id)
+        for memories in self._by_partition.values():
+            found = memories.get(incident_id)
+            if found is not None:
+                return found
+        return None
+
+    def loaded(self, partition: int) -> bool:
+        """Whether `partition` has been read since it was assigned."""
+        return partition in self._by_partition
+
+    def update(self, partition: int, memories: Mapping[str, Memory | None]) -> None:
+        """Take in what a committed transaction wrote for `partition`."""
+        held = self._by_partition.setdefault(partition, {})
+        for incident_id, memory in memories.items():
+            if memory is None:
+                held.pop(incident_id, None)
+            else:
+                held[incident_id] = memory
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop what is held of `partitions` (revoked: their next owner writes them)."""
+        for partition in partitions:
+            self._by_partition.pop(partition, None)
+
+    async def load(self, partitions: Iterable[int]) -> None:
+        """Read `partitions` whole, those not held yet (their previous owner's last commit
+        included: its transactions are committed or aborted before the topic's end moves)."""
+        async with self._loading:
+            wanted = sorted(p for p in set(partitions) if p not in self._by_partition)
+            if not wanted:
+                return
+            consumer = await self._started_consumer()
+            tps = [TopicPartition(self.topic, p) for p in wanted]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            read: dict[int, dict[str, Memory]] = {p: {} for p in wanted}
+            records = 0
+            while await _behind(consumer, ends):
+                batches = await consumer.getmany(*tps, timeout_ms=500, max_records=10_000)
+                for tp, messages in batches.items():
+                    held = read[tp.partition]
+                    for msg in messages:
+                        incident_id, memory = decode_memory(msg.key, msg.value)
+                        if memory is None:
+                            held.pop(incident_id, None)
+                        else:
+                            held[incident_id] = memory
+                        records += 1
+            self._by_partition.update(read)
+            log.info(
+                "incident memories read: partitions %s, %d records, %d incidents",
+                wanted,
+                records,
+                sum(len(m) for m in read.values()),
+            )
+
+    async def stop(self) -> None:
+        """Close the reading consumer."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def _started_consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+
+async def _behind(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    """Whether the consumer's position is short of `ends` in any partition (positions, not
+    offsets seen: a partition ending in a transaction marker has no record at its end)."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
