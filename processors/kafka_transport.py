@@ -55,9 +55,9 @@ def waits_for_committed(
     )
 
 
-def _positions(consumer: Any) -> dict[Any, int]:
+def _positions(fetcher: Any) -> dict[Any, int]:
     """aiokafka's fetch position of each assigned partition that has one (consumer thread)."""
-    subscription = consumer._subscriptions.subscription
+    subscription = fetcher._subscriptions.subscription
     assignment = None if subscription is None else subscription.assignment
     if assignment is None:
         return {}
@@ -147,11 +147,11 @@ class ActiveOnlyConsumerThread(driver.AIOKafkaConsumerThread):
         if consumer._closed or fetcher._closed:
             raise ConsumerStoppedError()
         with fetcher._subscriptions.fetch_context():
-            before = _positions(consumer)
+            before = _positions(fetcher)
             records: dict[Any, list[Any]] = await fetcher.fetched_records(
                 ActivePartitions(active_partitions), timeout=timeout, max_records=max_records
             )
-            after = _positions(consumer)
+            after = _positions(fetcher)
         # what Faust would drop (as its getmany decides) goes back to be fetched again
         for tp in list(records):
             if faust_consumer.flow_active and (
