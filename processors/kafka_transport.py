@@ -163,10 +163,17 @@ class ActiveOnlyConsumerThread(driver.AIOKafkaConsumerThread):
             with contextlib.suppress(IllegalStateError):  # revoked: its next owner reads it
                 consumer.seek(tp, first)
                 log.debug("records of paused %s put back at offset %d", tp, first)
+        committed: Any = faust_consumer._committed_offset
         for tp, position in after.items():
-            if position != before.get(tp):
+            start = before.get(tp)
+            if start is None:
+                # no position when the fetch began: aiokafka set it meanwhile, to the
+                # committed offset (a later one committed elsewhere only widens a skip below
+                # what is committed anyway)
+                start = committed.get(tp)
+            if position != start:
                 handed = [record.offset for record in records.get(tp, ())]
-                found = log_skips(before.get(tp), position, handed)
+                found = log_skips(start, position, handed)
                 if found:
                     self.log_skips.add(tp, found)
         return records
