@@ -252,3 +252,25 @@ def test_recovery_ends_on_a_changelog_ending_in_a_marker(
     finally:
         for fut in admin.delete_topics([topic, changelog], operation_timeout=30).values():
             fut.result()
+
+
+def test_a_restarted_worker_goes_on_past_markers_and_aborted_records(
+    scenario: Callable[..., tuple[Probe, str, str]], settings: Settings
+) -> None:
+    """A worker stops at the end of a transactional topic; an aborted transaction follows
+    (its dispatcher restarted) and a committed one. The next worker of the group starts at
+    the committed offset, skips the aborted records without reading anything again, handles
+    the new committed records once and commits to the new end."""
+    bootstrap = settings.kafka_bootstrap
+    first, topic, group = scenario()
+    _, end = write_transactions(bootstrap, topic, TRANSACTIONS)
+    first.wait_for("committed to the end", lambda: committed(bootstrap, group, topic) == end)
+    first.stop()
+    later = [(False, [b"a3", b"a4"]), (True, [b"c6"]), (False, [b"a5"])]
+    wanted, new_end = write_transactions(bootstrap, topic, later)
+    second, _, _ = scenario(topic=topic, group=group)
+    second.wait_for(
+        "committed to the new end", lambda: committed(bootstrap, group, topic) == new_end
+    )
+    assert second.seen() == [o for o in wanted if o >= end]
+    assert "read again" not in first.log.read_text() + second.log.read_text()
