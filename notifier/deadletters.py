@@ -143,6 +143,9 @@ def read_dead_letters(
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": f"notifier-deadletters-{time.time_ns()}",
             "enable.auto.commit": False,
+            # the dead-letter topic is written in the dispatcher's transactions too: an
+            # aborted one's letters were never sent (librdkafka's default, relied on)
+            "isolation.level": "read_committed",
             "enable.partition.eof": False,
             "logger": logging.getLogger("notifier.kafka.consumer"),
         }

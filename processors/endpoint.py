@@ -45,8 +45,10 @@ def faust_offsets(consumer: Any) -> Offsets:
     """(highwater, committed offset) of each partition assigned to the Faust consumer.
 
     Faust runs its aiokafka consumer in a thread of its own: only its synchronous reads are
-    used here. A partition not yet committed by this worker falls back to the next offset
-    to read; a changelog partition (neither) is left out.
+    used here. Its highwater is the last stable offset (it reads read_committed:
+    processors/kafka_transport.py), and its committed offset moves past trailing markers.
+    A partition not yet committed by this worker falls back to the next offset to read; a
+    changelog partition (neither) is left out.
     """
     found: Offsets = {}
     committed: Mapping[Any, int | None] = consumer._committed_offset
@@ -62,16 +64,27 @@ def faust_offsets(consumer: Any) -> Offsets:
     return found
 
 
+def readable_end(highwater: int | None, last_stable: int | None) -> int | None:
+    """The end of what a read_committed consumer can read: the last stable offset when the
+    broker gave one (an open transaction's records are not readable yet), else the
+    highwater. Lag is measured against it and the consumer's position, which moves past
+    transaction markers: a trailing marker does not leave a lag of 1."""
+    if last_stable is not None and last_stable >= 0:
+        return last_stable
+    return highwater
+
+
 async def aiokafka_offsets(consumer: AIOKafkaConsumer) -> Offsets:
-    """(highwater, position) of each partition assigned to an aiokafka consumer of this
-    loop; the highwater comes with each fetch response, so it is None before the first."""
+    """(end, position) of each partition assigned to an aiokafka consumer of this loop
+    (`readable_end`); the ends come with each fetch response, so are None before the first."""
     found: Offsets = {}
     for tp in consumer.assignment():
         try:
             position = await asyncio.wait_for(consumer.position(tp), POSITION_TIMEOUT_S)
         except Exception:  # revoked meanwhile, or its position is being reset
             continue
-        found[(tp.topic, tp.partition)] = (consumer.highwater(tp), position)
+        end = readable_end(consumer.highwater(tp), consumer.last_stable_offset(tp))
+        found[(tp.topic, tp.partition)] = (end, position)
     return found
 
 

@@ -3,6 +3,11 @@
 What every worker must know whatever partitions it owns (users, closed incidents) is kept in
 compacted topics and read whole by each worker; `ready` is set once it has caught up with
 what the topic held at start.
+
+Read read_committed: the incident-memory changelog is written in the dispatcher's
+transactions, and an aborted one's records never happened. Caught up is judged by the
+consumer's position, not by the offset of the last record applied: a topic may end with a
+transaction's marker (or an aborted transaction), which takes offsets no record is handed at.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ class TopicFollower(Service):
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._end: dict[TopicPartition, int] = {}
-        self._seen: dict[TopicPartition, int] = {}
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """Take one record in (a None value is a tombstone)."""
@@ -45,14 +49,16 @@ class TopicFollower(Service):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",
         )
         await consumer.start()
         assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)
+        # read_committed: the last stable offsets, the ends of what can be read now
         self._end = await consumer.end_offsets(assigned)
         self._consumer = consumer
-        self._maybe_ready()
+        await self._maybe_ready()
 
     async def on_stop(self) -> None:
         if self._consumer is not None:
@@ -67,12 +73,16 @@ class TopicFollower(Service):
             raise RuntimeError(f"topic {self.topic} does not exist: run `notifier topics create`")
         return list(found.partitions)
 
-    def _maybe_ready(self) -> None:
-        if not self.ready.is_set() and all(
-            self._seen.get(tp, 0) >= end for tp, end in self._end.items()
-        ):
-            self.on_caught_up()
-            self.ready.set()
+    async def _maybe_ready(self) -> None:
+        if self.ready.is_set() or self._consumer is None:
+            return
+        for tp, end in list(self._end.items()):
+            # the position has passed whatever the last fetch passed over, markers included
+            if await self._consumer.position(tp) < end:
+                return
+            self._end.pop(tp, None)
+        self.on_caught_up()
+        self.ready.set()
 
     @Service.task
     async def _follow(self) -> None:
@@ -89,5 +99,4 @@ class TopicFollower(Service):
                         # one record this worker cannot take must not stop it following
                         # the rest (it would never get past it: the topic is read whole)
                         log.exception("%s: record at offset %d skipped", tp, msg.offset)
-                    self._seen[tp] = msg.offset + 1
-            self._maybe_ready()
+            await self._maybe_ready()

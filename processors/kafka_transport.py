@@ -1,11 +1,20 @@
-"""The worker's Kafka transport: Faust's aiokafka transport with three message-loss fixes.
+"""The worker's Kafka transport: Faust's aiokafka transport with its message-loss fixes,
+reading read_committed.
 
 Faust picks a transport by the scheme of the broker URL and finds third-party transports
 through the `faust.transports` entry point; pyproject.toml registers this one as
 `notifier-kafka`, and the app's broker URLs use that scheme (`BROKER_SCHEME`). Every fix is
 an override in a subclass, written for the exact faust-streaming and aiokafka releases the
 worker refuses to run without (processors/versions.py); tests on a real broker
-(tests/integration/pipeline/test_faust_fixes.py) fail when a fix is taken out.
+(tests/integration/test_faust_fixes.py) fail when a fix is taken out.
+
+The dispatcher writes its outputs in Kafka transactions, and a restarted worker's unfinished
+transaction is aborted: the worker reads read_committed, or it would act on aborted records
+(a command sent twice). Faust builds its consumer read_committed only in its exactly_once
+mode, which this project does not use; `ActiveOnlyConsumerThread._create_worker_consumer`
+sets it. Transactions leave offsets no record is handed at (markers, aborted records): the
+consumer thread records them (`processors.offsets.LogSkips`) so that such a jump counts as
+done while a jump over records Faust dropped is still read again.
 """
 
 from __future__ import annotations
@@ -22,17 +31,42 @@ from faust.types import TP
 from faust.utils.tracing import traced_from_parent_span
 from mode import Service
 
-from processors.offsets import skipped
+from processors.offsets import LogSkips, Skip, covered, log_skips, past_skips, skipped
 
 log = logging.getLogger("notifier.transport")
 
 BROKER_SCHEME = "notifier-kafka"
 
 
-def waits_for_committed(acked: list[int], committed: int | None) -> bool:
+READ_COMMITTED = "read_committed"
+
+
+def waits_for_committed(
+    acked: list[int], committed: int | None, skips: list[Skip] | tuple[()] = ()
+) -> bool:
     """Whether a commit must wait: the message at the committed offset (the next one to
-    read) is not among the acknowledged ones while later ones are."""
-    return bool(acked) and committed is not None and min(acked) > committed
+    read) is not among the acknowledged ones while later ones are, and the offsets up to
+    the first acknowledged one are not all skipped by the log itself (`skips`)."""
+    return (
+        bool(acked)
+        and committed is not None
+        and min(acked) > committed
+        and not covered(committed, min(acked), skips)
+    )
+
+
+def _positions(fetcher: Any) -> dict[Any, int]:
+    """aiokafka's fetch position of each assigned partition that has one (consumer thread)."""
+    subscription = fetcher._subscriptions.subscription
+    assignment = None if subscription is None else subscription.assignment
+    if assignment is None:
+        return {}
+    found: dict[Any, int] = {}
+    for tp in assignment.tps:
+        state = assignment.state_value(tp)
+        if state is not None and state.has_valid_position:
+            found[tp] = state.position
+    return found
 
 
 class ActivePartitions:
@@ -68,7 +102,34 @@ class ActiveOnlyConsumerThread(driver.AIOKafkaConsumerThread):
     longer active is put back (seek to its first record) for when it is resumed. The view
     must stay live: a copy taken when the fetch starts misses partitions Faust makes active
     while it waits, and those wait out the 1 s fetch timeout.
+
+    It also reads read_committed, and records per partition the offsets each fetch passed
+    over without handing them to Faust (`log_skips`: the fetch position before and after,
+    less the offsets handed; records put back are not handed).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log_skips = LogSkips()
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        """Faust's worker consumer, reading read_committed (Faust does only in exactly_once).
+
+        The isolation level is read by aiokafka when the consumer starts (its fetcher and
+        offset lookups are built then), so setting it on the new consumer is enough; the
+        rest of Faust's settings stay Faust's."""
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = READ_COMMITTED
+        return consumer
+
+    def highwater(self, tp: TP) -> int:
+        """The end of what this consumer can read: the last stable offset (an open
+        transaction's records are not readable yet), as Faust does in exactly_once."""
+        consumer = self._ensure_consumer()
+        stable: int | None = consumer.last_stable_offset(tp)
+        if stable is None or stable < 0:
+            return int(consumer.highwater(tp))
+        return stable
 
     async def _fetch_records(
         self,
@@ -86,9 +147,11 @@ class ActiveOnlyConsumerThread(driver.AIOKafkaConsumerThread):
         if consumer._closed or fetcher._closed:
             raise ConsumerStoppedError()
         with fetcher._subscriptions.fetch_context():
+            before = _positions(fetcher)
             records: dict[Any, list[Any]] = await fetcher.fetched_records(
                 ActivePartitions(active_partitions), timeout=timeout, max_records=max_records
             )
+            after = _positions(fetcher)
         # what Faust would drop (as its getmany decides) goes back to be fetched again
         for tp in list(records):
             if faust_consumer.flow_active and (
@@ -96,29 +159,61 @@ class ActiveOnlyConsumerThread(driver.AIOKafkaConsumerThread):
             ):
                 continue
             first = records.pop(tp)[0].offset
+            after.pop(tp, None)  # not handed: nothing of it is known skipped
             with contextlib.suppress(IllegalStateError):  # revoked: its next owner reads it
                 consumer.seek(tp, first)
                 log.debug("records of paused %s put back at offset %d", tp, first)
+        committed: Any = faust_consumer._committed_offset
+        for tp, position in after.items():
+            start = before.get(tp)
+            if start is None:
+                # no position when the fetch began: aiokafka set it meanwhile, to the
+                # committed offset (a later one committed elsewhere only widens a skip below
+                # what is committed anyway)
+                start = committed.get(tp)
+            if position != start:
+                handed = [record.offset for record in records.get(tp, ())]
+                found = log_skips(start, position, handed)
+                if found:
+                    self.log_skips.add(tp, found)
         return records
 
 
 class SafeCommitConsumer(driver.Consumer):
     """Faust's aiokafka consumer that commits only what its agents processed.
 
-    Two fixes: a jump in the offsets read is not counted as done (faust-streaming #606, #378),
-    and the revoke handler commits before the revoked partitions' bookkeeping is dropped
-    (faust-streaming #502).
+    Two fixes: a jump in the offsets read over records Faust dropped is not counted as done
+    (faust-streaming #606, #378), and the revoke handler commits before the revoked
+    partitions' bookkeeping is dropped (faust-streaming #502). Offsets the log itself skips
+    (transaction markers, aborted records) are counted as done, also after the last record
+    handled, so the committed offset reaches the end of a transactional topic.
     """
 
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return ActiveOnlyConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def _log_skips(self, tp: TP) -> list[Skip]:
+        """The offsets of `tp` the fetcher passed over without handing them to Faust."""
+        thread = getattr(self, "_thread", None)
+        found = getattr(thread, "log_skips", None)
+        return found.of(tp) if isinstance(found, LogSkips) else []
+
+    def skipped_by_log(self, tp: TP, first: int, end: int) -> bool:
+        """Whether the fetcher passed over every offset in [first, end) of `tp` without
+        handing a record (table recovery asks, for a changelog ending in a marker)."""
+        return covered(first, end, self._log_skips(tp))
+
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-        """Faust counts a jump in the offsets it reads as a gap left by compaction or
-        transaction markers, and so as done. Our agents read only plain topics, where offsets
-        have no gaps: a jump means fetched messages were dropped (around a rebalance), and
-        committing past them loses them. Here the partition is marked to be read again from
-        its committed offset (`processors.offsets.read_skipped_again`) instead."""
+        """Faust counts a jump in the offsets it reads (from the one before `offset_from`
+        to the message at `offset_to`) as a gap left by compaction or transaction markers,
+        and so as done. That holds only when the fetcher never handed a record there
+        (`processors.offsets.log_skips`): then it is counted as done. Otherwise fetched
+        messages were dropped (around a rebalance), and committing past them loses them:
+        the partition is marked to be read again from its committed offset
+        (`processors.offsets.read_skipped_again`) instead."""
+        if covered(offset_from, offset_to, self._log_skips(tp)):
+            await super()._add_gap(tp, offset_from, offset_to)
+            return
         log.warning(
             "%s: offsets %d..%d were not read; not counted as done, to be read again",
             tp,
@@ -130,10 +225,20 @@ class SafeCommitConsumer(driver.Consumer):
     def _new_offset(self, tp: TP) -> int | None:
         """Faust's check for a hole at the head of the acknowledged offsets is one short: the
         message at the committed offset itself missing passes (#606). Here nothing is
-        committed while the message at the committed offset is not processed."""
-        if waits_for_committed(self._acked[tp], self._committed_offset[tp]):
+        committed while the message at the committed offset is not processed, unless the
+        log has no record there. The offset committed is moved past what the log skips
+        right after it (a trailing commit marker: else lag stays 1 and it is read again)."""
+        skips = self._log_skips(tp)
+        committed = self._committed_offset[tp]
+        if waits_for_committed(self._acked[tp], committed, skips):
             return None
-        return super()._new_offset(tp)
+        new = super()._new_offset(tp)
+        if new is None:
+            if self._acked[tp] or committed is None:
+                return None
+            moved = past_skips(committed, skips)
+            return moved if moved > committed else None
+        return past_skips(new, skips)
 
     @Service.transitions_to(CONSUMER_PARTITIONS_REVOKED)
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:

@@ -1,15 +1,99 @@
-"""What a Faust worker commits, and reading again the messages it skipped."""
+"""What a Faust worker commits, and reading again the messages it skipped.
+
+The worker reads read_committed (processors/kafka_transport.py): the topics the dispatcher
+writes in transactions have offsets no record is ever handed at, its commit and abort
+markers and the records of aborted transactions. Such a jump "the log itself has" is
+recorded here as the fetcher reads (`log_skips`, kept in `LogSkips`) and counted as done;
+a jump over records the fetcher did hand to Faust, which Faust then dropped
+(faust-streaming #606, #378), is read again (`read_skipped_again`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+from collections import deque
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import faust
 
 log = logging.getLogger("notifier.offsets")
+
+Skip = tuple[int, int]  # offsets [first, end) the log itself skipped
+
+# log skips kept per partition (kept across rebalances: they are facts of the log): enough
+# for the markers between two commits, a few seconds apart; the oldest go first
+KEEP_SKIPS = 256
+
+
+def log_skips(before: int | None, after: int | None, handed: Sequence[int]) -> list[Skip]:
+    """The offsets one fetch of a partition passed over without handing them on: the
+    fetcher's position moved from `before` to `after` and it handed `handed` (ascending).
+
+    The fetcher returns a partition's records only from its position on and moves the
+    position past whatever it passes (markers, aborted or compacted records), so each
+    offset in [before, after) not handed is one the log has no record to hand at.
+    """
+    if before is None or after is None or after <= before:
+        return []
+    found: list[Skip] = []
+    start = before
+    for offset in handed:
+        if offset < start:  # read again after a seek back while the fetch waited
+            continue
+        if offset >= after:
+            break
+        if offset > start:
+            found.append((start, offset))
+        start = offset + 1
+    if start < after:
+        found.append((start, after))
+    return found
+
+
+def covered(first: int, end: int, skips: Iterable[Skip]) -> bool:
+    """Whether every offset in [first, end) lies in one of `skips` (an empty range does)."""
+    for low, high in sorted(skips):
+        if first >= end:
+            break
+        if low <= first < high:
+            first = high
+    return first >= end
+
+
+def past_skips(offset: int, skips: Iterable[Skip]) -> int:
+    """The first offset from `offset` on that the log did not skip."""
+    for low, high in sorted(skips):
+        if low <= offset < high:
+            offset = high
+    return offset
+
+
+class LogSkips:
+    """Per partition, the log skips the consumer thread's fetches met; read by the Faust
+    consumer on the worker's event loop, so every access holds a lock. Bounded: the
+    last `keep` skips per partition, of the partitions this worker was ever given."""
+
+    def __init__(self, keep: int = KEEP_SKIPS) -> None:
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._by_tp: dict[Any, deque[Skip]] = {}
+
+    def add(self, tp: Any, skips: Iterable[Skip]) -> None:
+        """Record `skips` of `tp` (the same skip met again, after a seek back, once)."""
+        with self._lock:
+            known = self._by_tp.setdefault(tp, deque(maxlen=self._keep))
+            for skip in skips:
+                if not covered(skip[0], skip[1], known):
+                    known.append(skip)
+
+    def of(self, tp: Any) -> list[Skip]:
+        """The recorded skips of `tp`."""
+        with self._lock:
+            return list(self._by_tp.get(tp, ()))
 
 
 def skipped(consumer: Any) -> dict[Any, float]:

@@ -135,6 +135,9 @@ class RetryScheduler(Service):
             group_id=f"{self.settings.topic_prefix}notifier-retry",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # the dispatcher writes the repeats and throttle timers in transactions: an
+            # aborted one's records were never meant (docs/ARCHITECTURE.md)
+            isolation_level="read_committed",
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.session_timeout_s * 100),
             partition_assignment_strategy=(RangePartitionAssignor,),

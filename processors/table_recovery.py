@@ -8,10 +8,12 @@ a test on a real broker (tests/integration/pipeline/test_faust_fixes.py) fails w
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
+from faust.types import TP
 
 
 class SeekFirstRecovery(Recovery):
@@ -23,7 +25,25 @@ class SeekFirstRecovery(Recovery):
     the resumed partitions at once; what the agents handle before the seek lands is read
     again after it and handled a second time by the same worker: a provider request sent
     twice.
+
+    It also ends recovery of a changelog whose last offsets hold no record to apply (a
+    transaction's commit marker, an aborted transaction): Faust waits for an event at the
+    offset before the end and checks for this only in its exactly_once mode.
     """
+
+    def active_remaining(self) -> Counter[TP]:
+        """Faust's count of offsets left per active changelog partition, with nothing left
+        where the fetcher passed over every offset after the last one applied up to the
+        end without handing a record (`SafeCommitConsumer.skipped_by_log`)."""
+        remaining = super().active_remaining()
+        skipped_by_log = getattr(self.app.consumer, "skipped_by_log", None)
+        if skipped_by_log is None:
+            return remaining
+        for tp, left in remaining.items():
+            applied = self.active_offsets[tp]
+            if left > 0 and skipped_by_log(tp, applied + 1, self.active_highwaters[tp] + 1):
+                remaining[tp] = 0
+        return remaining
 
     async def on_recovery_completed(self, generation_id: int = 0) -> None:
         app: Any = self.app

@@ -148,6 +148,7 @@ async def _rebuild(
             "group.id": f"notifier-rebuild-{time.time_ns()}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",  # librdkafka's default, relied on
         }
     )
     started = time.monotonic()
@@ -174,7 +175,15 @@ async def _rebuild(
         consumer.assign([TopicPartition(t, p, low) for (t, p), (low, _) in bounds.items()])
         while left:
             ready: set[str] = set()
-            for msg in consumer.consume(batch_size, timeout=1.0):
+            messages = consumer.consume(batch_size, timeout=1.0)
+            if not messages:
+                # a partition whose last offsets hold no record (a transaction's marker, an
+                # aborted transaction: read_committed, librdkafka's default) is done when
+                # the consumer's position has passed them
+                for at in consumer.position([TopicPartition(t, p) for t, p in left]):
+                    if at.offset >= 0 and at.offset >= left[(at.topic, at.partition)]:
+                        del left[(at.topic, at.partition)]
+            for msg in messages:
                 tp = (str(msg.topic()), int(msg.partition() or 0))
                 if msg.error() is not None or tp not in left:
                     continue

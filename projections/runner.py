@@ -1,7 +1,9 @@
 """Runs the NotificationLog projection inside a worker: consumes delivery.events and
 provider.callbacks in batches, applies each batch in one PostgreSQL transaction together with
 its offsets, and resumes from the offsets stored there. When PostgreSQL is down it waits with
-backoff and loses nothing."""
+backoff and loses nothing. It reads read_committed (delivery.events is written in the
+dispatcher's transactions); the offset stored after a batch is its last record's next, so a
+transaction's trailing marker is read again (and passed over) after a restart."""
 
 from __future__ import annotations
 
@@ -100,6 +102,9 @@ class ProjectionRunner(Service):
             group_id=f"{self.settings.topic_prefix}notifier-projection",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # delivery.events is written in the dispatcher's transactions: an aborted one's
+            # events never happened (docs/ARCHITECTURE.md)
+            isolation_level="read_committed",
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(self.settings.session_timeout_s * 100),
             max_poll_records=2000,

@@ -1,6 +1,8 @@
 """Each faust-streaming fix of the worker (processors/kafka_transport.py,
 processors/table_recovery.py) on a real broker: the defect shows on Faust's own classes
-(`--stock`) and not on the worker's. A small Faust worker (faust_probe.py) is the subject."""
+(`--stock`) and not on the worker's. A small Faust worker (faust_probe.py) is the subject.
+Also the worker on a topic written in transactions: it reads read_committed, and the offsets
+the markers and aborted records take are counted as done, not read again."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from notifier.settings import Settings
+from tests.integration.transactions import write_transactions
 
 PROBE = Path(__file__).with_name("faust_probe.py")
 REPO = PROBE.parents[2]
@@ -189,3 +192,85 @@ def test_recovery_seeks_the_streams_before_resuming_them(
     first_resume = calls.index("resume")
     seeks_before = "seek" in calls[:first_resume]
     assert seeks_before is not stock, calls
+
+
+TRANSACTIONS = [
+    (True, [b"c0", b"c1", b"c2"]),
+    (False, [b"a0", b"a1"]),  # a restarted dispatcher's unfinished transaction
+    (True, [b"c3"]),
+    (False, [b"a2"]),
+    (True, [b"c4", b"c5"]),  # the partition ends with a commit marker
+]
+
+
+@pytest.mark.parametrize("stock", [STOCK, FIXED])
+def test_a_transactional_topic_is_read_committed_to_its_end(
+    scenario: Callable[..., tuple[Probe, str, str]], settings: Settings, stock: bool
+) -> None:
+    """Faust outside exactly_once reads read_uncommitted: it handles aborted records. Fixed,
+    exactly the committed records are handled, once; the jumps over markers and aborted
+    records count as done (nothing is read again), and the committed offset reaches the end
+    of the partition, past its last marker."""
+    probe, topic, group = scenario(*(["--stock"] if stock else []))
+    bootstrap = settings.kafka_bootstrap
+    wanted, end = write_transactions(bootstrap, topic, TRANSACTIONS)
+    assert len(wanted) == 6 and end > wanted[-1] + 1  # the marker takes an offset
+    if stock:
+        probe.wait_for("aborted records handled", lambda: len(probe.seen()) >= 9)
+        assert set(wanted) < set(probe.seen())
+        return
+    probe.wait_for("committed to the end", lambda: committed(bootstrap, group, topic) == end)
+    assert probe.seen() == wanted
+    assert "read again" not in probe.log.read_text()
+
+
+def test_recovery_ends_on_a_changelog_ending_in_a_marker(
+    scenario: Callable[..., tuple[Probe, str, str]], settings: Settings
+) -> None:
+    """The incident-memory changelog is written in the dispatcher's transactions. Faust's
+    recovery waits for a record at the offset before the end, which a marker holds; fixed,
+    recovery ends once the fetcher has passed over it, and the agents start."""
+    bootstrap = settings.kafka_bootstrap
+    topic = f"{settings.topic_prefix}probe-{uuid.uuid4().hex[:8]}"
+    group = f"{topic}-group"
+    changelog = f"{group}-{topic}-probe-changelog"  # faust_probe.py's table
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    compacted = {"cleanup.policy": "compact"}
+    for fut in admin.create_topics(
+        [NewTopic(topic, 1, 1), NewTopic(changelog, 1, 1, config=compacted)]
+    ).values():
+        fut.result()
+    try:
+        write_transactions(
+            bootstrap, changelog, [(True, [b"1", b"2"]), (False, [b"3"]), (True, [b"4"])]
+        )
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topic, b"m0", partition=0)
+        assert producer.flush(10) == 0
+        probe, _, _ = scenario(topic=topic, group=group)
+        probe.wait_for("recovered, offset 0 handled", lambda: probe.seen() == [0], 45)
+    finally:
+        for fut in admin.delete_topics([topic, changelog], operation_timeout=30).values():
+            fut.result()
+
+
+def test_a_restarted_worker_goes_on_past_markers_and_aborted_records(
+    scenario: Callable[..., tuple[Probe, str, str]], settings: Settings
+) -> None:
+    """A worker stops at the end of a transactional topic; an aborted transaction follows
+    (its dispatcher restarted) and a committed one. The next worker of the group starts at
+    the committed offset, skips the aborted records without reading anything again, handles
+    the new committed records once and commits to the new end."""
+    bootstrap = settings.kafka_bootstrap
+    first, topic, group = scenario()
+    _, end = write_transactions(bootstrap, topic, TRANSACTIONS)
+    first.wait_for("committed to the end", lambda: committed(bootstrap, group, topic) == end)
+    first.stop()
+    later = [(False, [b"a3", b"a4"]), (True, [b"c6"]), (False, [b"a5"])]
+    wanted, new_end = write_transactions(bootstrap, topic, later)
+    second, _, _ = scenario(topic=topic, group=group)
+    second.wait_for(
+        "committed to the new end", lambda: committed(bootstrap, group, topic) == new_end
+    )
+    assert second.seen() == [o for o in wanted if o >= end]
+    assert "read again" not in first.log.read_text() + second.log.read_text()

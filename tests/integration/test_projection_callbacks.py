@@ -642,3 +642,49 @@ async def test_an_attempt_made_twice_says_so(conn: psycopg.AsyncConnection[Any])
         ([once.id, twice.id],),
     )
     assert await cursor.fetchall() == [(once.id, 1, 1, "SENT"), (twice.id, 1, 2, "SENT")]
+
+
+async def test_the_runner_and_a_rebuild_skip_an_aborted_transaction(
+    scratch: Settings, stack_env: dict[str, str]
+) -> None:
+    """delivery.events is written in the dispatcher's transactions: the events of an aborted
+    one never happened. Both readers skip them, and the rebuild ends though the partition
+    ends with the abort marker (no record at its last offset)."""
+    from projections.rebuild import rebuild
+    from projections.runner import ProjectionRunner
+    from tests.integration.transactions import write_transactions
+
+    codec = AvroCodec(LocalSchemaRegistry())
+    n = Notification()
+    encoded = [codec.encode(r) for r in n.events()]  # queued, attempted, sent
+    wanted, end = await asyncio.to_thread(
+        write_transactions,
+        scratch.kafka_bootstrap,
+        full_name(scratch, "delivery.events"),
+        [(True, encoded[:2]), (False, encoded[2:])],  # "sent" aborted
+        n.incident_id.encode(),
+    )
+    assert wanted == [0, 1] and end > 3
+    base = stack_env["DATABASE_URL"]
+    with fresh_database(base, "live") as live, fresh_database(base, "rebuilt") as rebuilt:
+        migrate(live)
+        runner = ProjectionRunner(scratch, codec, live)
+        await runner.start()
+        try:
+            async with await psycopg.AsyncConnection.connect(live, autocommit=True) as conn:
+                found = await eventually(
+                    lambda: row(conn, n.id), lambda r: r is not None and r["provider"] == "twilio"
+                )
+        finally:
+            await runner.stop()
+        assert found is not None and found["sent_at"] is None and found["status"] != "SENT"
+        # the rebuild reads Kafka blocking: in a thread, so a rebuild that never ends fails
+        result = await asyncio.wait_for(
+            asyncio.to_thread(asyncio.run, rebuild(scratch, codec, rebuilt)), 60
+        )
+        assert (result.events, result.skipped) == (2, 0)
+        with psycopg.connect(rebuilt) as sync:
+            status = sync.execute(
+                "SELECT status, sent_at FROM notification_log WHERE notification_id = %s", (n.id,)
+            ).fetchone()
+        assert status is not None and status[0] == found["status"] and status[1] is None

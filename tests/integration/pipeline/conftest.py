@@ -180,6 +180,8 @@ class Pipeline:
             group_id=None,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
+            # as the worker reads: what an aborted transaction wrote never happened
+            isolation_level="read_committed",
         )
         await consumer.start()
         found: list[Any] = []
@@ -208,6 +210,7 @@ class Pipeline:
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=None,
             enable_auto_commit=False,
+            isolation_level="read_committed",  # ends: the last stable offsets
         )
         await consumer.start()
         try:

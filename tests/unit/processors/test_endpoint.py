@@ -11,12 +11,13 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
+import pytest
 from aiokafka import TopicPartition
 from prometheus_client import REGISTRY
 
 from notifier.settings import Settings
 from processors.directory import UserDirectory
-from processors.endpoint import WorkerEndpoint, faust_offsets, lag
+from processors.endpoint import WorkerEndpoint, faust_offsets, lag, readable_end
 
 
 def free_port() -> int:
@@ -51,14 +52,22 @@ class FakeFaustConsumer:
 class FakeAiokafka:
     """What the endpoint reads of an aiokafka consumer."""
 
-    def __init__(self, positions: dict[TopicPartition, tuple[int | None, int]]) -> None:
+    def __init__(
+        self,
+        positions: dict[TopicPartition, tuple[int | None, int]],
+        stable: dict[TopicPartition, int] | None = None,
+    ) -> None:
         self.positions = positions
+        self.stable = stable or {}
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.positions)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.positions[tp][0]
+
+    def last_stable_offset(self, tp: TopicPartition) -> int | None:
+        return self.stable.get(tp)
 
     async def position(self, tp: TopicPartition) -> int:
         return self.positions[tp][1]
@@ -83,6 +92,22 @@ def test_lag_is_unknown_until_both_ends_are_known() -> None:
     assert lag(10, None) is None
     assert lag(10, 4) == 6
     assert lag(4, 10) == 0  # a position past a stale highwater is not negative lag
+
+
+@pytest.mark.parametrize(
+    ("highwater", "last_stable", "end"),
+    [
+        (10, 10, 10),  # nothing open: both the same
+        (12, 10, 10),  # a transaction open at 10: not readable yet, not lag
+        (10, -1, 10),  # read_uncommitted: aiokafka says -1
+        (10, None, 10),  # no stable offset from the broker
+        (None, None, None),  # before the first fetch
+    ],
+)
+def test_lag_is_measured_to_what_can_be_read(
+    highwater: int | None, last_stable: int | None, end: int | None
+) -> None:
+    assert readable_end(highwater, last_stable) == end
 
 
 def test_faust_offsets_use_committed_then_read_and_skip_changelogs() -> None:
@@ -115,6 +140,9 @@ async def test_lag_is_sampled_per_consumer_and_partition_and_dropped_when_revoke
     worker, _ = endpoint(consumer)
     projection = TopicPartition("lagtest.delivery.events", 1)
     worker.lag_of("projection", SimpleNamespace(_consumer=FakeAiokafka({projection: (40, 38)})))
+    # a transaction's marker ends the topic: the position (past it) is the end, lag 0
+    ended = TopicPartition("lagtest.notify.repeats", 0)
+    worker.lag_of("repeats", SimpleNamespace(_consumer=FakeAiokafka({ended: (8, 8)}, {ended: 8})))
     unfetched = TopicPartition("lagtest.notify.retry.30s", 0)
     worker.lag_of("retry", SimpleNamespace(_consumer=FakeAiokafka({unfetched: (None, 0)})))
     worker.lag_of("stopped", SimpleNamespace(_consumer=None))
@@ -122,6 +150,7 @@ async def test_lag_is_sampled_per_consumer_and_partition_and_dropped_when_revoke
     await worker.sample_lag()
     assert lag_value("faust", "lagtest.incidents", 2) == 7
     assert lag_value("projection", "lagtest.delivery.events", 1) == 2
+    assert lag_value("repeats", "lagtest.notify.repeats", 0) == 0
     assert lag_value("retry", "lagtest.notify.retry.30s", 0) is None  # no fetch yet
 
     consumer.assigned.clear()  # revoked in a rebalance
