@@ -80,11 +80,13 @@ def raw_messages(settings: Settings, topic: str, key: bytes) -> list[Raw]:
         while left:
             assert time.monotonic() < deadline, f"{name}: not read to its end in 30 s"
             msg = consumer.poll(0.5)
+            # positions, not offsets seen: a partition may end in a transaction marker
+            for tp in consumer.position([TopicPartition(name, p) for p in list(left)]):
+                if tp.offset >= left[tp.partition]:
+                    left.pop(tp.partition, None)
             if msg is None or msg.error() is not None:
                 continue
             partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-            if offset + 1 >= left.get(partition, 0):
-                left.pop(partition, None)
             if msg.key() == key:
                 pairs = msg.headers() or []  # a consumed message's headers are a list
                 headers = {str(k): v for k, v in list(pairs) if isinstance(v, bytes)}
