@@ -22,7 +22,8 @@ from notifier.localprocs import free_port, notifier_command
 
 @dataclass
 class Journal:
-    """What the drill did and when (seconds since the drill started), shared by threads."""
+    """What the drill did and when (seconds since the drill started, and the wall clock as
+    `epoch` to set against the sandbox's request times), shared by threads."""
 
     say: Callable[[str], None]
     started: float = field(default_factory=time.monotonic)
@@ -33,7 +34,9 @@ class Journal:
         """Record one step and print it."""
         at = round(time.monotonic() - self.started, 1)
         with self._lock:
-            self.entries.append({"at_s": at, "action": action, **details})
+            self.entries.append(
+                {"at_s": at, "epoch": round(time.time(), 3), "action": action, **details}
+            )
         extra = ", ".join(f"{k}={v}" for k, v in details.items())
         self.say(f"  [{at:7.1f} s] {action}" + (f" ({extra})" if extra else ""))
 
@@ -210,10 +213,11 @@ def postgres_outage(
     """Stop the embedded PostgreSQL at `at_s` for `down_s`, then start it on its data."""
     if stop.wait(at_s):
         return
+    started = time.monotonic()
     if not postgres.stop(config):
         journal.note("postgres was not running")
         return
-    journal.note("postgres stopped")
+    journal.note("postgres stopped", took_s=round(time.monotonic() - started, 1))
     down_since = time.monotonic()
     stop.wait(down_s)
     postgres.restart(config)
