@@ -189,3 +189,25 @@ def test_in_flight_counts_per_disruption() -> None:
         "extra_requests": 0,
         "notifications_with_extra": 0,
     }
+
+
+def test_the_drills_journal_records_the_wall_clock_the_sandbox_is_set_against() -> None:
+    import time
+
+    from notifier.chaos.faults import Journal
+
+    printed: list[str] = []
+    journal = Journal(printed.append)
+    before = time.time()
+    journal.note("SIGKILL worker", worker=2, pid=1)
+    journal.note("postgres stopped", took_s=0.5)
+    journal.note("postgres started", down_s=8.0)
+    after = time.time()
+    # in time order: the stop began half a second before it was noted, before the kill
+    postgres, kill = disruptions_from_journal(journal.entries, drill_end=after)
+    assert kill.kind == "kill" and kill.what == "worker 2"
+    assert before - 0.001 <= kill.began == kill.ended <= after + 0.001
+    assert postgres.kind == "postgres stop"
+    assert postgres.began == pytest.approx(journal.entries[1]["epoch"] - 0.5)
+    assert postgres.ended == journal.entries[2]["epoch"]
+    assert printed[0].endswith("SIGKILL worker (worker=2, pid=1)")
