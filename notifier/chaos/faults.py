@@ -58,6 +58,7 @@ class Workers:
         self.lock = threading.Lock()
         self.unexpected_exits: list[dict[str, Any]] = []
         self.started_at = [0.0] * count
+        self.checked_at = 0.0  # when `revive` last found every worker running
         self.stuck_at_start: list[dict[str, Any]] = []
 
     def start(self, n: int) -> None:
@@ -88,17 +89,23 @@ class Workers:
             self.start(n)
 
     def revive(self) -> None:
-        """Start again any worker that exited on its own (and remember it: it should not)."""
+        """Start again any worker that exited on its own (and remember it: it should not).
+        The journal says within how many seconds before it was found it exited."""
         with self.lock:
             for n, proc in enumerate(self.procs):
                 if proc is not None and proc.poll() is not None:
                     self.unexpected_exits.append(
                         {"worker": n + 1, "pid": proc.pid, "code": proc.returncode}
                     )
+                    alive = max(self.checked_at, self.started_at[n])
                     self.journal.note(
-                        "worker exited on its own", worker=n + 1, code=proc.returncode
+                        "worker exited on its own",
+                        worker=n + 1,
+                        code=proc.returncode,
+                        within_s=round(time.monotonic() - alive, 1),
                     )
                     self.start(n)
+            self.checked_at = time.monotonic()
 
     def _get(self, n: int, path: str) -> tuple[int, str]:
         url = f"http://127.0.0.1:{self.ports[n]}{path}"

@@ -4,8 +4,9 @@ no disruption explains. Pure: times are epoch seconds (the sandbox's clock and t
 are the one host clock).
 
 Disruptions come from the drill's journal, each with a window [began, ended]:
-- "SIGKILL worker", "worker exited on its own": an instant (the kill; for an exit, the
-  moment the drill noticed it, at most one progress interval after it);
+- "SIGKILL worker": an instant, the kill;
+- "worker exited on its own": from the last time the drill had found it running (the note's
+  `within_s` before it: it may have exited any time since) to the moment it was found;
 - "broker stopped" .. "broker started", "postgres stopped" .. "postgres started": the
   outage, from the moment the stop began (the note's time minus `took_s`) to the start (the
   end of the drill when no start was noted).
@@ -121,9 +122,10 @@ def disruptions_from_journal(
     for i, e in enumerate(entries):
         action = str(e["action"])
         if action in INSTANTS:
-            at = float(e["epoch"])
+            at, since = float(e["epoch"]), float(e.get("within_s", 0.0))
             what = f"worker {e['worker']}" if "worker" in e else ""
-            out.append(Disruption(KINDS[action], at, at, float(e["at_s"]), what))
+            at_s = round(float(e["at_s"]) - since, 1)
+            out.append(Disruption(KINDS[action], at - since, at, at_s, what))
         elif action in OUTAGES:
             took = float(e.get("took_s", 0.0))
             began = float(e["epoch"]) - took

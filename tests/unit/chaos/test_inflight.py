@@ -3,6 +3,8 @@ explains each (notifier/chaos/inflight.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from notifier.chaos.inflight import (
@@ -33,16 +35,23 @@ def test_the_journal_gives_each_disruption_its_window() -> None:
         {"at_s": 6.0, "epoch": T0 + 6.0, "action": "SIGKILL worker", "worker": 1, "pid": 9},
         {"at_s": 12.0, "epoch": T0 + 12.0, "action": "postgres stopped", "took_s": 0.5},
         {"at_s": 13.0, "epoch": T0 + 13.0, "action": "broker started", "node": 2, "down_s": 9},
-        {"at_s": 14.0, "epoch": T0 + 14.0, "action": "worker exited on its own", "worker": 2},
+        {
+            "at_s": 14.0,
+            "epoch": T0 + 14.0,
+            "action": "worker exited on its own",
+            "worker": 2,
+            "within_s": 5.0,
+        },
         {"at_s": 20.0, "action": "an entry of an old journal, without a wall time"},
     ]
     got = disruptions_from_journal(entries, drill_end=T0 + 99)
     assert got == [
         Disruption("broker stop", T0 + 2.0, T0 + 13.0, 2.0, "node 2"),
         Disruption("kill", T0 + 6.0, T0 + 6.0, 6.0, "worker 1"),
+        # found at 14 s, running 5 s before: it exited in between
+        Disruption("worker exit", T0 + 9.0, T0 + 14.0, 9.0, "worker 2"),
         # no "postgres started" noted: the outage lasts until the drill ended
         Disruption("postgres stop", T0 + 11.5, T0 + 99, 11.5),
-        Disruption("worker exit", T0 + 14.0, T0 + 14.0, 14.0, "worker 2"),
     ]
     assert got[1].label == "kill worker 1 @ 6.0 s"
 
@@ -211,3 +220,28 @@ def test_the_drills_journal_records_the_wall_clock_the_sandbox_is_set_against() 
     assert postgres.began == pytest.approx(journal.entries[1]["epoch"] - 0.5)
     assert postgres.ended == journal.entries[2]["epoch"]
     assert printed[0].endswith("SIGKILL worker (worker=2, pid=1)")
+
+
+def test_a_worker_found_exited_is_noted_with_the_time_since_it_was_last_seen_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from notifier.chaos.faults import Journal, Workers
+
+    journal = Journal(lambda line: None)
+    workers = Workers(1, {}, tmp_path, journal)
+    monkeypatch.setattr(workers, "start", lambda n: None)  # not started again here
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    exited.wait(30)
+    workers.procs[0] = exited
+    workers.started_at[0] = time.monotonic() - 30  # started long ago
+    workers.checked_at = time.monotonic() - 2.0  # last found running 2 s ago
+    workers.revive()
+    (entry,) = journal.entries
+    assert entry["action"] == "worker exited on its own" and entry["code"] == 3
+    assert 2.0 <= entry["within_s"] < 10.0
+    (exit_,) = disruptions_from_journal(journal.entries, drill_end=time.time())
+    assert exit_.ended - exit_.began == pytest.approx(entry["within_s"])
