@@ -674,12 +674,46 @@ def chaos(
             figures.add_row(entry["action"].split()[0] + " down (s)", str(entry["down_s"]))
     figures.add_row("workers killed (SIGKILL)", str(summary["disruptions_by_kind"]["kills"]))
     for name, value in verdict.figures.items():
-        figures.add_row(name.replace("_", " "), str(value))
+        if name != "extra_requests_per_disruption":  # a table of its own, below
+            figures.add_row(name.replace("_", " "), str(value))
     figures.add_row("drill seconds", str(summary["seconds"]))
     out.print(figures)
+    out.print(disruption_table(verdict.figures))
     out.print(f"summary: {path}", highlight=False)
     if not verdict.ok:
         raise fail("the drill found losses or unexpected outcomes (see the table)")
+
+
+def disruption_table(figures: dict[str, Any]) -> Table:
+    """The drill's extra provider requests per disruption, as `notifier chaos` prints them."""
+    table = Table(
+        "disruption",
+        "at (s)",
+        "lasted (s)",
+        "in flight",
+        "extra requests",
+        "notifications",
+        title="extra provider requests per disruption (at most one per notification in flight)",
+    )
+    for row in figures.get("extra_requests_per_disruption", []):
+        table.add_row(
+            f"{row['kind']} {row['what']}".strip(),
+            f"{row['at_s']:.1f}",
+            f"{row['window_s']:.1f}",
+            str(row["in_flight"]),
+            str(row["extra_requests"]),
+            str(row["notifications_with_extra"]),
+        )
+    unexplained = figures.get("extra_requests_unexplained", 0)
+    table.add_row(
+        "none (unexplained)",
+        "",
+        "",
+        "",
+        f"[red]{unexplained}[/red]" if unexplained else "0",
+        "",
+    )
+    return table
 
 
 @app.command()

@@ -22,7 +22,8 @@ from notifier.localprocs import free_port, notifier_command
 
 @dataclass
 class Journal:
-    """What the drill did and when (seconds since the drill started), shared by threads."""
+    """What the drill did and when (seconds since the drill started, and the wall clock as
+    `epoch` to set against the sandbox's request times), shared by threads."""
 
     say: Callable[[str], None]
     started: float = field(default_factory=time.monotonic)
@@ -33,7 +34,9 @@ class Journal:
         """Record one step and print it."""
         at = round(time.monotonic() - self.started, 1)
         with self._lock:
-            self.entries.append({"at_s": at, "action": action, **details})
+            self.entries.append(
+                {"at_s": at, "epoch": round(time.time(), 3), "action": action, **details}
+            )
         extra = ", ".join(f"{k}={v}" for k, v in details.items())
         self.say(f"  [{at:7.1f} s] {action}" + (f" ({extra})" if extra else ""))
 
@@ -55,6 +58,7 @@ class Workers:
         self.lock = threading.Lock()
         self.unexpected_exits: list[dict[str, Any]] = []
         self.started_at = [0.0] * count
+        self.checked_at = 0.0  # when `revive` last found every worker running
         self.stuck_at_start: list[dict[str, Any]] = []
 
     def start(self, n: int) -> None:
@@ -85,17 +89,23 @@ class Workers:
             self.start(n)
 
     def revive(self) -> None:
-        """Start again any worker that exited on its own (and remember it: it should not)."""
+        """Start again any worker that exited on its own (and remember it: it should not).
+        The journal says within how many seconds before it was found it exited."""
         with self.lock:
             for n, proc in enumerate(self.procs):
                 if proc is not None and proc.poll() is not None:
                     self.unexpected_exits.append(
                         {"worker": n + 1, "pid": proc.pid, "code": proc.returncode}
                     )
+                    alive = max(self.checked_at, self.started_at[n])
                     self.journal.note(
-                        "worker exited on its own", worker=n + 1, code=proc.returncode
+                        "worker exited on its own",
+                        worker=n + 1,
+                        code=proc.returncode,
+                        within_s=round(time.monotonic() - alive, 1),
                     )
                     self.start(n)
+            self.checked_at = time.monotonic()
 
     def _get(self, n: int, path: str) -> tuple[int, str]:
         url = f"http://127.0.0.1:{self.ports[n]}{path}"
@@ -210,10 +220,11 @@ def postgres_outage(
     """Stop the embedded PostgreSQL at `at_s` for `down_s`, then start it on its data."""
     if stop.wait(at_s):
         return
+    started = time.monotonic()
     if not postgres.stop(config):
         journal.note("postgres was not running")
         return
-    journal.note("postgres stopped")
+    journal.note("postgres stopped", took_s=round(time.monotonic() - started, 1))
     down_since = time.monotonic()
     stop.wait(down_s)
     postgres.restart(config)

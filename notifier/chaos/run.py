@@ -18,6 +18,7 @@ from typing import Any
 from devstack import kafka, postgres
 from devstack.config import StackConfig
 from notifier.chaos import faults, verify
+from notifier.chaos.inflight import AttemptTimes, disruptions_from_journal
 from notifier.chaos.plan import CHANNEL_SETS, FAULTS, WORKER_ENV, Plan
 from notifier.localprocs import child, free_port, notifier_command, wait_http
 from notifier.settings import Settings
@@ -143,30 +144,36 @@ def attempts_sum(database_url: str, run_id: str) -> int | None:
 
 def read_rows(
     database_url: str, run_id: str
-) -> tuple[list[verify.Row], dict[str, list[int]], dict[str, int]]:
-    """The run's notification_log rows, each one's attempt numbers, and how many of its
-    attempts failed before reaching the provider (no connection made)."""
+) -> tuple[list[verify.Row], dict[str, list[int]], dict[str, int], dict[str, list[AttemptTimes]]]:
+    """The run's notification_log rows, each one's attempt numbers, how many of its
+    attempts failed before reaching the provider (no connection made), and its attempts'
+    times (epoch seconds)."""
     with _connect(database_url) as conn:
         rows = [
             verify.Row(*r)
             for r in conn.execute(
                 "SELECT notification_id::text, incident_id, user_id, channel, status, "
-                "attempt_count, escalation_level, kind, repeat FROM notification_log "
+                "attempt_count, escalation_level, kind, repeat, "
+                "extract(epoch FROM queued_at)::float8 FROM notification_log "
                 "WHERE incident_id LIKE %s",
                 (f"{run_id}-%",),
             ).fetchall()
         ]
         attempts: dict[str, list[int]] = {}
         unreached: dict[str, int] = {}
-        for nid, attempt, error in conn.execute(
-            "SELECT a.notification_id::text, a.attempt, a.error FROM notification_attempt a "
+        timings: dict[str, list[AttemptTimes]] = {}
+        for nid, attempt, error, started, finished, last in conn.execute(
+            "SELECT a.notification_id::text, a.attempt, a.error, "
+            "extract(epoch FROM a.started_at)::float8, extract(epoch FROM a.finished_at)::float8, "
+            "extract(epoch FROM a.last_requested_at)::float8 FROM notification_attempt a "
             "JOIN notification_log l USING (notification_id) WHERE l.incident_id LIKE %s",
             (f"{run_id}-%",),
         ).fetchall():
             attempts.setdefault(nid, []).append(int(attempt))
+            timings.setdefault(nid, []).append(AttemptTimes(int(attempt), started, finished, last))
             if verify.never_connected(error):
                 unreached[nid] = unreached.get(nid, 0) + 1
-    return rows, attempts, unreached
+    return rows, attempts, unreached, timings
 
 
 def read_dead_letters(settings: Settings, since: datetime) -> list[verify.DeadLetterSeen]:
@@ -317,7 +324,8 @@ def run_drill(
             drill.finish(abort=True)
             workers.stop_all()
             codec.close()
-        rows, attempts, unreached = read_rows(database_url, run_id)
+        drill_end = time.time()
+        rows, attempts, unreached, timings = read_rows(database_url, run_id)
         # the sandbox serves this run only: every request it recorded is the drill's
         requests = [
             {**r, "notification_id": plan.attribute(r)}
@@ -330,7 +338,7 @@ def run_drill(
         "postgres_stops": journal.count("postgres stopped"),
         "unexpected_worker_exits": len(workers.unexpected_exits),
     }
-    disruptions = sum(by_kind.values())
+    disruptions = disruptions_from_journal(journal.entries, drill_end)
     batch = int(Settings.model_fields["batch_size"].default)  # the workers' (not passed on)
     channels = len({c for s in CHANNEL_SETS for c in s})
     verdict = verify.verify(
@@ -343,6 +351,7 @@ def run_drill(
         {plan.garbage_key(g) for g in range(plan.garbage)},
         disruptions,
         batch * channels,
+        timings,
     )
     if workers.unexpected_exits:
         verdict.add("workers that exited on their own", len(workers.unexpected_exits), False)
@@ -363,7 +372,7 @@ def run_drill(
         "worker_settings": WORKER_ENV,
         "faults": FAULTS,
         "stack": {"name": config.name, "bootstrap": settings.kafka_bootstrap},
-        "disruptions": disruptions,
+        "disruptions": sum(by_kind.values()),
         "disruptions_by_kind": by_kind,
         "journal": journal.entries,
         "unexpected_worker_exits": workers.unexpected_exits,
