@@ -546,3 +546,17 @@ def twilio_violation(resource: str, form: dict[str, list[str]]) -> Violation | N
     else:
         detail = error.message
     return Violation(field, f"Invalid parameter {field}: {detail[:300]}", TWILIO_INVALID_PARAMETER)
+
+
+def load_all() -> None:
+    """Read and compile every schema now (about a tenth of a second), rather than on the
+    first request that needs each."""
+    fcm_validator()
+    fcm_compiled()
+    sendgrid_validator()
+    sendgrid_compiled()
+    adaptive_card_validator()
+    adaptive_card_compiled()
+    for resource in _TWILIO_PATHS:
+        twilio_validator(resource)
+        twilio_compiled(resource)
