@@ -34,6 +34,11 @@ def _hex_id(nbytes: int) -> str:
     return _ids.randbytes(nbytes).hex()
 
 
+@lru_cache(maxsize=2)  # the text changes once a second
+def _http_date(second: int) -> str:
+    return formatdate(second, usegmt=True)
+
+
 Reply = tuple[int, Any, dict[str, str], dict[str, Any]]
 
 
@@ -71,6 +76,7 @@ def _twilio_error(status: int, code: int, message: str) -> Reply:
     )
 
 
+@lru_cache(maxsize=64)  # a client sends the same header each time
 def _basic(header: str | None) -> tuple[str, str] | None:
     if not header or not header.startswith("Basic "):
         return None
@@ -152,7 +158,7 @@ def twilio(
         "to": to,
         "from": sender,
         "status": "queued",
-        "date_created": formatdate(usegmt=True),
+        "date_created": _http_date(int(time.time())),
         "api_version": "2010-04-01",
         "uri": f"/2010-04-01/Accounts/{account}/{resource}/{sid}.json",
     }
