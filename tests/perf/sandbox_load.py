@@ -1,7 +1,8 @@
 """The provider sandbox's own cost: CPU per request, per provider shape, measured alone.
 
     .venv/bin/python -m tests.perf.sandbox_load [--requests 3000] [--rounds 3]
-        [--concurrency 50] [--shapes sms,email,push,slack,teams,webhook] [--profile DIR]
+        [--concurrency 50] [--shapes sms,email,push,slack,teams,webhook] [--baseline]
+        [--profile DIR]
 
 Starts `notifier sandbox` in its own process (as the bench and the tests start it), builds one
 real request per shape with the adapters themselves (through a recording proxy in this
@@ -69,10 +70,8 @@ class Captured:
 def sandbox_process(log: Path) -> Iterator[tuple[str, dict[str, str], int]]:
     """`notifier sandbox` on free ports: its URL, the settings pointing at it, its pid."""
     port, smtp_port = free_port(), free_port()
-    argv = notifier_command(
-        "sandbox", "--port", str(port), "--smtp-port", str(smtp_port),
-        "--webhook-secret", WEBHOOK_SECRET,
-    )  # fmt: skip
+    ports = ["--port", str(port), "--smtp-port", str(smtp_port)]
+    argv = notifier_command("sandbox", *ports, "--webhook-secret", WEBHOOK_SECRET)
     with log.open("w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

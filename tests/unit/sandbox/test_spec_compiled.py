@@ -113,10 +113,15 @@ def _verdicts(
 
 @pytest.mark.parametrize(
     ("base", "kind"),
-    [(FCM_OK, "fcm"), (FCM_FULL, "fcm"), (SENDGRID_OK, "sendgrid"), (CARD, "card"),
-     (CARD_NESTED, "card")],
+    [
+        (FCM_OK, "fcm"),
+        (FCM_FULL, "fcm"),
+        (SENDGRID_OK, "sendgrid"),
+        (CARD, "card"),
+        (CARD_NESTED, "card"),
+    ],
     ids=["fcm", "fcm-more-fields", "sendgrid", "card", "card-nested"],
-)  # fmt: skip
+)
 def test_json_bodies_get_the_same_verdict_from_both_readings(
     base: dict[str, Any], kind: str
 ) -> None:
