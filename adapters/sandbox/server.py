@@ -37,14 +37,14 @@ import time
 from email import message_from_bytes
 from email.message import Message
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 from aiohttp import web
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from adapters.bridge.signatures import sendgrid_sign, slack_signature, twilio_signature
-from adapters.sandbox import providers, vonage
+from adapters.sandbox import providers, spec_validation, vonage
 from adapters.sandbox.google_oauth import TokenIssuer
 from adapters.sandbox.providers import Reply, SandboxCredentials
 from adapters.sandbox.state import Fault, Recorded, SandboxState
@@ -158,13 +158,13 @@ async def twilio(request: web.Request) -> web.StreamResponse:
         status, payload, headers, fields = providers.twilio(
             creds, account, resource, request.headers.get("Authorization"), body
         )
-        form = {k: v for k, v in request.query.items()}
-        fields.setdefault("notification_id", form.get("n"))
+        fields.setdefault("notification_id", request.query.get("n"))
         callback = fields.get("status_callback")
         if callback:
-            query = httpx.URL(callback).params
-            fields["notification_id"] = query.get("n")
-            fields["incident_id"] = query.get("i")
+            # urllib reads the query at a fifth of httpx.URL's cost
+            query = parse_qs(urlsplit(callback).query, keep_blank_values=True)
+            fields["notification_id"] = query.get("n", [None])[0]
+            fields["incident_id"] = query.get("i", [None])[0]
         return status, payload, headers, fields
 
     return await _serve(request, "twilio", handle)
@@ -683,6 +683,9 @@ async def serve(
         build_app(state, webhook_signing_secret=webhook_signing_secret), access_log=None
     )
     await runner.setup()
+    # a tenth of a second now rather than on the first request of each provider; a broken
+    # schema file stops the sandbox here
+    spec_validation.load_all()
     site = web.TCPSite(runner, host, port)
     await site.start()
     loop = asyncio.get_running_loop()

@@ -1,6 +1,12 @@
 """Request bodies checked against each provider's published schema, kept in specs/ with the
 package it came from (specs/*/SOURCE.md): the sandbox refuses what the provider's own schema
-refuses, so a request our adapters could never get past the provider fails in tests too."""
+refuses, so a request our adapters could never get past the provider fails in tests too.
+
+Each schema is read twice: compiled by jsonschema-rs for the yes or no every request needs
+(a few microseconds a body), and by jsonschema, which words the refusal, asked only when the
+compiled check says no. The compiled reading asserts exactly the formats jsonschema asserts,
+through the same functions, so the two agree; should they not, jsonschema has the last word.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema_rs
 from jsonschema import (
     Draft6Validator,
     Draft202012Validator,
@@ -35,6 +42,62 @@ class Violation:
     field: str
     message: str
     code: int | None = None  # the provider's error code, where it answers with one
+
+
+# -- the compiled yes or no -------------------------------------------------------------------
+
+# keywords whose values are data, not schemas, and those whose values map names to schemas
+_DATA = frozenset({"enum", "const", "default", "examples", "example"})
+_NAMED_SCHEMAS = frozenset({"properties", "patternProperties", "$defs", "definitions", "schemas"})
+
+
+def _compiled_schema(node: Any, asserted: frozenset[str], named: bool = False) -> Any:
+    """`node` with every `format` that `asserted` does not name left out (jsonschema asserts
+    only its checker's formats; jsonschema-rs would assert every format it knows). An int32
+    also gets its range, which jsonschema's checker tests on numbers and jsonschema-rs's
+    format functions, given only strings, cannot."""
+    if isinstance(node, list):
+        return [_compiled_schema(v, asserted) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if named:  # {name: schema}: a property may be called "format" or "enum"
+        return {k: _compiled_schema(v, asserted) for k, v in node.items()}
+    out = {
+        k: v if k in _DATA else _compiled_schema(v, asserted, k in _NAMED_SCHEMAS)
+        for k, v in node.items()
+        if not (k == "format" and isinstance(v, str) and v not in asserted)
+    }
+    if node.get("format") == "int32" and "int32" in asserted:
+        out.update(minimum=-(2**31), maximum=2**31 - 1)
+    return out
+
+
+def _compiled(
+    schema: dict[str, Any], draft: Any, checker: FormatChecker | None = None
+) -> jsonschema_rs.Validator:
+    """`schema` compiled, asserting the formats of `checker` (none without one) through its
+    own functions."""
+    asserted = frozenset(checker.checkers) if checker is not None else frozenset()
+    formats = {
+        name: (lambda value, name=name: checker.conforms(value, name))
+        for name in asserted
+        if checker is not None
+    }
+    validator: jsonschema_rs.Validator = draft(
+        _compiled_schema(schema, asserted),
+        formats=formats or None,
+        validate_formats=bool(asserted),
+    )
+    return validator
+
+
+def _passes(validator: jsonschema_rs.Validator, instance: Any) -> bool:
+    """The compiled check's yes; a body it cannot read (a key that is not text) is left to
+    jsonschema."""
+    try:
+        return bool(validator.is_valid(instance))
+    except ValueError:
+        return False
 
 
 # -- Google discovery documents ---------------------------------------------------------------
@@ -128,12 +191,23 @@ def _without_nulls(value: Any) -> Any:
 
 
 @cache
-def fcm_validator() -> Draft202012Validator:
-    """SendMessageRequest of FCM v1's discovery document."""
+def _fcm_schema() -> dict[str, Any]:
     document = json.loads(FCM_DISCOVERY.read_text())
     schema = discovery_schema(document, "SendMessageRequest")
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=_google_formats)
+    return schema
+
+
+@cache
+def fcm_validator() -> Draft202012Validator:
+    """SendMessageRequest of FCM v1's discovery document."""
+    return Draft202012Validator(_fcm_schema(), format_checker=_google_formats)
+
+
+@cache
+def fcm_compiled() -> jsonschema_rs.Validator:
+    """fcm_validator()'s schema compiled: the yes or no of each messages:send body."""
+    return _compiled(_fcm_schema(), jsonschema_rs.Draft202012Validator, _google_formats)
 
 
 def _path(error: ValidationError, sep: str, index: str) -> str:
@@ -171,7 +245,10 @@ def _proto_type(error: ValidationError) -> str:
 def fcm_violation(payload: Any) -> Violation | None:
     """What FCM's schema refuses in a messages:send body, worded as Google's JSON parser
     words it ("Invalid value at 'message.android.priority' ..."), or None."""
-    error = best_match(fcm_validator().iter_errors(_without_nulls(payload)))
+    payload = _without_nulls(payload)
+    if _passes(fcm_compiled(), payload):
+        return None
+    error = best_match(fcm_validator().iter_errors(payload))
     if error is None:
         return None
     field = _path(error, ".", "[{}]")
@@ -203,9 +280,7 @@ _openapi_formats = FormatChecker(formats=("email",))
 
 
 @cache
-def sendgrid_validator() -> Draft202012Validator:
-    """The request body of POST /v3/mail/send in SendGrid's OpenAPI document (3.1, whose
-    schemas are JSON Schema 2020-12)."""
+def _sendgrid_schema() -> dict[str, Any]:
     document = json.loads(SENDGRID_OPENAPI.read_text())
     body = document["paths"]["/v3/mail/send"]["post"]["requestBody"]["$ref"]
     if not body.startswith("#/components/requestBodies/"):
@@ -216,7 +291,20 @@ def sendgrid_validator() -> Draft202012Validator:
         "$ref": f"#/components/requestBodies/{name}/content/application~1json/schema",
         "components": document["components"],
     }
-    return Draft202012Validator(schema, format_checker=_openapi_formats)
+    return schema
+
+
+@cache
+def sendgrid_validator() -> Draft202012Validator:
+    """The request body of POST /v3/mail/send in SendGrid's OpenAPI document (3.1, whose
+    schemas are JSON Schema 2020-12)."""
+    return Draft202012Validator(_sendgrid_schema(), format_checker=_openapi_formats)
+
+
+@cache
+def sendgrid_compiled() -> jsonschema_rs.Validator:
+    """sendgrid_validator()'s schema compiled: the yes or no of each mail send body."""
+    return _compiled(_sendgrid_schema(), jsonschema_rs.Draft202012Validator, _openapi_formats)
 
 
 _JSON_TYPES = {
@@ -233,6 +321,8 @@ _JSON_TYPES = {
 def sendgrid_violation(payload: Any) -> Violation | None:
     """What SendGrid's schema refuses in a mail send body, with the field named as SendGrid's
     errors name it ("personalizations.0.to"), or None."""
+    if _passes(sendgrid_compiled(), payload):
+        return None
     error = best_match(sendgrid_validator().iter_errors(payload))
     if error is None:
         return None
@@ -305,8 +395,17 @@ def adaptive_card_validator() -> Any:
     return _CardValidator(schema)
 
 
+@cache
+def adaptive_card_compiled() -> jsonschema_rs.Validator:
+    """The Adaptive Card schema compiled as published, its unions read plainly (compiled,
+    they cost little); no format asserted, as jsonschema is given no checker for cards."""
+    return _compiled(json.loads(ADAPTIVE_CARD.read_text()), jsonschema_rs.Draft6Validator)
+
+
 def adaptive_card_violation(card: Any) -> Violation | None:
     """What the Adaptive Card schema refuses in a card, or None."""
+    if _passes(adaptive_card_compiled(), card):
+        return None
     error = best_match(adaptive_card_validator().iter_errors(card))
     if error is None:
         return None
@@ -369,6 +468,13 @@ def twilio_validator(resource: str) -> Draft202012Validator:
     return Draft202012Validator(schema, format_checker=_twilio_formats)
 
 
+@cache
+def twilio_compiled(resource: str) -> jsonschema_rs.Validator:
+    """twilio_validator(resource)'s schema compiled: the yes or no of each typed form."""
+    schema = _twilio_schema(resource)
+    return _compiled(schema, jsonschema_rs.Draft202012Validator, _twilio_formats)
+
+
 def _form_value(prop: dict[str, Any], values: list[str]) -> Any:
     """A form field read as the type the schema gives it; a value that does not read as that
     type stays text, so the type check refuses it."""
@@ -418,7 +524,10 @@ TWILIO_INVALID_PARAMETER = 20001
 def twilio_violation(resource: str, form: dict[str, list[str]]) -> Violation | None:
     """What Twilio's schema refuses in a Messages or Calls create form, with Twilio's error
     code (21604 and the like for a missing required parameter, else 20001), or None."""
-    error = best_match(twilio_validator(resource).iter_errors(twilio_form(resource, form)))
+    typed = twilio_form(resource, form)
+    if _passes(twilio_compiled(resource), typed):
+        return None
+    error = best_match(twilio_validator(resource).iter_errors(typed))
     if error is None:
         return None
     if error.validator == "required":
@@ -437,3 +546,17 @@ def twilio_violation(resource: str, form: dict[str, list[str]]) -> Violation | N
     else:
         detail = error.message
     return Violation(field, f"Invalid parameter {field}: {detail[:300]}", TWILIO_INVALID_PARAMETER)
+
+
+def load_all() -> None:
+    """Read and compile every schema now (about a tenth of a second), rather than on the
+    first request that needs each."""
+    fcm_validator()
+    fcm_compiled()
+    sendgrid_validator()
+    sendgrid_compiled()
+    adaptive_card_validator()
+    adaptive_card_compiled()
+    for resource in _TWILIO_PATHS:
+        twilio_validator(resource)
+        twilio_compiled(resource)
