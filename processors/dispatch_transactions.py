@@ -11,10 +11,9 @@ read_committed, so an aborted batch's records are never acted on. The input offs
 the transaction (`send_offsets_to_transaction`); Faust's own commits of the acknowledged
 events only ever repeat them, as an event is acknowledged once its transaction committed.
 
-Not covered (documented in docs/FAILOVER.md): provider requests and PostgreSQL are outside
-Kafka; a worker that stalls past its session and wakes as a zombie is fenced at its next
-transaction, but its consumer may have committed nothing wrong only because it acknowledges
-after commit.
+Not covered (docs/ARCHITECTURE.md): provider requests and PostgreSQL are outside Kafka,
+so the channel agents and the projection stay at-least-once with idempotent effects. A
+worker that stalls past its session and wakes as a zombie is fenced at its next transaction.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ partition that moves is read again only from a message whose commit did not land
 those two workarounds the 24 incidents were sent again 35-45 times per run (2-8 with the
 first alone); since, not once in ten runs. Then the worker that owns an incident's
 partition is stopped: the acknowledgement that follows is dispatched by the worker that
-took the partition over, which can only tell the users it finds in its recovered
-`incident-memory`.
+took the partition over, which can only tell the users it finds in the incident memories
+it read from their topic.
 At the end the session's worker owns every partition again, as the next tests expect.
 
 After each rebalance the test waits, with deadlines, for the group to be stable and for a

@@ -1,0 +1,182 @@
+"""What one partition's transaction holds: the staged records, memories and offsets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from notifier.contracts.codec import AvroCodec
+from notifier.contracts.records import (
+    Channel,
+    DeadLetter,
+    IncidentAcknowledged,
+    IncidentOpened,
+    NotificationQueued,
+    Record,
+    SendCommand,
+)
+from notifier.contracts.registry import LocalSchemaRegistry
+from notifier.domain.dispatch import Dispatch, IncidentMemory
+from notifier.settings import Settings
+from processors.dispatch_transactions import (
+    PartitionProducers,
+    TransactionalDispatcher,
+    transactional_id,
+)
+from processors.incident_memories import IncidentMemories, decode_memory, encode_memory
+from tests.samples import sample
+
+CODEC = AvroCodec(LocalSchemaRegistry())
+SETTINGS = Settings(topic_prefix="t.")
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    headers: Any = None
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+def event(offset: int, record: Record | bytes, topic: str = "t.incidents") -> Event:
+    value = record if isinstance(record, bytes) else CODEC.encode(record)
+    return Event(Message(topic, 2, offset, value, b"k"))
+
+
+def decide(record: Record, memory: IncidentMemory) -> tuple[Dispatch, IncidentMemory]:
+    """One notification per IncidentOpened; the memory counts what it saw."""
+    memory.escalations.append(type(record).__name__)
+    if isinstance(record, IncidentOpened):
+        command = sample(
+            SendCommand, incident_id=record.incident_id, channel=Channel.EMAIL, not_before=None
+        )
+        queued = sample(NotificationQueued, incident_id=record.incident_id)
+        return Dispatch(events=[queued], commands=[command]), memory
+    if record.incident_id == "boom":  # type: ignore[attr-defined]
+        raise ValueError("cannot decide")
+    return Dispatch(), memory
+
+
+def dispatcher(memories: IncidentMemories | None = None) -> TransactionalDispatcher:
+    return TransactionalDispatcher(
+        SETTINGS,
+        CODEC,
+        memories or IncidentMemories(SETTINGS),
+        PartitionProducers(SETTINGS, "t.notifier"),
+        decide,
+        throttled=(),
+        owns=lambda tp: True,
+    )
+
+
+def test_a_batch_stages_its_outputs_then_each_incidents_last_memory_and_its_offsets() -> None:
+    a = sample(IncidentOpened, incident_id="a")
+    staged = dispatcher().stage(
+        2,
+        [
+            event(10, a),
+            event(11, sample(IncidentAcknowledged, incident_id="a")),
+            event(12, sample(IncidentOpened, incident_id="b")),
+            event(40, sample(IncidentAcknowledged, incident_id="b"), "t.dispatch.commands"),
+        ],
+    )
+    topics = [topic for topic, _, _, _ in staged.records]
+    assert topics == [
+        "t.delivery.events",
+        "t.notify.email",
+        "t.delivery.events",
+        "t.notify.email",
+        "t.notifier-incident-memory-changelog",
+        "t.notifier-incident-memory-changelog",
+    ]
+    # memories go to the input's partition; outputs to the partitioner's
+    assert [to for _, to, _, _ in staged.records] == [None, None, None, None, 2, 2]
+    assert staged.memories["a"]["escalations"] == ["IncidentOpened", "IncidentAcknowledged"]
+    assert staged.offsets == {
+        TopicPartition("t.incidents", 2): 13,
+        TopicPartition("t.dispatch.commands", 2): 41,
+    }
+    assert [type(r).__name__ for r, _ in staged.dispatched] == [
+        "IncidentOpened",
+        "IncidentAcknowledged",
+        "IncidentOpened",
+        "IncidentAcknowledged",
+    ]
+
+
+def test_a_batch_reads_the_memory_held_for_its_partition() -> None:
+    memories = IncidentMemories(SETTINGS)
+    memories.update(2, {"a": IncidentMemory(escalations=["before"]).to_json()})
+    staged = dispatcher(memories).stage(
+        2, [event(1, sample(IncidentAcknowledged, incident_id="a"))]
+    )
+    assert staged.memories["a"]["escalations"] == ["before", "IncidentAcknowledged"]
+    # held memories change only when the transaction committed
+    assert memories.get("a", 2) == IncidentMemory(escalations=["before"]).to_json()
+
+
+@pytest.mark.parametrize(
+    ("value", "stage"),
+    [
+        (b"\x00garbage", "decode"),
+        (CODEC.encode(sample(IncidentAcknowledged, incident_id="boom")), "handle"),
+    ],
+)
+def test_what_cannot_be_dispatched_is_dead_lettered_in_the_same_transaction(
+    value: bytes, stage: str
+) -> None:
+    staged = dispatcher().stage(2, [event(5, value), event(6, sample(IncidentOpened))])
+    dead = [r for r in staged.records if r[0] == "t.deadletter"]
+    assert len(dead) == 1
+    letter = CODEC.decode(dead[0][3] or b"")
+    assert isinstance(letter, DeadLetter)
+    assert (letter.stage, letter.source_offset, letter.value) == (stage, 5, value)
+    # the rest of the batch is dispatched, and both offsets committed
+    assert staged.offsets == {TopicPartition("t.incidents", 2): 7}
+    assert len(staged.dispatched) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        (b"inc-1", b'{"status":"open"}', ("inc-1", {"status": "open"})),
+        (b'"inc-1"', b'{"status":"resolved"}', ("inc-1", {"status": "resolved"})),
+        (b"inc-1", None, ("inc-1", None)),
+        (b"inc-1", b"not json", ("inc-1", None)),
+        (b"inc-1", b"[1, 2]", ("inc-1", None)),
+    ],
+)
+def test_memory_records_read_back(
+    key: bytes, value: bytes | None, expected: tuple[str, object]
+) -> None:
+    assert decode_memory(key, value) == expected
+
+
+def test_a_memory_is_written_as_it_reads_back() -> None:
+    memory = IncidentMemory(title="db", escalations=["x"]).to_json()
+    assert decode_memory(*encode_memory("inc-9", memory)) == ("inc-9", memory)
+    assert encode_memory("inc-9", None) == (b"inc-9", None)
+
+
+def test_each_partition_has_one_transactional_id_on_every_worker() -> None:
+    assert transactional_id("t.notifier", 3) == "t.notifier-dispatcher-3"
+    assert transactional_id("t.notifier", 3) != transactional_id("t.notifier", 4)
+
+
+def test_revoked_partitions_are_forgotten() -> None:
+    memories = IncidentMemories(SETTINGS)
+    memories.update(1, {"a": {"status": "open"}})
+    memories.update(2, {"b": {"status": "resolved"}})
+    memories.forget([1])
+    assert (memories.get("a"), memories.get("b")) == (None, {"status": "resolved"})
+    assert (memories.loaded(1), memories.loaded(2)) == (False, True)
