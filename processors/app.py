@@ -34,6 +34,7 @@ from processors.incident_memories import IncidentMemories, memory_topic
 from processors.kafka_transport import BROKER_SCHEME, require_fixed_transport
 from processors.offsets import read_skipped_again
 from processors.partitioner import CachedMurmur2Partitioner
+from processors.recorded_results import RecordedResults
 from processors.retry import RetryScheduler
 from processors.table_recovery import SeekFirstTableManager
 from processors.throttle import TABLE as THROTTLE_TABLE
@@ -220,9 +221,20 @@ def create_app(
     )
     app.add_dependency(StopsWith(transactional.stop))
 
+    # per channel agent: outcomes recorded by anyone, read once per partition and assignment
+    recorded = {
+        full_name(settings, channel_topic(channel)): RecordedResults(
+            settings, codec, channel, sender.finished
+        )
+        for channel, sender in senders.items()
+    }
+
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0]
+        for tp in revoked:
+            if tp.topic in recorded:
+                recorded[tp.topic].forget([tp.partition])
         # after Faust waited for the events in flight: no transaction of these is open
         await transactional.revoked({tp.partition for tp in revoked if tp.topic in dispatch_topics})
 
@@ -257,14 +269,18 @@ def create_app(
         await emitter.dead_letter(event, "handle", error)
 
     for channel, sender in senders.items():
+        results = recorded[full_name(settings, channel_topic(channel))]
 
-        async def deliver(stream: Any, sender: ChannelSender = sender) -> None:
+        async def deliver(
+            stream: Any, sender: ChannelSender = sender, results: RecordedResults = results
+        ) -> None:
             # acknowledged by hand, each once its batch is handled: a crash mid-batch
             # leaves them to be read again
             batches = arrived_batches(stream.noack().events(), settings.batch_size)
             # closed with the agent, so its reader stops taking events nobody will handle
             async with contextlib.aclosing(batches):
                 async for events in batches:
+                    await results.before(events)
                     await handle_until_done(events, sender.handle, dead_letter_handled)
                     for event in events:
                         event.ack()

@@ -39,7 +39,7 @@ from notifier.domain.failures import Failure, FailureKind
 from notifier.settings import Settings
 from notifier.topics import channel_topic, retry_topic
 from processors.emitter import Emitter
-from processors.finished_commands import FinishedCommands, finished_key
+from processors.finished_commands import FinishedCommands, finished_keys
 from processors.metrics import (
     CIRCUIT_OPEN,
     CIRCUIT_TRANSITIONS,
@@ -202,11 +202,11 @@ class ChannelSender:
         await asyncio.gather(*(self._deliver(c, route) for c, route in routed))
 
     def _not_finished(self, commands: list[SendCommand]) -> list[SendCommand]:
-        """`commands` less copies: of one this worker finished, or earlier in the batch."""
+        """`commands` less copies: of one whose outcome is recorded, or earlier in the batch."""
         fresh: dict[str, SendCommand] = {}
         for command in commands:
-            key = finished_key(command)
-            if key in self.finished or key in fresh:
+            key = ",".join(finished_keys(command))
+            if key in fresh or self.finished.finished(command):
                 DUPLICATE_COMMANDS.labels(self.channel.value).inc()
                 log.info(
                     "copy of a finished command not sent again",
@@ -281,7 +281,8 @@ class ChannelSender:
         await self.emitter.send_many(
             [("delivery.events", command.incident_id, outcome), *bundled_outcomes(command, outcome)]
         )
-        self.finished.add(finished_key(command))  # only now: a Kafka error above sends it again
+        # only now: a Kafka error above sends it again
+        self.finished.add_all(finished_keys(command))
 
     def next_attempt(
         self, command: SendCommand, failed: DeliveryFailed, after: AfterFailure

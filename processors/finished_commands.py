@@ -1,46 +1,63 @@
 """The commands a channel agent has finished, so that a copy of one is not sent again.
 
 A command's id is deterministic (notification and attempt), and a command can reach its
-topic more than once: the dispatcher re-emits what it had emitted before a crash, a batch is
-handled again after a Kafka error. A copy read by the worker that finished the original is
-recognised here and not sent (the chaos drill's extra provider requests came mostly from a
-worker that was never killed). In memory: a copy read after a restart, or by another worker,
-is not caught here.
+topic more than once: a throttle or retry forwarder re-emits what it had emitted before a
+crash, a batch is handled again after a Kafka error or after the worker that took it died
+before committing it. Every (notification, attempt) whose outcome this worker recorded is
+remembered here, and after an assignment those recorded on `delivery.events` by anyone since
+the partition's oldest uncommitted command (processors/recorded_results.py): a copy is then
+not sent, whichever worker finished the original and whether or not it was restarted since.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 from notifier.contracts.records import SendCommand
 
-REMEMBERED = 200_000  # the most recently finished command ids: ~25 MB
+REMEMBERED = 200_000  # the most recently finished (notification, attempt) keys: ~25 MB
 
 
 class FinishedCommands:
-    """Command ids whose provider request was made and outcome handed to Kafka, newest last."""
+    """(notification, attempt) keys whose outcome was recorded, newest last."""
 
     def __init__(self, size: int = REMEMBERED) -> None:
         self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._keys: OrderedDict[str, None] = OrderedDict()
 
-    def __contains__(self, command_id: object) -> bool:
-        return command_id in self._ids
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self._keys)
 
-    def add(self, command_id: str) -> None:
-        """Remember `command_id` as finished (the oldest forgotten past `size`)."""
-        self._ids[command_id] = None
-        self._ids.move_to_end(command_id)
-        if len(self._ids) > self.size:
-            self._ids.popitem(last=False)
+    def add(self, key: str) -> None:
+        """Remember `key` as finished (the oldest forgotten past `size`)."""
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        if len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+
+    def add_all(self, keys: Iterable[str]) -> None:
+        """Remember every one of `keys`."""
+        for key in keys:
+            self.add(key)
+
+    def finished(self, command: SendCommand) -> bool:
+        """Whether every notification `command` carries has its outcome for this attempt (a
+        bundle led by a notification sent alone before carries others: not a copy)."""
+        return all(key in self._keys for key in finished_keys(command))
 
 
-def finished_key(command: SendCommand) -> str:
-    """What makes two commands copies: the command id, and for a bundle also what it carries
-    (a bundle led by a notification sent alone before is a new message, not a copy)."""
-    if not command.bundled:
-        return command.command_id
-    return command.command_id + "+" + ",".join(sorted(command.bundled))
+def outcome_key(notification_id: str, attempt: int) -> str:
+    """The key of one notification's attempt."""
+    return f"{notification_id}#{attempt}"
+
+
+def finished_keys(command: SendCommand) -> list[str]:
+    """The keys `command` records outcomes for: its notification's and each bundled one's."""
+    return [
+        outcome_key(notification, command.attempt)
+        for notification in (command.notification_id, *sorted(command.bundled))
+    ]

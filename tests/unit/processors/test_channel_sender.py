@@ -482,3 +482,30 @@ async def test_a_bundle_led_by_a_finished_command_is_sent() -> None:
     for sent in (alone, bundle, bundle):
         await channel.handle([FakeEvent(emitter.codec.encode(sent))])
     assert provider.calls == ["inc-1", "inc-1"]
+
+
+@pytest.mark.parametrize(
+    ("recorded", "bundled", "is_copy"),
+    [
+        ({"n-inc-1#1"}, {}, True),
+        (set(), {}, False),
+        ({"n-inc-1#2"}, {}, False),  # another attempt's outcome
+        ({"n-inc-1#1"}, {"n-inc-2": "inc-2"}, False),  # carries one not sent
+        ({"n-inc-1#1", "n-inc-2#1"}, {"n-inc-2": "inc-2"}, True),
+    ],
+)
+def test_a_command_is_a_copy_when_every_notification_it_carries_has_its_outcome(
+    recorded: set[str], bundled: dict[str, str], is_copy: bool
+) -> None:
+    finished = FinishedCommands()
+    finished.add_all(recorded)
+    assert finished.finished(dataclasses.replace(command("inc-1"), bundled=bundled)) is is_copy
+
+
+async def test_a_copy_whose_outcome_another_worker_recorded_is_not_sent() -> None:
+    provider = FakeProvider()
+    channel, emitter = sender(provider)
+    copy = command("inc-1")
+    channel.finished.add_all(["n-inc-1#1"])  # as read from delivery.events after an assignment
+    await channel.handle([FakeEvent(emitter.codec.encode(copy))])
+    assert provider.calls == []
