@@ -86,7 +86,9 @@ class PartitionProducers:
                 transactional_id=transactional_id(self.group_id, partition),
                 enable_idempotence=True,
                 acks="all",
-                linger_ms=self.settings.producer_linger_ms,
+                # no linger: every record of a transaction is sent before its commit, which
+                # then waits for them; a linger would only hold the commit back
+                linger_ms=0,
                 partitioner=self._partitioner,
             )
             try:
@@ -164,10 +166,13 @@ class TransactionalDispatcher:
 
     async def _commit(self, partition: int, events: list[Any]) -> None:
         delay = RETRY_FIRST_S
+        retrying = False
         while True:
-            events = [e for e in events if self.owns(e.message.tp)]
-            if not events:
-                return  # revoked while waiting: the next owner reads them again
+            if retrying:
+                events = [e for e in events if self.owns(e.message.tp)]
+                if not events:
+                    return  # revoked while waiting: the next owner reads them again
+            retrying = True
             try:
                 if not self.producers.has(partition):
                     await self.producers.get(partition)
