@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from notifier.contracts.records import IncidentOpened, NotificationQueued, Priority, SendCommand
+from notifier.contracts.records import (
+    DeliverySent,
+    IncidentOpened,
+    NotificationQueued,
+    Priority,
+    SendCommand,
+)
 from tests.integration.pipeline.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -31,6 +37,11 @@ def opened(title: str) -> IncidentOpened:
         escalation_level=1,
         user_ids=["mailer"],
     )
+
+
+def sent_of(event: Any, ids: set[str]) -> bool:
+    """Whether `event` is the send of a notification of `ids`' incidents."""
+    return isinstance(event, DeliverySent) and event.incident_id in ids
 
 
 def queued_of(found: list[Any], ids: set[str]) -> Counter[str]:
@@ -74,3 +85,10 @@ async def test_a_dispatcher_killed_mid_burst_writes_each_notification_once(
     assert len(commands) == BURST
     assert [c for c, times in commands.items() if times > 1] == []
     print(f"queued before the restart: {len(before_restart)} of {BURST}")
+    # the burst is sent before the next test starts, or its sends would queue behind it
+    await p.events(
+        "delivery.events",
+        None,
+        lambda found: len({e.notification_id for e in found if sent_of(e, ids)}) == BURST,
+        180,
+    )
