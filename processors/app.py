@@ -229,6 +229,15 @@ def create_app(
         for channel, sender in senders.items()
     }
 
+    for reader in recorded.values():
+        app.add_dependency(StopsWith(reader.stop))
+
+    @app.on_partitions_assigned.connect
+    async def take_over_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        assigned: set[Any] = args[0]
+        partitions = {tp.partition for tp in assigned if tp.topic in dispatch_topics}
+        transactional.assigned(sorted(partitions))
+
     @app.on_partitions_revoked.connect
     async def forget_revoked(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         revoked: set[Any] = args[0]

@@ -45,6 +45,7 @@ Decide = Callable[[Record, IncidentMemory], tuple[Dispatch, IncidentMemory]]
 RETRY_FIRST_S = 0.1
 RETRY_MOST_S = 5.0
 STOP_TIMEOUT_S = 10.0
+TRANSACTION_TIMEOUT_MS = 10_000
 
 
 def transactional_id(group_id: str, partition: int) -> str:
@@ -70,41 +71,63 @@ class PartitionProducers:
         self.settings = settings
         self.group_id = group_id
         self._producers: dict[int, AIOKafkaProducer] = {}
+        self._unchecked: set[int] = set()  # started, what the previous one did not read back
+        self._starting: dict[int, asyncio.Lock] = {}
         self._partitioner = CachedMurmur2Partitioner()
 
-    def has(self, partition: int) -> bool:
-        """Whether `partition`'s producer is started."""
-        return partition in self._producers
+    async def get(self, partition: int) -> tuple[AIOKafkaProducer, bool]:
+        """The producer of `partition`, started if new (its transactions initialised: a
+        previous owner's open transaction aborted, or its commit in progress finished), and
+        whether what happened before it has yet to be read back (see `checked`)."""
+        async with self._starting.setdefault(partition, asyncio.Lock()):
+            producer = self._producers.get(partition)
+            if producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.settings.kafka_bootstrap,
+                    transactional_id=transactional_id(self.group_id, partition),
+                    enable_idempotence=True,
+                    acks="all",
+                    # no linger: every record of a transaction is sent before its commit,
+                    # which then waits for them; a linger would only hold the commit back
+                    linger_ms=0,
+                    # a killed worker's open transaction holds back every read_committed
+                    # reader of the partitions it wrote until it is aborted: by the next
+                    # owner's producer, or by the coordinator after this long (a batch's
+                    # transaction takes milliseconds; Kafka Streams uses the same 10 s)
+                    transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
+                    partitioner=self._partitioner,
+                )
+                try:
+                    await producer.start()
+                except BaseException:
+                    await _stop_quietly(producer)
+                    raise
+                self._producers[partition] = producer
+                self._unchecked.add(partition)
+            return producer, partition in self._unchecked
 
-    async def get(self, partition: int) -> AIOKafkaProducer:
-        """The producer of `partition`, started (its transactions initialised: a previous
-        owner's open transaction aborted, or its commit in progress finished) if new."""
-        producer = self._producers.get(partition)
-        if producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                transactional_id=transactional_id(self.group_id, partition),
-                enable_idempotence=True,
-                acks="all",
-                # no linger: every record of a transaction is sent before its commit, which
-                # then waits for them; a linger would only hold the commit back
-                linger_ms=0,
-                partitioner=self._partitioner,
-            )
+    def checked(self, partition: int) -> None:
+        """What was committed before `partition`'s producer started has been read back."""
+        self._unchecked.discard(partition)
+
+    async def start(self, partitions: Iterable[int]) -> None:
+        """Start the producers of newly assigned `partitions` at once: each aborts what a
+        killed owner left open, which holds back every reader of what it wrote, rather
+        than when the partition's first event arrives (after table recovery)."""
+        for partition in partitions:
             try:
-                await producer.start()
-            except BaseException:
-                await _stop_quietly(producer)
-                raise
-            self._producers[partition] = producer
-        return producer
+                await self.get(partition)
+            except Exception as exc:  # tried again with the partition's first event
+                log.warning("dispatcher partition %d: producer not started (%r)", partition, exc)
 
     async def drop(self, partitions: Iterable[int]) -> None:
         """Stop the producers of `partitions` (revoked, fenced or in an unknown state)."""
         for partition in list(partitions):
-            producer = self._producers.pop(partition, None)
-            if producer is not None:
-                await _stop_quietly(producer)
+            async with self._starting.setdefault(partition, asyncio.Lock()):
+                producer = self._producers.pop(partition, None)
+                self._unchecked.discard(partition)
+                if producer is not None:
+                    await _stop_quietly(producer)
 
     async def stop(self) -> None:
         """Stop every producer."""
@@ -142,6 +165,7 @@ class TransactionalDispatcher:
         self.owns = owns  # whether this worker still owns a Faust TP
         self._names: dict[str, str] = {}
         self._admin: AIOKafkaAdminClient | None = None
+        self._background: set[asyncio.Future[None]] = set()
 
     async def handle(self, events: Sequence[Any]) -> None:
         """Dispatch `events` (Faust events, not acknowledged): each acknowledged once its
@@ -150,6 +174,13 @@ class TransactionalDispatcher:
         for event in events:
             by_partition.setdefault(event.message.partition, []).append(event)
         await asyncio.gather(*(self._commit(p, evs) for p, evs in by_partition.items()))
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """Take over newly assigned `partitions`: their producers started in the background
+        (see `PartitionProducers.start`; the assignment and table recovery do not wait)."""
+        task = asyncio.ensure_future(self.producers.start(list(partitions)))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def revoked(self, partitions: Iterable[int]) -> None:
         """Forget what is held of `partitions`: their next owner writes them."""
@@ -174,17 +205,17 @@ class TransactionalDispatcher:
                     return  # revoked while waiting: the next owner reads them again
             retrying = True
             try:
-                if not self.producers.has(partition):
-                    await self.producers.get(partition)
+                producer, unchecked = await self.producers.get(partition)
+                if unchecked:
                     # a new producer ended what an earlier one left (aborted, or finished
                     # its commit): the memories and committed offsets now say what happened
                     self.memories.forget([partition])
                     events = await self._not_committed(events)
+                    self.producers.checked(partition)
                     if not events:
                         return
                 await self.memories.load([partition])
                 staged = self.stage(partition, events)
-                producer = await self.producers.get(partition)
                 async with producer.transaction():
                     for topic, to, key, value in staged.records:
                         await producer.send(topic, value, key=key, partition=to)

@@ -36,14 +36,16 @@ def memory_topic(settings: Settings) -> str:
 
 
 def encode_memory(incident_id: str, memory: Memory | None) -> tuple[bytes, bytes | None]:
-    """The topic's key and value of one memory (None: a tombstone)."""
+    """The topic's key and value of one memory (None: a tombstone). The key is JSON text, as
+    the Faust table wrote it: one incident keeps one key, so compaction keeps its last
+    memory only, and a worker of the release before reads the topic as its own."""
     value = None if memory is None else json.dumps(memory, separators=(",", ":")).encode()
-    return incident_id.encode(), value
+    return json.dumps(incident_id).encode(), value
 
 
 def decode_memory(key: bytes | None, value: bytes | None) -> tuple[str, Memory | None]:
     """The incident id and memory of one record (None for a tombstone or a value that is not
-    a stored memory). Keys are raw text, or JSON text as some Faust serializers wrote them."""
+    a stored memory). Keys are JSON text (as the Faust table wrote them), or raw text."""
     incident_id = (key or b"").decode(errors="replace")
     if incident_id.startswith('"'):
         incident_id = json.loads(incident_id)

@@ -6,14 +6,17 @@ its previous owner may have sent, and whose outcome it may have recorded on
 both keyed by incident and have as many partitions, so the outcomes of a command-topic
 partition's commands are in the same partition of `delivery.events`, written after the
 command was. Before the first batch of a partition after an assignment, that partition of
-`delivery.events` is read from shortly before the batch's oldest command to its end, and the
-(notification, attempt) of every outcome of this channel marked finished: such a command is
-not sent again. What the kill interrupted between the provider's answer and the outcome's
+`delivery.events` is read from shortly before the batch's oldest command to its end (10 s
+before: clocks of two hosts), and the (notification, attempt) of every outcome of this
+channel marked finished: such a command is not sent again. A copy written long after its
+original was sent (a forwarder's redo after a crash) is caught here only within that margin,
+and otherwise by the remembered outcomes of the worker that sent the original. What the kill interrupted between the provider's answer and the outcome's
 write is still sent again (at-least-once): that is what was in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -35,8 +38,8 @@ from processors.finished_commands import FinishedCommands, outcome_key
 log = logging.getLogger("notifier.recorded")
 
 OUTCOMES = frozenset(cls.AVRO_NAME for cls in (DeliverySent, DeliveryFailed, DeliveryCancelled))
-# producers' clocks differ a little; the window is read once per assignment, so be generous
-CLOCK_MARGIN_MS = 30_000
+# the command's and the outcome's producers may be on two hosts whose clocks differ a little
+CLOCK_MARGIN_MS = 10_000
 
 
 def window_start_ms(timestamps_s: Iterable[float], margin_ms: int = CLOCK_MARGIN_MS) -> int:
@@ -61,6 +64,8 @@ class RecordedResults:
         self.finished = finished
         self.topic = full_name(settings, "delivery.events")
         self._read: set[int] = set()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reading = asyncio.Lock()
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions revoked: read them again when they come back."""
@@ -86,16 +91,10 @@ class RecordedResults:
     async def outcomes(self, partition: int, since_ms: int) -> list[str]:
         """The (notification, attempt) keys of this channel's outcomes recorded in
         `partition` of delivery.events since `since_ms`."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-        )
-        await consumer.start()
         keys: list[str] = []
         read = 0
-        try:
+        async with self._reading:
+            consumer = await self._started_consumer()
             tp = TopicPartition(self.topic, partition)
             consumer.assign([tp])
             found = (await consumer.offsets_for_times({tp: since_ms}))[tp]
@@ -110,8 +109,6 @@ class RecordedResults:
                     key = self._outcome_key(message.value)
                     if key is not None:
                         keys.append(key)
-        finally:
-            await consumer.stop()
         log.info(
             "%s: %d outcomes recorded in delivery.events[%d] (%d events read)",
             self.channel.value,
@@ -120,6 +117,24 @@ class RecordedResults:
             read,
         )
         return keys
+
+    async def stop(self) -> None:
+        """Close the reading consumer."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def _started_consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
 
     def _outcome_key(self, value: bytes | None) -> str | None:
         try:

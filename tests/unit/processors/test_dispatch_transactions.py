@@ -165,7 +165,7 @@ def test_memory_records_read_back(
 def test_a_memory_is_written_as_it_reads_back() -> None:
     memory = IncidentMemory(title="db", escalations=["x"]).to_json()
     assert decode_memory(*encode_memory("inc-9", memory)) == ("inc-9", memory)
-    assert encode_memory("inc-9", None) == (b"inc-9", None)
+    assert encode_memory("inc-9", None) == (b'"inc-9"', None)
 
 
 def test_each_partition_has_one_transactional_id_on_every_worker() -> None:
