@@ -198,10 +198,15 @@ class SafeCommitConsumer(driver.Consumer):
         found = getattr(thread, "log_skips", None)
         return found.of(tp) if isinstance(found, LogSkips) else []
 
+    def _known_skips(self) -> LogSkips | None:
+        found = getattr(getattr(self, "_thread", None), "log_skips", None)
+        return found if isinstance(found, LogSkips) else None
+
     def skipped_by_log(self, tp: TP, first: int, end: int) -> bool:
         """Whether the fetcher passed over every offset in [first, end) of `tp` without
         handing a record (table recovery asks, for a changelog ending in a marker)."""
-        return covered(first, end, self._log_skips(tp))
+        known = self._known_skips()
+        return known is not None and known.covers(tp, first, end)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """Faust counts a jump in the offsets it reads (from the one before `offset_from`
@@ -211,7 +216,8 @@ class SafeCommitConsumer(driver.Consumer):
         messages were dropped (around a rebalance), and committing past them loses them:
         the partition is marked to be read again from its committed offset
         (`processors.offsets.read_skipped_again`) instead."""
-        if covered(offset_from, offset_to, self._log_skips(tp)):
+        known = self._known_skips()
+        if known is not None and known.covers(tp, offset_from, offset_to):
             await super()._add_gap(tp, offset_from, offset_to)
             return
         log.warning(
@@ -228,8 +234,11 @@ class SafeCommitConsumer(driver.Consumer):
         committed while the message at the committed offset is not processed, unless the
         log has no record there. The offset committed is moved past what the log skips
         right after it (a trailing commit marker: else lag stays 1 and it is read again)."""
-        skips = self._log_skips(tp)
         committed = self._committed_offset[tp]
+        known = self._known_skips()
+        if known is not None and committed is not None:
+            known.prune(tp, committed)  # read again, the fetcher starts at the committed offset
+        skips = self._log_skips(tp)
         if waits_for_committed(self._acked[tp], committed, skips):
             return None
         new = super()._new_offset(tp)

@@ -14,7 +14,6 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -26,7 +25,7 @@ Skip = tuple[int, int]  # offsets [first, end) the log itself skipped
 
 # log skips kept per partition (kept across rebalances: they are facts of the log): enough
 # for the markers between two commits, a few seconds apart; the oldest go first
-KEEP_SKIPS = 256
+KEEP_SKIPS = 100_000
 
 
 def log_skips(before: int | None, after: int | None, handed: Sequence[int]) -> list[Skip]:
@@ -74,26 +73,56 @@ def past_skips(offset: int, skips: Iterable[Skip]) -> int:
 
 class LogSkips:
     """Per partition, the log skips the consumer thread's fetches met; read by the Faust
-    consumer on the worker's event loop, so every access holds a lock. Bounded: the
-    last `keep` skips per partition, of the partitions this worker was ever given."""
+    consumer on the worker's event loop, so every access holds a lock.
+
+    Kept until the committed offset passes them (`prune`): the fetcher runs ahead of the
+    agents, and with a backlog thousands of transactions' markers are fetched before Faust
+    checks the first of them; a skip forgotten before its check is read again, and again
+    (a bound of 256 per partition did that under the failure drill). `keep` per partition
+    bounds memory should commits stop (~100 bytes a skip)."""
 
     def __init__(self, keep: int = KEEP_SKIPS) -> None:
         self._keep = keep
         self._lock = threading.Lock()
-        self._by_tp: dict[Any, deque[Skip]] = {}
+        self._by_tp: dict[Any, dict[int, int]] = {}
 
     def add(self, tp: Any, skips: Iterable[Skip]) -> None:
         """Record `skips` of `tp` (the same skip met again, after a seek back, once)."""
         with self._lock:
-            known = self._by_tp.setdefault(tp, deque(maxlen=self._keep))
-            for skip in skips:
-                if not covered(skip[0], skip[1], known):
-                    known.append(skip)
+            known = self._by_tp.setdefault(tp, {})
+            for low, high in skips:
+                if known.get(low, low) < high:
+                    known[low] = high
+            while len(known) > self._keep:
+                del known[next(iter(known))]  # the oldest met
 
     def of(self, tp: Any) -> list[Skip]:
-        """The recorded skips of `tp`."""
+        """The recorded skips of `tp`, in offset order."""
         with self._lock:
-            return list(self._by_tp.get(tp, ()))
+            return sorted(self._by_tp.get(tp, {}).items())
+
+    def covers(self, tp: Any, first: int, end: int) -> bool:
+        """Whether the log skipped every offset of `tp` in [first, end): skips chained from
+        `first` (how a jump after a handed record meets them), else any that cover it."""
+        with self._lock:
+            known = self._by_tp.get(tp, {})
+            at = first
+            while at < end:
+                high = known.get(at)
+                if high is None:
+                    break
+                at = high
+            if at >= end:
+                return True
+            return covered(first, end, list(known.items()))
+
+    def prune(self, tp: Any, below: int) -> None:
+        """Forget the skips of `tp` that end at or below `below` (committed past them)."""
+        with self._lock:
+            known = self._by_tp.get(tp)
+            if known:
+                for low in [low for low, high in known.items() if high <= below]:
+                    del known[low]
 
 
 def skipped(consumer: Any) -> dict[Any, float]:

@@ -10,8 +10,9 @@ command was. Before the first batch of a partition after an assignment, that par
 before: clocks of two hosts), and the (notification, attempt) of every outcome of this
 channel marked finished: such a command is not sent again. A copy written long after its
 original was sent (a forwarder's redo after a crash) is caught here only within that margin,
-and otherwise by the remembered outcomes of the worker that sent the original. What the kill interrupted between the provider's answer and the outcome's
-write is still sent again (at-least-once): that is what was in flight.
+and otherwise by the remembered outcomes of the worker that sent the original. What the kill
+interrupted between the provider's answer and the outcome's write is still sent again
+(at-least-once): that is what was in flight.
 """
 
 from __future__ import annotations

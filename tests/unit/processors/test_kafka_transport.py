@@ -159,3 +159,19 @@ def test_faust_finds_the_transport_by_its_scheme() -> None:
     assert by_url(f"{BROKER_SCHEME}://127.0.0.1:9092") is Transport
     assert Transport.Consumer is SafeCommitConsumer
     require_fixed_transport()
+
+
+def test_log_skips_chain_from_a_handed_record_and_go_once_committed_past() -> None:
+    known = LogSkips()
+    known.add(TOPIC, [(5, 6), (6, 9), (12, 13)])
+    assert known.covers(TOPIC, 5, 9)  # met in two fetches
+    assert known.covers(TOPIC, 7, 9)  # inside one
+    assert not known.covers(TOPIC, 5, 10)  # 9 was handed
+    known.prune(TOPIC, 9)
+    assert known.of(TOPIC) == [(12, 13)]
+
+
+def test_thousands_of_markers_met_ahead_of_the_agents_are_all_kept() -> None:
+    known = LogSkips()
+    known.add(TOPIC, [(n, n + 1) for n in range(0, 20_000, 2)])
+    assert known.covers(TOPIC, 0, 1) and known.covers(TOPIC, 19_998, 19_999)
