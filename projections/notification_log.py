@@ -124,10 +124,13 @@ def _upsert(table: str, row: type, key: Sequence[str]) -> str:
 
 def as_columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows of `width` values as one list per column: the parameters of an `_upsert`."""
-    columns: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
+    listed = list(rows)
+    if not listed:
+        return [[] for _ in range(width)]
+    # zip transposes in C: a Python loop over every value was 5% of the projection's time
+    columns = [list(column) for column in zip(*listed, strict=True)]
+    if len(columns) != width:
+        raise ValueError(f"rows of {width} values expected, not {len(columns)}")
     return columns
 
 
