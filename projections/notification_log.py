@@ -50,6 +50,7 @@ REBUILD_LOCK = 0x6E6C6F67  # "nlog"
 TOPICS = ("delivery.events", "provider.callbacks", "incidents", "users")
 LOG_COLUMNS = [f.name for f in dataclasses.fields(LogRow)]
 ATTEMPT_COLUMNS = [f.name for f in dataclasses.fields(AttemptRow)]
+assert LOG_COLUMNS[0] == ATTEMPT_COLUMNS[0] == "notification_id"  # the reads below rely on it
 # attrgetter, not dataclasses.astuple: astuple deep-copies every value (a quarter of a
 # rebuild's time, measured with py-spy)
 log_values = operator.attrgetter(*LOG_COLUMNS)
@@ -107,7 +108,7 @@ def _upsert(table: str, row: type, key: Sequence[str]) -> str:
     largest cost, py-spy under `make bench`)."""
     hints = typing.get_type_hints(row)
     columns = [f.name for f in dataclasses.fields(row)]
-    arrays = ", ".join(f"%s::{_sql_type(c, hints[c])}[]" for c in columns)
+    arrays = ", ".join(f"%b::{_sql_type(c, hints[c])}[]" for c in columns)
     updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
     names, values = ", ".join(columns), ", ".join(columns)
     if table == "notification_log":
@@ -123,10 +124,13 @@ def _upsert(table: str, row: type, key: Sequence[str]) -> str:
 
 def as_columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
     """Rows of `width` values as one list per column: the parameters of an `_upsert`."""
-    columns: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
+    listed = list(rows)
+    if not listed:
+        return [[] for _ in range(width)]
+    # zip transposes in C: a Python loop over every value was 5% of the projection's time
+    columns = [list(column) for column in zip(*listed, strict=True)]
+    if len(columns) != width:
+        raise ValueError(f"rows of {width} values expected, not {len(columns)}")
     return columns
 
 
@@ -138,21 +142,46 @@ PERSON_COLUMNS = [f.name for f in dataclasses.fields(PersonRow)]
 incident_values = operator.attrgetter(*INCIDENT_COLUMNS)
 person_values = operator.attrgetter(*PERSON_COLUMNS)
 UPSERT_ATTEMPT = _upsert("notification_attempt", AttemptRow, ["notification_id", "attempt"])
-# a callback is stored once: a replayed one (same event_id) changes nothing
-INSERT_CALLBACK = (
+# a callback is stored once: a replayed one (same event_id) changes nothing; the batch's
+# callbacks in one statement, as the rows
+CALLBACK_TYPES = [
+    "text",
+    "uuid",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+]
+INSERT_CALLBACKS = (
     f"INSERT INTO provider_callback ({', '.join(CALLBACK_COLUMNS)}, applied_at) "
-    f"VALUES ({', '.join(['%s'] * len(CALLBACK_COLUMNS))}, "
-    "CASE WHEN %s THEN clock_timestamp() END) ON CONFLICT (event_id) DO NOTHING"
+    f"SELECT {', '.join(CALLBACK_COLUMNS)}, CASE WHEN applied THEN clock_timestamp() END "
+    f"FROM unnest({', '.join(f'%b::{t}[]' for t in CALLBACK_TYPES)}, %b::boolean[]) "
+    f"AS batch ({', '.join(CALLBACK_COLUMNS)}, applied) ON CONFLICT (event_id) DO NOTHING"
 )
 MARK_APPLIED = (
     "UPDATE provider_callback SET applied_at = clock_timestamp() "
     "WHERE event_id = ANY(%s) AND applied_at IS NULL"
 )
+# notification ids as text: the rows hold them as str (no UUID object made and turned back)
+SELECT_LOG = (
+    f"SELECT notification_id::text, {', '.join(LOG_COLUMNS[1:])} FROM notification_log "
+    "WHERE notification_id = ANY(%b::uuid[]) ORDER BY notification_id FOR UPDATE"
+)
+SELECT_ATTEMPTS = (
+    f"SELECT notification_id::text, {', '.join(ATTEMPT_COLUMNS[1:])} FROM notification_attempt "
+    "WHERE notification_id = ANY(%b::uuid[])"
+)
 # the batch's callbacks already stored, and every callback of its notifications still waiting
 # for a row (the partial index provider_callback_unapplied makes this cheap)
 SELECT_CALLBACKS = (
     f"SELECT applied_at IS NULL, {', '.join(CALLBACK_COLUMNS)} FROM provider_callback "
-    "WHERE (notification_id = ANY(%s::uuid[]) AND applied_at IS NULL) OR event_id = ANY(%s)"
+    "WHERE (notification_id = ANY(%b::uuid[]) AND applied_at IS NULL) OR event_id = ANY(%b::text[])"
 )
 # a person-level event is stored once: a replayed one (same event_id) changes nothing
 USER_EVENT_COLUMNS = [
@@ -200,11 +229,19 @@ def user_event_values(event: UserEvent) -> tuple[Any, ...]:
 
 UPSERT_OFFSET = (
     "INSERT INTO projection_offset (projection, topic, partition, next_offset) "
-    "VALUES (%s, %s, %s, %s) ON CONFLICT (projection, topic, partition) "
+    "SELECT %b::text, * FROM unnest(%b::text[], %b::integer[], %b::bigint[]) "
+    "ON CONFLICT (projection, topic, partition) "
     # never backwards: a batch that waited out a rebuild must not undo the rebuild's offsets
     "DO UPDATE SET next_offset = GREATEST(projection_offset.next_offset, EXCLUDED.next_offset), "
     "updated_at = now()"
 )
+
+
+async def store_offsets(conn: AsyncConnection[Any], offsets: dict[tuple[str, int], int]) -> None:
+    """Store the next offsets of this projection, by (topic, partition), in one statement."""
+    if offsets:
+        columns = as_columns(((t, p, o) for (t, p), o in offsets.items()), 3)
+        await conn.execute(UPSERT_OFFSET, [PROJECTION, *columns])
 
 
 def callback_values(callback: ProviderCallback) -> tuple[Any, ...]:
@@ -253,6 +290,15 @@ async def apply_batch(
     first, after the delivery events of the batch that creates the row, in the provider's time
     order. Returns the notification rows written.
     """
+    # one pipeline: the lock and the three reads go in one round trip, the writes in another
+    # (a round trip costs the worker more than the statements' parameters)
+    async with conn.pipeline():
+        return await _apply_batch(conn, batch, offsets)
+
+
+async def _apply_batch(
+    conn: AsyncConnection[Any], batch: Sequence[Consumed], offsets: dict[tuple[str, int], int]
+) -> int:
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
     records = [c.record for c in batch if isinstance(c.record, (*ROW_EVENTS, ProviderCallback))]
     ids = sorted({r.notification_id for r in records})
@@ -261,29 +307,15 @@ async def apply_batch(
     stored: set[str] = set()  # callbacks of the batch already in provider_callback
     waiting: dict[str, ProviderCallback] = {}  # callbacks without a row, by event_id
     if ids:
-        cursor = await conn.execute(
-            f"SELECT {', '.join(LOG_COLUMNS)} FROM notification_log "
-            "WHERE notification_id = ANY(%s::uuid[]) ORDER BY notification_id FOR UPDATE",
-            (ids,),
-        )
-        for values in await cursor.fetchall():
-            row = LogRow(*values)
-            rows[str(row.notification_id)] = dataclasses.replace(
-                row, notification_id=str(row.notification_id)
-            )
-        cursor = await conn.execute(
-            f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM notification_attempt "
-            "WHERE notification_id = ANY(%s::uuid[])",
-            (ids,),
-        )
-        for values in await cursor.fetchall():
-            attempt = AttemptRow(*values)
-            attempts[(str(attempt.notification_id), attempt.attempt)] = dataclasses.replace(
-                attempt, notification_id=str(attempt.notification_id)
-            )
         event_ids = [r.event_id for r in records if isinstance(r, ProviderCallback)]
-        cursor = await conn.execute(SELECT_CALLBACKS, (ids, event_ids))
-        for unapplied, *values in await cursor.fetchall():
+        log_cursor = await conn.execute(SELECT_LOG, (ids,))
+        attempt_cursor = await conn.execute(SELECT_ATTEMPTS, (ids,))
+        callback_cursor = await conn.execute(SELECT_CALLBACKS, (ids, event_ids))
+        for values in await log_cursor.fetchall():
+            rows[values[0]] = LogRow(*values)
+        for values in await attempt_cursor.fetchall():
+            attempts[(values[0], values[1])] = AttemptRow(*values)
+        for unapplied, *values in await callback_cursor.fetchall():
             callback = _callback_of(values)
             stored.add(callback.event_id)
             if unapplied:
@@ -333,9 +365,12 @@ async def apply_batch(
         if people:  # rare (escalations, the unreachable): a row each is fine
             await cur.executemany(INSERT_USER_EVENT, [user_event_values(e) for e in people])
         if fresh:
-            await cur.executemany(
-                INSERT_CALLBACK,
-                [(*callback_values(c), c.event_id in applied) for c in fresh.values()],
+            await cur.execute(
+                INSERT_CALLBACKS,
+                as_columns(
+                    ((*callback_values(c), c.event_id in applied) for c in fresh.values()),
+                    len(CALLBACK_COLUMNS) + 1,
+                ),
             )
         if applied - fresh.keys():
             await cur.execute(MARK_APPLIED, (sorted(applied - fresh.keys()),))
@@ -349,9 +384,7 @@ async def apply_batch(
                 UPSERT_ATTEMPT,
                 as_columns(map(attempt_values, changed_attempts.values()), len(ATTEMPT_COLUMNS)),
             )
-        await cur.executemany(
-            UPSERT_OFFSET, [(PROJECTION, t, p, o) for (t, p), o in offsets.items()]
-        )
+    await store_offsets(conn, offsets)
     return len(changed_rows)
 
 

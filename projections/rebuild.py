@@ -42,10 +42,8 @@ from projections.notification_log import (
     INCIDENT_COLUMNS,
     LOG_COLUMNS,
     PERSON_COLUMNS,
-    PROJECTION,
     REBUILD_LOCK,
     TOPICS,
-    UPSERT_OFFSET,
     USER_EVENT_COLUMNS,
     USER_EVENTS,
     UserEvent,
@@ -56,6 +54,7 @@ from projections.notification_log import (
     is_uuid,
     log_values,
     person_values,
+    store_offsets,
     user_event_values,
 )
 
@@ -75,6 +74,7 @@ READ_MODEL_MIGRATIONS = [
     "0008_incident_details",  # alters incident and notification_log: must run after them
     "0010_quiet_hours",
     "0011_attempt_requests",  # alters notification_attempt: must run after 0001
+    "0012_lighter_log_writes",  # replaces indexes 0001 creates
 ]
 
 
@@ -265,10 +265,7 @@ async def _rebuild(
             USER_EVENT_COLUMNS,
             (user_event_values(e) for e in people.values()),
         )
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                UPSERT_OFFSET, [(PROJECTION, t, p, o) for (t, p), o in offsets.items()]
-            )
+        await store_offsets(conn, offsets)
     return RebuildResult(events, skipped, time.monotonic() - started)
 
 

@@ -526,7 +526,7 @@ async def test_an_event_the_database_refuses_is_dead_lettered_and_the_rest_proje
                 [(topic, offset, stage, reason)] = dead
                 assert topic == full_name(scratch, "delivery.events") and stage == "project"
                 assert offset == 4  # the fifth message of the partition
-                assert "NUL" in reason
+                assert "0x00" in reason  # the NUL, named by PostgreSQL
                 stored = await (
                     await conn.execute("SELECT sum(next_offset) FROM projection_offset")
                 ).fetchone()

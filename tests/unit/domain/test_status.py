@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,8 @@ from notifier.contracts.records import (
     Record,
     Tier,
 )
-from notifier.domain.status import LogRow, apply, apply_attempt, apply_callback
+from notifier.domain import status
+from notifier.domain.status import AttemptRow, LogRow, apply, apply_attempt, apply_callback
 
 T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 BASE: dict[str, Any] = {
@@ -381,3 +382,27 @@ def test_a_row_held_for_quiet_hours_says_until_when_and_why_and_is_sent_later() 
     later = fold(held, attempted(s=3600), sent(s=3601))
     assert later.status == "SENT" and later.held_until == at(3600)
     assert fold(queued()).held_until is None and fold(queued()).held_reason is None
+
+
+@pytest.mark.parametrize(
+    ("row", "changes"),
+    [
+        (LogRow("n1", "i1", "u1", "SMS"), {"status": "SENT", "attempt_count": 2}),
+        (LogRow("n1", "i1", "u1", "SMS", provider="twilio"), {}),
+        (AttemptRow("n1", 1, "SMS", "PENDING"), {"outcome": "SENT", "latency_ms": 40}),
+    ],
+)
+def test_the_rows_replace_is_dataclasses_replace(row: Any, changes: dict[str, Any]) -> None:
+    """The folding's own replace (faster) makes what dataclasses.replace makes, and leaves
+    the row it was given as it was."""
+    before = replace(row)
+    made = status.replace(row, **changes)
+    assert made == replace(row, **changes) and type(made) is type(row)
+    assert made is not row and row == before
+    with pytest.raises(FrozenInstanceError):
+        made.status = "FAILED"
+
+
+def test_the_rows_replace_refuses_a_field_the_row_lacks() -> None:
+    with pytest.raises(TypeError, match="statsu"):
+        status.replace(LogRow("n1", "i1", "u1", "SMS"), statsu="SENT")
