@@ -118,17 +118,8 @@ def create_app(
         from projections.runner import ProjectionRunner
 
         async def dead_letter(msg: Any, stage: str, error: BaseException) -> None:
-            await emitter.dead_letter_message(
-                msg.topic,
-                msg.partition,
-                msg.offset,
-                msg.key,
-                msg.value,
-                msg.headers,
-                stage,
-                error,
-                wait=True,  # the projection stores its offsets in PostgreSQL right after
-            )
+            # wait: the projection stores its offsets in PostgreSQL right after
+            await emitter.dead_letter_message(msg, stage, error, wait=True)
 
         runner = ProjectionRunner(settings, codec, database_url(settings), dead_letter)
         app.add_dependency(endpoint.lag_of("projection", runner))

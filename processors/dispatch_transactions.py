@@ -282,16 +282,7 @@ class TransactionalDispatcher:
         return staged
 
     def _dead_letter(self, staged: Staged, message: Any, stage: str, error: Exception) -> None:
-        record = dead_letter_record(
-            message.topic,
-            message.partition,
-            message.offset,
-            message.key,
-            message.value,
-            message.headers,
-            stage,
-            error,
-        )
+        record = dead_letter_record(message, stage, error)
         staged.records.append(
             (self._full_name("deadletter"), None, message.key, self.codec.encode(record))
         )

@@ -75,50 +75,24 @@ class Emitter:
 
     async def dead_letter(self, event: Any, stage: str, error: BaseException) -> None:
         """Keep an input message that could not be handled, with why; the agent goes on."""
-        message = event.message
-        await self.dead_letter_message(
-            message.topic,
-            message.partition,
-            message.offset,
-            message.key,
-            message.value,
-            message.headers,
-            stage,
-            error,
-        )
+        await self.dead_letter_message(event.message, stage, error)
 
     async def dead_letter_message(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any,
-        stage: str,
-        error: BaseException,
-        wait: bool = False,
+        self, message: Any, stage: str, error: BaseException, wait: bool = False
     ) -> None:
-        """Keep one consumed message with why it could not be handled (`wait`: until the
-        broker has it, for callers that commit their offsets outside Faust)."""
-        record = dead_letter_record(topic, partition, offset, key, value, headers, stage, error)
-        delivered = await self.send_raw("deadletter", key, self.codec.encode(record))
+        """Keep one consumed message (Faust's or aiokafka's) with why it could not be handled
+        (`wait`: until the broker has it, for callers that commit offsets outside Faust)."""
+        record = dead_letter_record(message, stage, error)
+        delivered = await self.send_raw("deadletter", message.key, self.codec.encode(record))
         if wait:
             await delivered
 
 
-def dead_letter_record(
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Any,
-    stage: str,
-    error: BaseException,
-) -> DeadLetter:
-    """The dead letter of one consumed message, with why it could not be handled (logged and
-    counted here: every dead letter goes through this function)."""
+def dead_letter_record(message: Any, stage: str, error: BaseException) -> DeadLetter:
+    """The dead letter of one consumed message (anything with topic, partition, offset,
+    key, value and headers), with why it could not be handled (logged and counted here:
+    every dead letter goes through this function)."""
+    topic, partition, offset = message.topic, message.partition, message.offset
     reason = getattr(error, "reason", None) or str(error) or type(error).__name__
     log.warning(
         "dead-lettered %s[%s]@%s: %s", topic, partition, offset, reason, extra={"stage": stage}
@@ -134,9 +108,11 @@ def dead_letter_record(
         error_type=type(error).__name__,
         reason=reason,
         worker=WORKER,
-        key=key,
-        value=value,
-        headers={k: v for k, v in (headers or []) if isinstance(k, str) and isinstance(v, bytes)},
+        key=message.key,
+        value=message.value,
+        headers={
+            k: v for k, v in (message.headers or []) if isinstance(k, str) and isinstance(v, bytes)
+        },
     )
 
 

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from notifier.settings import Settings
+from processors.reader import start_reader
 
 log = logging.getLogger("notifier.following")
 
@@ -44,14 +45,7 @@ class TopicFollower(Service):
 
     async def on_start(self) -> None:
         partitions = await asyncio.to_thread(self._partitions)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-        )
-        await consumer.start()
+        consumer = await start_reader(self.settings)
         assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)
         await consumer.seek_to_beginning(*assigned)

@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from notifier.settings import Settings
+from processors.reader import LazyReader
 
 log = logging.getLogger("notifier.memories")
 
@@ -65,7 +66,7 @@ class IncidentMemories:
         self.settings = settings
         self.topic = memory_topic(settings)
         self._by_partition: dict[int, dict[str, Memory]] = {}
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader = LazyReader(settings)
         self._loading = asyncio.Lock()
 
     def get(self, incident_id: str, partition: int | None = None) -> Memory | None:
@@ -103,7 +104,7 @@ class IncidentMemories:
             wanted = sorted(p for p in set(partitions) if p not in self._by_partition)
             if not wanted:
                 return
-            consumer = await self._started_consumer()
+            consumer = await self._reader.get()
             tps = [TopicPartition(self.topic, p) for p in wanted]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -131,22 +132,7 @@ class IncidentMemories:
 
     async def stop(self) -> None:
         """Close the reading consumer."""
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-
-    async def _started_consumer(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                group_id=None,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                isolation_level="read_committed",
-            )
-            await consumer.start()
-            self._consumer = consumer
-        return self._consumer
+        await self._reader.stop()
 
 
 async def _behind(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:

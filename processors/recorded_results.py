@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
@@ -35,6 +35,7 @@ from notifier.contracts.records import (
 from notifier.settings import Settings
 from notifier.topics import full_name
 from processors.finished_commands import FinishedCommands, outcome_key
+from processors.reader import LazyReader
 
 log = logging.getLogger("notifier.recorded")
 
@@ -65,7 +66,7 @@ class RecordedResults:
         self.finished = finished
         self.topic = full_name(settings, "delivery.events")
         self._read: set[int] = set()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._reader = LazyReader(settings)
         self._reading = asyncio.Lock()
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -95,7 +96,7 @@ class RecordedResults:
         keys: list[str] = []
         read = 0
         async with self._reading:
-            consumer = await self._started_consumer()
+            consumer = await self._reader.get()
             tp = TopicPartition(self.topic, partition)
             consumer.assign([tp])
             found = (await consumer.offsets_for_times({tp: since_ms}))[tp]
@@ -121,21 +122,7 @@ class RecordedResults:
 
     async def stop(self) -> None:
         """Close the reading consumer."""
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
-
-    async def _started_consumer(self) -> AIOKafkaConsumer:
-        if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-            )
-            await consumer.start()
-            self._consumer = consumer
-        return self._consumer
+        await self._reader.stop()
 
     def _outcome_key(self, value: bytes | None) -> str | None:
         try:

@@ -204,9 +204,7 @@ class RetryScheduler(Service):
             if not isinstance(waiting, Waiting):
                 raise ContractError(f"{type(waiting).__name__} does not wait on {msg.topic}")
         except ContractError as exc:
-            await self.emitter.dead_letter_message(
-                msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers, "decode", exc
-            )
+            await self.emitter.dead_letter_message(msg, "decode", exc)
             return
         if isinstance(waiting, SendCommand) and self._cancelled(waiting):
             await self._cancel([waiting], self._status(waiting.incident_id))
