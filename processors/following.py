@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from mode import Service
 
 from notifier.settings import Settings
-from processors.reader import start_reader
+from processors.reader import short_of, start_reader
 
 log = logging.getLogger("notifier.following")
 
@@ -70,11 +70,8 @@ class TopicFollower(Service):
     async def _maybe_ready(self) -> None:
         if self.ready.is_set() or self._consumer is None:
             return
-        for tp, end in list(self._end.items()):
-            # the position has passed whatever the last fetch passed over, markers included
-            if await self._consumer.position(tp) < end:
-                return
-            self._end.pop(tp, None)
+        if await short_of(self._consumer, self._end):
+            return
         self.on_caught_up()
         self.ready.set()
 

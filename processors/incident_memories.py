@@ -21,10 +21,10 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from notifier.settings import Settings
-from processors.reader import LazyReader
+from processors.reader import LazyReader, short_of
 
 log = logging.getLogger("notifier.memories")
 
@@ -111,7 +111,7 @@ class IncidentMemories:
             ends = await consumer.end_offsets(tps)
             read: dict[int, dict[str, Memory]] = {p: {} for p in wanted}
             records = 0
-            while await _behind(consumer, ends):
+            while await short_of(consumer, ends):
                 batches = await consumer.getmany(*tps, timeout_ms=500, max_records=10_000)
                 for tp, messages in batches.items():
                     held = read[tp.partition]
@@ -133,12 +133,3 @@ class IncidentMemories:
     async def stop(self) -> None:
         """Close the reading consumer."""
         await self._reader.stop()
-
-
-async def _behind(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
-    """Whether the consumer's position is short of `ends` in any partition (positions, not
-    offsets seen: a partition ending in a transaction marker has no record at its end)."""
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return True
-    return False

@@ -3,7 +3,9 @@ worker that read partitions by hand (followers, incident memories, recorded outc
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer
+from collections.abc import Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from notifier.settings import Settings
 
@@ -20,6 +22,15 @@ async def start_reader(settings: Settings) -> AIOKafkaConsumer:
     )
     await consumer.start()
     return consumer
+
+
+async def short_of(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    """Whether the consumer's position is short of `ends` in any partition (positions, not
+    offsets seen: a partition ending in a transaction marker has no record at its end)."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return True
+    return False
 
 
 class LazyReader:

@@ -35,7 +35,7 @@ from notifier.contracts.records import (
 from notifier.settings import Settings
 from notifier.topics import full_name
 from processors.finished_commands import FinishedCommands, outcome_key
-from processors.reader import LazyReader
+from processors.reader import LazyReader, short_of
 
 log = logging.getLogger("notifier.recorded")
 
@@ -104,7 +104,7 @@ class RecordedResults:
             if found is None:
                 return keys  # nothing written since
             consumer.seek(tp, found.offset)
-            while await consumer.position(tp) < end:
+            while await short_of(consumer, {tp: end}):
                 batch = await consumer.getmany(tp, timeout_ms=500, max_records=5000)
                 for message in batch.get(tp, []):
                     read += 1

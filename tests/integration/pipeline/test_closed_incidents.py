@@ -24,6 +24,7 @@ from notifier.contracts.records import (
 from notifier.domain import ids
 from notifier.topics import full_name
 from processors.closed_incidents import ClosedIncidents
+from processors.incident_memories import memory_topic
 from tests.integration.pipeline.conftest import Pipeline, eventually
 from tests.integration.pipeline.test_scale import Scale
 
@@ -32,7 +33,7 @@ FIRST_REPEAT = 100  # the test's repeats: far above any the dispatcher queues (R
 
 
 def changelog(p: Pipeline) -> str:
-    return f"{p.settings.topic_prefix}notifier-incident-memory-changelog"
+    return memory_topic(p.settings)
 
 
 async def test_closed_is_read_by_a_follower_started_before_and_one_started_after(
