@@ -26,7 +26,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
@@ -46,6 +46,7 @@ RETRY_FIRST_S = 0.1
 RETRY_MOST_S = 5.0
 STOP_TIMEOUT_S = 10.0
 TRANSACTION_TIMEOUT_MS = 10_000
+START_TIMEOUT_S = 15.0
 
 
 def transactional_id(group_id: str, partition: int) -> str:
@@ -98,9 +99,15 @@ class PartitionProducers:
                     partitioner=self._partitioner,
                 )
                 try:
-                    await producer.start()
-                except BaseException:
+                    # bounded: with its coordinator away, init_transactions waits on, holding
+                    # this partition's lock, which the revoke handler needs to end a rebalance
+                    await asyncio.wait_for(producer.start(), START_TIMEOUT_S)
+                except BaseException as exc:
                     await _stop_quietly(producer)
+                    if isinstance(exc, TimeoutError):
+                        raise KafkaTimeoutError(
+                            f"dispatcher partition {partition}: producer not started"
+                        ) from exc
                     raise
                 self._producers[partition] = producer
                 self._unchecked.add(partition)
