@@ -64,6 +64,45 @@ def faust_offsets(consumer: Any) -> Offsets:
     return found
 
 
+def partition_states(consumer: Any) -> dict[str, Any]:
+    """Faust's and aiokafka's bookkeeping of each assigned partition: committed and read
+    offsets, acknowledged offsets, whether it is active or paused, and the fetcher's
+    position (read without locks from the consumer thread: a snapshot, maybe torn)."""
+    from processors.offsets import skipped
+
+    found: dict[str, Any] = {"flow_active": bool(getattr(consumer, "flow_active", False))}
+    active = getattr(consumer, "_active_partitions", None)
+    paused: set[Any] = getattr(consumer, "_paused_partitions", set())
+    buffered: set[Any] = getattr(consumer, "_buffered_partitions", set())
+    thread = getattr(consumer, "_thread", None)
+    client = getattr(thread, "_consumer", None)
+    subscription = getattr(getattr(client, "_subscription", None), "subscription", None)
+    assignment = getattr(subscription, "assignment", None)
+    waiting_skips = {str(tp) for tp in skipped(consumer)}
+    rows: dict[str, Any] = {}
+    for tp in sorted(consumer.assignment()):
+        acked = list(getattr(consumer, "_acked", {}).get(tp) or [])
+        row: dict[str, Any] = {
+            "committed": consumer._committed_offset.get(tp),
+            "read": consumer._read_offset.get(tp),
+            "acked": len(acked),
+            "acked_min": min(acked) if acked else None,
+            "gaps": len(getattr(consumer, "_gap", {}).get(tp) or []),
+            "active": active is not None and tp in active,
+            "paused": tp in paused,
+            "buffered": tp in buffered,
+            "skipped": str(tp) in waiting_skips,
+        }
+        state = None if assignment is None else assignment.state_value(tp)
+        if state is not None:
+            row["position"] = state.position if state.has_valid_position else None
+            row["fetch_paused"] = state.paused
+            row["awaiting_reset"] = state.awaiting_reset
+        rows[f"{tp.topic}[{tp.partition}]"] = row
+    found["partitions"] = rows
+    return found
+
+
 def readable_end(highwater: int | None, last_stable: int | None) -> int | None:
     """The end of what a read_committed consumer can read: the last stable offset when the
     broker gave one (an open transaction's records are not readable yet), else the
@@ -130,6 +169,7 @@ class WorkerEndpoint(Service):
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/partitions", self.partitions)
         return app
 
     async def on_start(self) -> None:
@@ -168,6 +208,15 @@ class WorkerEndpoint(Service):
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         """Prometheus text format."""
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def partitions(self, request: web.Request) -> web.StreamResponse:
+        """What the Faust consumer holds of each assigned partition (JSON), for finding out
+        why a partition does not move."""
+        try:
+            states = partition_states(self.app.consumer)
+        except Exception as exc:  # the consumer has not started, or is rebalancing
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=503)
+        return web.json_response(states)
 
     @Service.timer(LAG_EVERY_S)
     async def _sample_lag(self) -> None:

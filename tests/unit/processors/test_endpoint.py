@@ -193,3 +193,25 @@ async def test_a_port_in_use_leaves_the_worker_running_without_its_endpoint() ->
             assert not worker.should_stop
         finally:
             await worker.stop()
+
+
+async def test_the_endpoint_shows_each_partition_as_the_consumer_holds_it() -> None:
+    consumer = FakeFaustConsumer(started=False)
+    port = free_port()
+    worker, _ = endpoint(consumer, port)
+    await worker.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            not_started = await client.get("/partitions")
+            assert not_started.status_code == 503
+            assert "not started" in not_started.json()["error"]
+            consumer.started = True
+            tp = TopicPartition("notify.slack", 5)
+            consumer.assigned.add(tp)
+            consumer._committed_offset[tp] = 8
+            consumer._read_offset[tp] = 38
+            found = (await client.get("/partitions")).json()
+            row = found["partitions"]["notify.slack[5]"]
+            assert (row["committed"], row["read"], row["acked"]) == (8, 38, 0)
+    finally:
+        await worker.stop()
