@@ -36,6 +36,7 @@ from processors.offsets import read_skipped_again
 from processors.partitioner import CachedMurmur2Partitioner
 from processors.recorded_results import RecordedResults
 from processors.retry import RetryScheduler
+from processors.stalls import StallWatch, read_stalled_again
 from processors.table_recovery import SeekFirstTableManager
 from processors.throttle import TABLE as THROTTLE_TABLE
 from processors.throttle import throttle
@@ -264,6 +265,13 @@ def create_app(
         await read_skipped_again(app)
 
     app.timer(1.0)(skipped_messages)  # each second: a skip is read again within ~3 s
+
+    stalls = StallWatch()
+
+    async def stalled_partitions() -> None:
+        read_stalled_again(app.consumer, stalls)
+
+    app.timer(5.0)(stalled_partitions)
 
     async def dead_letter_handled(event: Any, error: BaseException) -> None:
         await emitter.dead_letter(event, "handle", error)

@@ -29,6 +29,11 @@ CIRCUIT_TRANSITIONS = Counter(
     "notifier_circuit_transitions_total", "Circuit breaker state changes.", ["breaker", "to_state"]
 )
 CIRCUIT_OPEN = Gauge("notifier_circuit_open", "1 while a provider's circuit is open.", ["breaker"])
+STALLED_PARTITIONS = Counter(
+    "notifier_stalled_partitions_total",
+    "Partitions found behind their end with nothing handled for a while, read again, by topic.",
+    ["topic"],
+)
 DEAD_LETTERS = Counter(
     "notifier_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic", "stage"]
 )

@@ -25,6 +25,7 @@ from faust.transport.drivers import aiokafka as driver
 
 from processors.kafka_transport import SafeCommitConsumer
 from processors.offsets import read_skipped_again
+from processors.stalls import StallWatch, read_stalled_again
 from processors.table_recovery import SeekFirstTableManager
 
 OUT: list[Any] = []  # the --out file, opened in main()
@@ -104,6 +105,13 @@ def build(args: argparse.Namespace) -> faust.App:
 
         app.timer(0.5)(read_again)
 
+        stalls = StallWatch(args.stall_after)
+
+        async def stalled() -> None:
+            read_stalled_again(app.consumer, stalls)
+
+        app.timer(0.5)(stalled)
+
     if args.empty_active_partitions:
 
         async def empty_while_fetching() -> None:
@@ -148,6 +156,7 @@ def main() -> None:
     parser.add_argument("--drop", type=int, nargs="*", default=[])
     parser.add_argument("--commit-interval", type=float, default=0.5)
     parser.add_argument("--empty-active-partitions", action="store_true")
+    parser.add_argument("--stall-after", type=float, default=1.0)
     args = parser.parse_args()
     OUT.append(Path(args.out).open("a"))  # noqa: SIM115 (open for the life of the process)
     with socket.socket() as sock:  # two probes run at once: each its own web port
