@@ -148,11 +148,17 @@ async def read_skipped_again(app: faust.App, after_s: float = 2.0) -> bool:
     if not seen or time.monotonic() - min(seen.values()) < after_s or not consumer.flow_active:
         return False
     tps = sorted(str(tp) for tp in seen)
+    marks = dict(seen)
     seen.clear()
     consumer.stop_flow()
     try:
         await asyncio.wait_for(consumer.wait_for_stopped_flow(), 10)
         await consumer.perform_seek()
+    except Exception as exc:  # a broker away or a rebalance: tried again at the next tick
+        for tp, since in marks.items():
+            seen.setdefault(tp, since)
+        log.warning("reading %s again failed (%r); trying again", tps, exc)
+        return False
     finally:
         consumer.resume_flow()
     log.warning("read again from the committed offsets after skipped messages in %s", tps)

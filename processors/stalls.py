@@ -103,18 +103,34 @@ def faust_progress(consumer: Any) -> dict[Any, PartitionProgress]:
         done = acked.get(tp) or []
         found[tp] = PartitionProgress(
             offset,
-            consumer.highwater(tp),
+            _end(consumer, tp),
             in_flight.get(tp, 0),
             offset is not None and bool(done) and min(done) > offset,
         )
     return found
 
 
+def _end(consumer: Any, tp: Any) -> int | None:
+    """The partition's readable end; None while the fetcher has not learnt it (Faust's
+    `highwater` then raises: the check must never take the worker down)."""
+    try:
+        end = consumer.highwater(tp)
+    except (TypeError, ValueError, KeyError, AssertionError):
+        return None
+    return end if isinstance(end, int) and end >= 0 else None
+
+
 def read_stalled_again(consumer: Any, watch: StallWatch, now: float | None = None) -> list[Any]:
     """Mark the stalled partitions to be read again from their committed offsets (by
-    `processors.offsets.read_skipped_again`, at once); returns them."""
+    `processors.offsets.read_skipped_again`, at once); returns them. A consumer that cannot
+    be read now (starting, rebalancing) is checked next time: this never raises."""
     now = time.monotonic() if now is None else now
-    found = watch.stalled(faust_progress(consumer), now)
+    try:
+        progress = faust_progress(consumer)
+    except Exception as exc:  # the check is a safety net: it must not take the worker down
+        log.debug("stall check skipped: %r", exc)
+        return []
+    found = watch.stalled(progress, now)
     marks = skipped(consumer)
     for tp in found:
         STALLED_PARTITIONS.labels(tp.topic).inc()

@@ -19,7 +19,15 @@ from processors.kafka_transport import (
     require_fixed_transport,
     waits_for_committed,
 )
-from processors.offsets import LogSkips, Skip, covered, log_skips, past_skips, skipped
+from processors.offsets import (
+    LogSkips,
+    Skip,
+    covered,
+    log_skips,
+    past_skips,
+    read_skipped_again,
+    skipped,
+)
 
 TOPIC = TP("incidents", 3)
 
@@ -175,3 +183,31 @@ def test_thousands_of_markers_met_ahead_of_the_agents_are_all_kept() -> None:
     known = LogSkips()
     known.add(TOPIC, [(n, n + 1) for n in range(0, 20_000, 2)])
     assert known.covers(TOPIC, 0, 1) and known.covers(TOPIC, 19_998, 19_999)
+
+
+async def test_a_failed_rewind_keeps_the_partitions_to_read_again() -> None:
+    """A rewind that fails (a broker away) leaves flow on and the marks kept: the next tick
+    tries again, and the worker does not stop."""
+    calls: list[str] = []
+
+    class Consumer:
+        flow_active = True
+
+        def stop_flow(self) -> None:
+            calls.append("stop")
+
+        def resume_flow(self) -> None:
+            calls.append("resume")
+
+        async def wait_for_stopped_flow(self) -> None:
+            return None
+
+        async def perform_seek(self) -> None:
+            raise OSError("broker away")
+
+    consumer = Consumer()
+    skipped(consumer)[TOPIC] = 0.0
+    app: Any = SimpleNamespace(consumer=consumer)
+    assert await read_skipped_again(app) is False
+    assert calls == ["stop", "resume"]
+    assert TOPIC in skipped(consumer)

@@ -121,3 +121,17 @@ def test_a_stalled_partition_is_marked_to_be_read_again_at_once() -> None:
     marks = skipped(consumer)
     assert TP0 in marks
     assert 103.0 - marks[TP0] >= 2.0  # old enough for read_skipped_again's next tick
+
+
+def test_an_unknown_end_is_no_judgement_and_a_failing_read_is_no_crash() -> None:
+    consumer = faust_consumer([])
+
+    def not_fetched_yet(tp: Any) -> int:
+        raise TypeError("int() argument must be ... not 'NoneType'")  # Faust's, then
+
+    consumer.highwater = not_fetched_yet
+    watch = StallWatch(AFTER)
+    assert faust_progress(consumer)[TP0].end is None
+    assert read_stalled_again(consumer, watch, now=100.0) == []
+    consumer.assignment = lambda: 1 / 0  # not started: raises
+    assert read_stalled_again(consumer, watch, now=200.0) == []
