@@ -34,6 +34,7 @@ from processors.incident_memories import IncidentMemories, memory_topic
 from processors.kafka_transport import BROKER_SCHEME, require_fixed_transport
 from processors.offsets import read_skipped_again
 from processors.partitioner import CachedMurmur2Partitioner
+from processors.quiet_monitor import QuietMonitor
 from processors.recorded_results import RecordedResults
 from processors.retry import RetryScheduler
 from processors.stalls import StallWatch, read_stalled_again
@@ -85,6 +86,7 @@ def create_app(
         f"{settings.topic_prefix}notifier",
         broker=brokers,
         store="memory://",
+        monitor=QuietMonitor(),
         TableManager=SeekFirstTableManager,
         autodiscover=False,
         web_enabled=False,

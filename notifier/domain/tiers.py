@@ -99,6 +99,11 @@ def _contact(profile: UserProfile, channel: Channel) -> tuple[str, dict[str, str
     return hook.url, params
 
 
+# iterating an Enum class is slow (a list built per call): reachability runs per user
+ALL_CHANNELS_IN_ORDER = tuple(Channel)
+ALL_CHANNELS = frozenset(ALL_CHANNELS_IN_ORDER)
+
+
 def reachability(
     profile: UserProfile | None,
     *,
@@ -109,7 +114,7 @@ def reachability(
     the override list when there is one; in the user's preference order."""
     if profile is None:
         return Reachability((), {c: "no user profile" for c in Channel})
-    allowed = set(only) if only is not None else set(Channel)
+    allowed = set(only) if only is not None else ALL_CHANNELS
     points: list[ContactPoint] = []
     skipped: dict[Channel, str] = {}
     prefs = sorted(profile.preferences, key=lambda p: p.order)
@@ -127,7 +132,7 @@ def reachability(
                 skipped[pref.channel] = contact
             else:
                 points.append(ContactPoint(pref.channel, tiers[pref.channel], *contact))
-    for channel in Channel:
+    for channel in ALL_CHANNELS_IN_ORDER:
         if channel not in listed:
             skipped.setdefault(channel, "not in the user's preferences")
     return Reachability(tuple(points), skipped)
