@@ -16,7 +16,6 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from mode import Service
 
 from notifier.contracts.codec import AvroCodec
@@ -66,6 +65,34 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
         await self.runner.seek_to_stored(list(assigned))
 
 
+def projection_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The projection's consumer (in the group every worker's projection shares), not
+    started."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.topic_prefix}notifier-projection",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        # delivery.events is written in the dispatcher's transactions: an aborted one's
+        # events never happened (docs/ARCHITECTURE.md)
+        isolation_level="read_committed",
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.session_timeout_s * 100),
+        max_poll_records=2000,
+        # the broker holds a fetch until 64 KiB are there or the wait is over: under load
+        # a few large batches a second (each one transaction) rather than one per event
+        fetch_min_bytes=64 * 1024,
+        fetch_max_wait_ms=settings.projection_fetch_wait_ms,
+        # range gives partition n of both topics to the same worker: both are keyed by
+        # incident_id, so a notification's events and callbacks are folded by one worker.
+        # Range alone: offered with round robin too (for workers of older releases), two
+        # workers starting together joined and re-joined the group for minutes in about
+        # half the tries, each one's JoinGroup counted a change of metadata by the broker
+        # (Kafka 4.1), so neither got its partitions
+        partition_assignment_strategy=(RangePartitionAssignor,),
+    )
+
+
 class ProjectionRunner(Service):
     """The projection agent: delivery.events and provider.callbacks -> notification_log,
     exactly once in effect."""
@@ -97,26 +124,7 @@ class ProjectionRunner(Service):
         return self._conn
 
     async def on_start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=f"{self.settings.topic_prefix}notifier-projection",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # delivery.events is written in the dispatcher's transactions: an aborted one's
-            # events never happened (docs/ARCHITECTURE.md)
-            isolation_level="read_committed",
-            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(self.settings.session_timeout_s * 100),
-            max_poll_records=2000,
-            # the broker holds a fetch until 64 KiB are there or the wait is over: under load
-            # a few large batches a second (each one transaction) rather than one per event
-            fetch_min_bytes=64 * 1024,
-            fetch_max_wait_ms=self.settings.projection_fetch_wait_ms,
-            # range gives partition n of both topics to the same worker: both are keyed by
-            # incident_id, so a notification's events and callbacks are folded by one worker
-            # (round robin only while older workers without range are still in the group)
-            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
-        )
+        self._consumer = projection_consumer(self.settings)
         self._consumer.subscribe(self.topics, listener=_SeekToStored(self))
         await self._consumer.start()
 
