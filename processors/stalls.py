@@ -13,8 +13,8 @@ partition's acknowledged offsets piling up behind its committed one). Either way
 partition's committed offset stays put while its agent is idle.
 
 The check here needs no jump: a partition behind its end, none of whose messages is being
-handled, and whose committed offset has not moved for a while (3 s when later messages are
-done, 15 s otherwise) is read again from its committed offset. A partition only slow to
+handled, and whose committed offset has not moved for 30 s is read again from its committed
+offset. A partition only slow to
 handle has messages in flight and is left alone; one whose messages wait behind another
 partition's long batch may be read again, which costs a re-read: copies of commands already
 handled are dropped by the channel agents.
@@ -33,10 +33,10 @@ from processors.offsets import skipped
 
 log = logging.getLogger("notifier.stalls")
 
-STALL_AFTER_S = 15.0  # a batch of slow provider calls (10 s timeouts) must not look stalled
-# the message at the committed offset missing while later ones are done and none is in
-# flight: nothing can be handling it (a partition's messages reach its agent in order)
-HOLE_AFTER_S = 3.0
+# long against a commit interval (~3 s) and a batch of slow provider calls (10 s timeouts):
+# under a burst, messages wait untracked in Faust's stream buffers behind other partitions'
+# (a 3 s rule for "later messages done" read partitions again in the middle of make bench)
+STALL_AFTER_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,23 +46,19 @@ class PartitionProgress:
     committed: int | None  # where the group resumes: the next offset to handle
     end: int | None  # the readable end (last stable offset), None while unknown
     in_flight: int  # messages handed to agents and not acknowledged yet
-    done_beyond: bool = False  # messages after the committed offset acknowledged
 
 
 class StallWatch:
     """Remembers since when each partition's committed offset has not moved."""
 
-    def __init__(self, after_s: float = STALL_AFTER_S, hole_after_s: float = HOLE_AFTER_S) -> None:
+    def __init__(self, after_s: float = STALL_AFTER_S) -> None:
         self.after_s = after_s
-        self.hole_after_s = hole_after_s
         self._since: dict[Any, tuple[int, float]] = {}
 
     def stalled(self, progress: Mapping[Any, PartitionProgress], now: float) -> list[Any]:
         """The partitions stalled at `now`: behind their end, nothing in flight, and their
-        committed offset unchanged for `after_s` (`hole_after_s` when later messages are
-        done: the one at the committed offset was lost on the way). A partition reported
-        stalled starts counting again (it is read again; reported again if that did not
-        help)."""
+        committed offset unchanged for `after_s`. A partition reported stalled starts
+        counting again (it is read again; reported again if that did not help)."""
         found = []
         for tp, p in progress.items():
             if p.committed is None or p.end is None or p.committed >= p.end or p.in_flight:
@@ -71,7 +67,7 @@ class StallWatch:
             offset, since = self._since.get(tp, (p.committed, now))
             if offset != p.committed:
                 since = now
-            if now - since >= (self.hole_after_s if p.done_beyond else self.after_s):
+            if now - since >= self.after_s:
                 found.append(tp)
                 since = now
             self._since[tp] = (p.committed, since)
@@ -83,11 +79,9 @@ class StallWatch:
 def faust_progress(consumer: Any) -> dict[Any, PartitionProgress]:
     """What Faust's consumer holds of each assigned stream partition (not the tables'
     changelogs, which recovery reads). Its committed offset when it has one, else the one
-    after the last it read; in flight: its tracked messages not acknowledged yet; whether
-    acknowledged offsets wait beyond the committed one."""
+    after the last it read; in flight: its tracked messages not acknowledged yet."""
     committed: Mapping[Any, int | None] = consumer._committed_offset
     read: Mapping[Any, int | None] = consumer._read_offset
-    acked: Mapping[Any, list[int]] = consumer._acked
     in_flight: dict[Any, int] = {}
     for message in list(consumer._unacked_messages):
         in_flight[message.tp] = in_flight.get(message.tp, 0) + 1
@@ -100,13 +94,7 @@ def faust_progress(consumer: Any) -> dict[Any, PartitionProgress]:
         if offset is None:
             last = read.get(tp)
             offset = None if last is None else last + 1
-        done = acked.get(tp) or []
-        found[tp] = PartitionProgress(
-            offset,
-            _end(consumer, tp),
-            in_flight.get(tp, 0),
-            offset is not None and bool(done) and min(done) > offset,
-        )
+        found[tp] = PartitionProgress(offset, _end(consumer, tp), in_flight.get(tp, 0))
     return found
 
 
