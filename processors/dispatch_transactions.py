@@ -102,12 +102,13 @@ class PartitionProducers:
                     # bounded: with its coordinator away, init_transactions waits on, holding
                     # this partition's lock, which the revoke handler needs to end a rebalance
                     await asyncio.wait_for(producer.start(), START_TIMEOUT_S)
-                except BaseException as exc:
+                except TimeoutError as exc:
                     await _stop_quietly(producer)
-                    if isinstance(exc, TimeoutError):
-                        raise KafkaTimeoutError(
-                            f"dispatcher partition {partition}: producer not started"
-                        ) from exc
+                    raise KafkaTimeoutError(
+                        f"dispatcher partition {partition}: producer not started"
+                    ) from exc
+                except BaseException:
+                    await _stop_quietly(producer)
                     raise
                 self._producers[partition] = producer
                 self._unchecked.add(partition)

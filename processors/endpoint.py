@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from notifier.settings import Settings
 from processors.directory import UserDirectory
 from processors.metrics import CONSUMER_LAG
+from processors.offsets import resume_offset, skipped
 
 log = logging.getLogger("notifier.endpoint")
 LAG_EVERY_S = 5.0
@@ -51,13 +51,8 @@ def faust_offsets(consumer: Any) -> Offsets:
     changelog partition (neither) is left out.
     """
     found: Offsets = {}
-    committed: Mapping[Any, int | None] = consumer._committed_offset
-    read: Mapping[Any, int | None] = consumer._read_offset
     for tp in consumer.assignment():
-        offset = committed.get(tp)
-        if offset is None:
-            last_read = read.get(tp)
-            offset = None if last_read is None else last_read + 1
+        offset = resume_offset(consumer, tp)
         if offset is None:
             continue
         found[(tp.topic, tp.partition)] = (consumer.highwater(tp), offset)
@@ -68,8 +63,6 @@ def partition_states(consumer: Any) -> dict[str, Any]:
     """Faust's and aiokafka's bookkeeping of each assigned partition: committed and read
     offsets, acknowledged offsets, whether it is active or paused, and the fetcher's
     position (read without locks from the consumer thread: a snapshot, maybe torn)."""
-    from processors.offsets import skipped
-
     found: dict[str, Any] = {"flow_active": bool(getattr(consumer, "flow_active", False))}
     active = getattr(consumer, "_active_partitions", None)
     paused: set[Any] = getattr(consumer, "_paused_partitions", set())

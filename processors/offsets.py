@@ -125,6 +125,16 @@ class LogSkips:
                     del known[low]
 
 
+def resume_offset(consumer: Any, tp: Any) -> int | None:
+    """Where Faust's consumer resumes `tp`: its committed offset, else the one after the
+    last it read (nothing committed by this worker yet); None when it knows neither."""
+    offset: int | None = consumer._committed_offset.get(tp)
+    if offset is None:
+        last: int | None = consumer._read_offset.get(tp)
+        offset = None if last is None else last + 1
+    return offset
+
+
 def skipped(consumer: Any) -> dict[Any, float]:
     """Partitions where the consumer saw offsets jump, with when it first saw it."""
     found: dict[Any, float] | None = getattr(consumer, "_notifier_skipped", None)

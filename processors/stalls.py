@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.metrics import STALLED_PARTITIONS
-from processors.offsets import skipped
+from processors.offsets import resume_offset, skipped
 
 log = logging.getLogger("notifier.stalls")
 
@@ -80,8 +80,6 @@ def faust_progress(consumer: Any) -> dict[Any, PartitionProgress]:
     """What Faust's consumer holds of each assigned stream partition (not the tables'
     changelogs, which recovery reads). Its committed offset when it has one, else the one
     after the last it read; in flight: its tracked messages not acknowledged yet."""
-    committed: Mapping[Any, int | None] = consumer._committed_offset
-    read: Mapping[Any, int | None] = consumer._read_offset
     in_flight: dict[Any, int] = {}
     for message in list(consumer._unacked_messages):
         in_flight[message.tp] = in_flight.get(message.tp, 0) + 1
@@ -90,11 +88,9 @@ def faust_progress(consumer: Any) -> dict[Any, PartitionProgress]:
     for tp in consumer.assignment():
         if tp.topic in changelogs:
             continue
-        offset = committed.get(tp)
-        if offset is None:
-            last = read.get(tp)
-            offset = None if last is None else last + 1
-        found[tp] = PartitionProgress(offset, _end(consumer, tp), in_flight.get(tp, 0))
+        found[tp] = PartitionProgress(
+            resume_offset(consumer, tp), _end(consumer, tp), in_flight.get(tp, 0)
+        )
     return found
 
 

@@ -100,8 +100,7 @@ def _contact(profile: UserProfile, channel: Channel) -> tuple[str, dict[str, str
 
 
 # iterating an Enum class is slow (a list built per call): reachability runs per user
-ALL_CHANNELS_IN_ORDER = tuple(Channel)
-ALL_CHANNELS = frozenset(ALL_CHANNELS_IN_ORDER)
+ALL_CHANNELS = tuple(Channel)
 
 
 def reachability(
@@ -132,7 +131,7 @@ def reachability(
                 skipped[pref.channel] = contact
             else:
                 points.append(ContactPoint(pref.channel, tiers[pref.channel], *contact))
-    for channel in ALL_CHANNELS_IN_ORDER:
+    for channel in ALL_CHANNELS:
         if channel not in listed:
             skipped.setdefault(channel, "not in the user's preferences")
     return Reachability(tuple(points), skipped)
