@@ -2,8 +2,9 @@
 provider.callbacks in batches, applies each batch in one PostgreSQL transaction together with
 its offsets, and resumes from the offsets stored there. When PostgreSQL is down it waits with
 backoff and loses nothing. It reads read_committed (delivery.events is written in the
-dispatcher's transactions); the offset stored after a batch is its last record's next, so a
-transaction's trailing marker is read again (and passed over) after a restart."""
+dispatcher's transactions); the offset stored after a batch is its last record's next. A
+transaction's marker after the last record of a partition is passed over when the consumer is
+idle: its position is stored then, so "caught up" means the end of the partition."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import IllegalStateError
 from mode import Service
 
 from notifier.contracts.codec import AvroCodec
@@ -117,6 +119,8 @@ class ProjectionRunner(Service):
         # the rebalance listener (reading offsets) and the batch loop share the connection,
         # from different tasks: one transaction at a time, or psycopg refuses the nesting
         self._db_lock = asyncio.Lock()
+        # (topic, partition) -> the offset stored in PostgreSQL, for the partitions held
+        self._stored: dict[tuple[str, int], int] = {}
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -146,6 +150,7 @@ class ProjectionRunner(Service):
                 await self._consumer.seek_to_beginning(tp)
             else:
                 self._consumer.seek(tp, offset)
+            self._stored[(tp.topic, tp.partition)] = offset or 0
 
     async def _with_backoff(self, work: Any, what: str, refusable: bool = False) -> Any:
         """Run `work` in a transaction until it commits, waiting out outages with backoff;
@@ -189,6 +194,7 @@ class ProjectionRunner(Service):
                 continue
             fetched = await self._consumer.getmany(timeout_ms=100, max_records=2000)
             if not fetched:
+                await self._store_idle_positions()
                 continue
             batch: list[Consumed] = []
             messages_of: dict[tuple[str, int, int], Any] = {}
@@ -214,6 +220,7 @@ class ProjectionRunner(Service):
                     refused,
                 )
                 written = await self._apply_one_by_one(batch, offsets, messages_of)
+            self._stored.update(offsets)
             projected(c.record for c in batch)
             log.debug(
                 "projected %d events, %d rows in %.0f ms",
@@ -221,6 +228,28 @@ class ProjectionRunner(Service):
                 written,
                 (time.monotonic() - started) * 1000,
             )
+
+    async def _store_idle_positions(self) -> None:
+        """Store the positions that moved past what the last batches stored with no record
+        returned: a transaction's marker at the end of a partition. Without this the stored
+        offset stays one short of the end until the next event, and the projection reads
+        as behind (the bench waited on it for good)."""
+        assert self._consumer is not None
+        moved: dict[tuple[str, int], int] = {}
+        for tp in self._consumer.assignment():
+            key = (tp.topic, tp.partition)
+            stored = self._stored.get(key)
+            if stored is None:
+                continue
+            try:
+                position = await self._consumer.position(tp)
+            except IllegalStateError:  # revoked meanwhile
+                continue
+            if position > stored:
+                moved[key] = position
+        if moved:
+            await self._with_backoff(lambda conn: apply_batch(conn, [], moved), "the offsets")
+            self._stored.update(moved)
 
     async def _apply_one_by_one(
         self,

@@ -688,3 +688,53 @@ async def test_the_runner_and_a_rebuild_skip_an_aborted_transaction(
                 "SELECT status, sent_at FROM notification_log WHERE notification_id = %s", (n.id,)
             ).fetchone()
         assert status is not None and status[0] == found["status"] and status[1] is None
+
+
+async def test_the_runner_counts_a_partition_ending_with_a_commit_marker_as_caught_up(
+    scratch: Settings, stack_env: dict[str, str]
+) -> None:
+    """The dispatcher writes delivery.events in transactions: a partition may end with a
+    commit marker after its last event. The stored offset must reach the partition's end,
+    or the projection reads as behind for good (the bench waited on it until it gave up)."""
+    from aiokafka import AIOKafkaProducer
+    from confluent_kafka import Consumer
+    from confluent_kafka import TopicPartition as Partition
+
+    from projections.runner import ProjectionRunner
+
+    codec = AvroCodec(LocalSchemaRegistry())
+    topic = full_name(scratch, "delivery.events")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=scratch.kafka_bootstrap, transactional_id=f"t-{uuid.uuid4().hex[:8]}"
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send_and_wait(topic, codec.encode(Notification().queued()), partition=0)
+    finally:
+        await producer.stop()
+    probe = Consumer({"bootstrap.servers": scratch.kafka_bootstrap, "group.id": "unused"})
+    try:
+        _, end = probe.get_watermark_offsets(Partition(topic, 0), timeout=10)
+    finally:
+        probe.close()
+    assert end == 2  # the event, then its transaction's marker
+
+    with fresh_database(stack_env["DATABASE_URL"], "marker") as db:
+        migrate(db)
+        runner = ProjectionRunner(scratch, codec, db)
+        await runner.start()
+        try:
+            async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+
+                async def stored() -> list[Any]:
+                    cursor = await conn.execute(
+                        "SELECT next_offset FROM projection_offset "
+                        "WHERE topic = %s AND partition = 0",
+                        (topic,),
+                    )
+                    return list(await cursor.fetchall())
+
+                await eventually(stored, lambda found: found == [(end,)])
+        finally:
+            await runner.stop()
