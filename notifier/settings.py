@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     projection_enabled: bool = Field(
-        True, description="Run the NotificationLog projection in the worker."
+        True,
+        description="Run the NotificationLog projection in the worker, and with it tier "
+        "escalation: at least one worker of a deployment must run it.",
     )
     projection_fetch_wait_ms: int = Field(
         50,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,6 @@ from processors.dispatch_transactions import PartitionProducers, TransactionalDi
 from processors.dispatcher import plan, utcnow
 from processors.emitter import Emitter
 from processors.endpoint import WorkerEndpoint
-from processors.escalation import escalate, may_change_decisions
 from processors.incident_memories import IncidentMemories, memory_topic
 from processors.kafka_transport import BROKER_SCHEME, require_fixed_transport
 from processors.offsets import read_skipped_again
@@ -118,13 +118,27 @@ def create_app(
     memories = IncidentMemories(settings)
     if settings.projection_enabled:
         from projections.database import database_url
+        from projections.escalation import Escalations
         from projections.runner import ProjectionRunner
 
         async def dead_letter(msg: Any, stage: str, error: BaseException) -> None:
             # wait: the projection stores its offsets in PostgreSQL right after
             await emitter.dead_letter_message(msg, stage, error, wait=True)
 
-        runner = ProjectionRunner(settings, codec, database_url(settings), dead_letter)
+        async def publish(items: list[tuple[str, bytes | None, bytes]]) -> None:
+            # queued one by one, awaited together; deleted from the outbox after
+            delivered = [await emitter.send_raw(topic, key, value) for topic, key, value in items]
+            await asyncio.gather(*delivered)
+
+        # the projection also takes the escalation decisions, in its transactions
+        runner = ProjectionRunner(
+            settings,
+            codec,
+            database_url(settings),
+            dead_letter,
+            escalations=Escalations(settings, codec),
+            publish=publish,
+        )
         app.add_dependency(endpoint.lag_of("projection", runner))
 
     # every worker follows the incident table's changelog: "closed" is read the same for an
@@ -156,7 +170,6 @@ def create_app(
         )
 
     dispatch_input = raw_input("incidents", "dispatch.commands")
-    tier_states = app.Table("tier-state", default=None, partitions=settings.topic_partitions)
     # keyed user|channel, updated only by the throttle agent, whose input is keyed by user
     throttles = app.Table(THROTTLE_TABLE, default=None, partitions=settings.topic_partitions)
     windows = parse_throttles(settings.throttles)
@@ -165,13 +178,11 @@ def create_app(
         stream: Any,
         handle: Callable[[Record], Awaitable[None]],
         what: str,
-        wanted: Callable[[str], bool] | None = None,
     ) -> None:
         # one event at a time: Faust tables write their changelog to the partition of the
         # current event, which a batch would get wrong. Every failure is routed, never raised.
-        # `wanted` (of a record name) lets an agent pass types by without decoding them.
         async for event in stream.events():
-            await handle_event(event, handle, what, wanted)
+            await handle_event(event, handle, what)
             # acknowledged now, not when the stream asks for the next event: a rebalance
             # right after this one would otherwise hand it to the next owner again
             event.ack()
@@ -180,11 +191,8 @@ def create_app(
         event: Any,
         handle: Callable[[Record], Awaitable[None]],
         what: str,
-        wanted: Callable[[str], bool] | None,
     ) -> None:
         try:
-            if wanted is not None and not wanted(codec.record_name(event.value)):
-                return
             record = codec.decode(event.value)
         except ContractError as exc:
             await emitter.dead_letter(event, "decode", exc)
@@ -196,9 +204,6 @@ def create_app(
                 "%s failed", what, extra={"incident_id": getattr(record, "incident_id", None)}
             )
             await emitter.dead_letter(event, "handle", exc)
-
-    async def escalate_one(record: Record) -> None:
-        await emitter.send_many(escalate(record, tier_states, incident_status, settings))
 
     def decide(record: Record, memory: IncidentMemory) -> tuple[Dispatch, IncidentMemory]:
         return plan(record, memory, directory, utcnow(), settings)
@@ -240,12 +245,6 @@ def create_app(
                 recorded[tp.topic].forget([tp.partition])
         # after Faust waited for the events in flight: no transaction of these is open
         await transactional.revoked({tp.partition for tp in revoked if tp.topic in dispatch_topics})
-
-    escalation_input = raw_input("delivery.events", "provider.callbacks")
-
-    @app.agent(escalation_input, name="escalation")
-    async def escalation(stream: Any) -> None:
-        await each_event(stream, escalate_one, "escalation", may_change_decisions)
 
     @app.agent(dispatch_input, name="dispatcher")
     async def dispatcher(stream: Any) -> None:

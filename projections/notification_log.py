@@ -10,7 +10,7 @@ import typing
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -41,6 +41,7 @@ from notifier.domain.status import (
     apply_attempt,
     apply_callback,
 )
+from projections.escalation import Escalations, fold_escalations
 
 PROJECTION = "notification_log"
 # every batch holds this advisory lock shared; a rebuild holds it alone from the drop to the
@@ -280,9 +281,13 @@ async def load_offsets(
 
 
 async def apply_batch(
-    conn: AsyncConnection[Any], batch: Sequence[Consumed], offsets: dict[tuple[str, int], int]
+    conn: AsyncConnection[Any],
+    batch: Sequence[Consumed],
+    offsets: dict[tuple[str, int], int],
+    escalations: Escalations | None = None,
 ) -> int:
-    """Fold `batch` into the read model and store `offsets`, in the caller's transaction.
+    """Fold `batch` into the read model and store `offsets`, in the caller's transaction;
+    with `escalations`, also into the tier state, putting what it decides in the outbox.
 
     Rows are locked and read once, folded in Python by the pure transition rules, and written
     back once each: a replayed event changes nothing. A provider callback is stored once
@@ -293,11 +298,14 @@ async def apply_batch(
     # one pipeline: the lock and the three reads go in one round trip, the writes in another
     # (a round trip costs the worker more than the statements' parameters)
     async with conn.pipeline():
-        return await _apply_batch(conn, batch, offsets)
+        return await _apply_batch(conn, batch, offsets, escalations)
 
 
 async def _apply_batch(
-    conn: AsyncConnection[Any], batch: Sequence[Consumed], offsets: dict[tuple[str, int], int]
+    conn: AsyncConnection[Any],
+    batch: Sequence[Consumed],
+    offsets: dict[tuple[str, int], int],
+    escalations: Escalations | None,
 ) -> int:
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
     records = [c.record for c in batch if isinstance(c.record, (*ROW_EVENTS, ProviderCallback))]
@@ -360,6 +368,8 @@ async def _apply_batch(
     for callback in sorted(ready, key=by_provider_time):
         fold_callback(callback)
     await apply_incidents_and_people(conn, [c.record for c in batch])
+    if escalations is not None:  # after the incidents: a decision needs its incident open
+        await fold_escalations(conn, [c.record for c in batch], escalations, datetime.now(UTC))
     people = [c.record for c in batch if isinstance(c.record, USER_EVENTS)]
     async with conn.cursor() as cur:
         if people:  # rare (escalations, the unreachable): a row each is fine

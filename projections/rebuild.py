@@ -35,6 +35,7 @@ from notifier.domain.status import (
 )
 from notifier.settings import Settings
 from notifier.topics import full_name
+from projections.escalation import Escalations, changes_decisions, fold_escalations
 from projections.migrate import migrate
 from projections.notification_log import (
     ATTEMPT_COLUMNS,
@@ -42,6 +43,7 @@ from projections.notification_log import (
     INCIDENT_COLUMNS,
     LOG_COLUMNS,
     PERSON_COLUMNS,
+    PROJECTION,
     REBUILD_LOCK,
     TOPICS,
     USER_EVENT_COLUMNS,
@@ -139,6 +141,8 @@ async def _rebuild(
 ) -> RebuildResult:
     from confluent_kafka import Consumer, TopicPartition
 
+    # the tier states are kept: they hold what the projection folded, up to these offsets
+    folded = _stored_offsets(url)
     drop_read_model(url)
     migrate(url)
     topics = [full_name(settings, t) for t in TOPICS]
@@ -160,6 +164,7 @@ async def _rebuild(
     people: dict[str, UserEvent] = {}  # person-level events, by event_id (stored once)
     incidents: dict[str, IncidentRow] = {}
     persons: dict[str, PersonRow | None] = {}  # None: deleted by a tombstone
+    unfolded: list[Any] = []  # deciding events past what the tier states hold, in order
     users_topic = full_name(settings, "users")
     offsets: dict[tuple[str, int], int] = {}
     try:
@@ -197,6 +202,8 @@ async def _rebuild(
                 record = _decode(codec, msg.value())
                 if msg.value() is None and tp[0] == users_topic and msg.key():
                     record = ProfileDeleted(bytes(msg.key() or b"").decode(errors="replace"))
+                if record is not None and offset >= folded.get(tp, 0) and changes_decisions(record):
+                    unfolded.append(record)
                 if isinstance(record, ProviderCallback):
                     if record.event_id in callbacks:
                         continue  # the same callback again: stored and folded once
@@ -265,6 +272,9 @@ async def _rebuild(
             USER_EVENT_COLUMNS,
             (user_event_values(e) for e in people.values()),
         )
+        # what the workers had not folded when they stopped: its decisions are taken now, and
+        # sent by the next projection (after the incidents: a decision needs its incident open)
+        await fold_escalations(conn, unfolded, Escalations(settings, codec), datetime.now(UTC))
         await store_offsets(conn, offsets)
     return RebuildResult(events, skipped, time.monotonic() - started)
 
@@ -279,6 +289,19 @@ async def _copy(
     async with conn.cursor() as cur, cur.copy(statement) as copy:
         for row in values:
             await copy.write_row(row)
+
+
+def _stored_offsets(url: str) -> dict[tuple[str, int], int]:
+    """The projection's stored offsets ({} before its first batch)."""
+    with psycopg.connect(url) as conn:
+        exists = conn.execute("SELECT to_regclass('projection_offset')").fetchone()
+        if not exists or not exists[0]:
+            return {}
+        rows = conn.execute(
+            "SELECT topic, partition, next_offset FROM projection_offset WHERE projection = %s",
+            (PROJECTION,),
+        ).fetchall()
+    return {(t, p): o for t, p, o in rows}
 
 
 def _decode(codec: AvroCodec, value: bytes | None) -> Any:

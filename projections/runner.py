@@ -26,6 +26,7 @@ from notifier.domain.incident_status import ProfileDeleted
 from notifier.settings import Settings
 from notifier.topics import full_name
 from processors.metrics import projected
+from projections.escalation import Escalations
 from projections.notification_log import (
     PROJECTION,
     TOPICS,
@@ -44,6 +45,14 @@ REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 # keeps one consumed message that could not be projected, with the stage and why; returns
 # once the message is safely stored (the offsets move past it right after)
 DeadLetterSink = Callable[[Any, str, BaseException], Awaitable[None]]
+# writes encoded records (logical topic, key, value) to Kafka; returns once the broker has them
+Publish = Callable[[list[tuple[str, bytes | None, bytes]]], Awaitable[None]]
+OUTBOX_BATCH = 500
+PUBLISH_RETRY_S = 5.0  # a failed publish waits this long before it is tried again
+SELECT_OUTBOX = (
+    "SELECT id, topic, key, value FROM escalation_outbox ORDER BY id LIMIT %s "
+    "FOR UPDATE SKIP LOCKED"
+)
 
 
 class RefusedError(Exception):
@@ -105,8 +114,12 @@ class ProjectionRunner(Service):
         codec: AvroCodec,
         database_url: str,
         dead_letter: DeadLetterSink | None = None,
+        escalations: Escalations | None = None,
+        publish: Publish | None = None,
         **kwargs: Any,
     ) -> None:
+        """`escalations` and `publish` together: take tier escalation decisions and publish
+        what they emit (a worker's projection; a tool's folds rows only)."""
         super().__init__(**kwargs)
         self.settings = settings
         self.codec = codec
@@ -114,6 +127,9 @@ class ProjectionRunner(Service):
         self.dead_letter = dead_letter
         self.topics = [full_name(settings, t) for t in TOPICS]
         self.users_topic = full_name(settings, "users")
+        self.deliveries = {
+            full_name(settings, t) for t in ("delivery.events", "provider.callbacks")
+        }
         self._consumer: AIOKafkaConsumer | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         # the rebalance listener (reading offsets) and the batch loop share the connection,
@@ -121,6 +137,11 @@ class ProjectionRunner(Service):
         self._db_lock = asyncio.Lock()
         # (topic, partition) -> the offset stored in PostgreSQL, for the partitions held
         self._stored: dict[tuple[str, int], int] = {}
+        self.escalations = escalations if publish is not None else None
+        self.publish = publish
+        if self.escalations is not None:
+            self.escalations.queued = 1  # what a previous run left in the outbox, at start
+        self._publish_after = 0.0  # monotonic time before which a failed publish waits
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -151,6 +172,9 @@ class ProjectionRunner(Service):
             else:
                 self._consumer.seek(tp, offset)
             self._stored[(tp.topic, tp.partition)] = offset or 0
+        if self.escalations is not None:
+            # a worker that died between a commit and its publish left its partitions' outbox
+            self.escalations.queued += 1
 
     async def _with_backoff(self, work: Any, what: str, refusable: bool = False) -> Any:
         """Run `work` in a transaction until it commits, waiting out outages with backoff;
@@ -195,6 +219,7 @@ class ProjectionRunner(Service):
             fetched = await self._consumer.getmany(timeout_ms=100, max_records=2000)
             if not fetched:
                 await self._store_idle_positions()
+                await self._publish_outbox()
                 continue
             batch: list[Consumed] = []
             messages_of: dict[tuple[str, int, int], Any] = {}
@@ -209,7 +234,7 @@ class ProjectionRunner(Service):
             started = time.monotonic()
             try:
                 written = await self._with_backoff(
-                    lambda conn, b=batch, o=offsets: apply_batch(conn, b, o),
+                    lambda conn, b=batch, o=offsets: apply_batch(conn, b, o, self.escalations),
                     "the batch",
                     refusable=True,
                 )
@@ -221,6 +246,7 @@ class ProjectionRunner(Service):
                 )
                 written = await self._apply_one_by_one(batch, offsets, messages_of)
             self._stored.update(offsets)
+            await self._publish_outbox()
             projected(c.record for c in batch)
             log.debug(
                 "projected %d events, %d rows in %.0f ms",
@@ -228,6 +254,33 @@ class ProjectionRunner(Service):
                 written,
                 (time.monotonic() - started) * 1000,
             )
+
+    async def _publish_outbox(self) -> None:
+        """Publish what escalation decisions put in the outbox, and delete it once the broker
+        has it. Kafka or PostgreSQL away: it stays, and is tried again (PUBLISH_RETRY_S)."""
+        if self.escalations is None or self.publish is None or not self.escalations.queued:
+            return
+        if time.monotonic() < self._publish_after:
+            return
+        try:
+            while True:
+                async with self._db_lock:
+                    conn = await self._connection()
+                    async with conn.transaction():
+                        cursor = await conn.execute(SELECT_OUTBOX, (OUTBOX_BATCH,))
+                        rows = await cursor.fetchall()
+                        if rows:
+                            await self.publish([(t, k, v) for _, t, k, v in rows])
+                            await conn.execute(
+                                "DELETE FROM escalation_outbox WHERE id = ANY(%s)",
+                                ([r[0] for r in rows],),
+                            )
+                if len(rows) < OUTBOX_BATCH:
+                    self.escalations.queued = 0
+                    return
+        except Exception as exc:  # the outbox keeps it: said, and tried again
+            log.warning("escalations not published yet, trying again soon: %r", exc)
+            self._publish_after = time.monotonic() + PUBLISH_RETRY_S
 
     async def _store_idle_positions(self) -> None:
         """Store the positions that moved past what the last batches stored with no record
@@ -264,7 +317,9 @@ class ProjectionRunner(Service):
             position = {(consumed.topic, consumed.partition): consumed.offset + 1}
             try:
                 written += await self._with_backoff(
-                    lambda conn, c=consumed, o=position: apply_batch(conn, [c], o),
+                    lambda conn, c=consumed, o=position: apply_batch(
+                        conn, [c], o, self.escalations
+                    ),
                     "an event",
                     refusable=True,
                 )
@@ -278,10 +333,11 @@ class ProjectionRunner(Service):
         await self._with_backoff(lambda conn: apply_batch(conn, [], offsets), "the offsets")
         return written
 
-    async def _dead_letter(self, msg: Any, error: BaseException) -> None:
+    async def _dead_letter(self, msg: Any, error: BaseException, stage: str = "project") -> None:
         reason = f"{type(error).__name__}: {error}"
         log.error(
-            "projection could not apply %s[%s]@%s, dead-lettered: %s",
+            "projection could not %s %s[%s]@%s, dead-lettered: %s",
+            "decode" if stage == "decode" else "apply",
             msg.topic,
             msg.partition,
             msg.offset,
@@ -289,7 +345,7 @@ class ProjectionRunner(Service):
         )
         if self.dead_letter is None:  # a tool's projection, not a worker's: said, not kept
             return
-        await self.dead_letter(msg, "project", error)
+        await self.dead_letter(msg, stage, error)
 
     async def _decode(self, msg: Any) -> Any:
         if msg.value is None and msg.topic == self.users_topic and msg.key:
@@ -297,10 +353,16 @@ class ProjectionRunner(Service):
         try:
             record = self.codec.decode(msg.value)
         except ContractError as exc:
-            # dead-lettered once, by the escalation agent, which reads the same two topics
-            log.warning(
-                "projection skipped %s[%s]@%s: %s", msg.topic, msg.partition, msg.offset, exc.reason
-            )
+            if msg.topic in self.deliveries:
+                await self._dead_letter(msg, exc, "decode")
+            else:  # incidents and users: dead-lettered once, by the agents that act on them
+                log.warning(
+                    "projection skipped %s[%s]@%s: %s",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    exc.reason,
+                )
             return None
         nid = getattr(record, "notification_id", None)
         if nid is not None and not is_uuid(nid):

@@ -23,6 +23,7 @@ from notifier.contracts.records import (
     CallbackStatus,
     Channel,
     DeliveryAttempted,
+    DeliveryFailed,
     DeliverySent,
     NotificationKind,
     NotificationQueued,
@@ -738,3 +739,101 @@ async def test_the_runner_counts_a_partition_ending_with_a_commit_marker_as_caug
                 await eventually(stored, lambda found: found == [(end,)])
         finally:
             await runner.stop()
+
+
+async def test_what_a_dead_worker_left_in_the_escalation_outbox_is_published_once_kafka_takes_it(
+    scratch: Settings, stack_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between the commit that took an escalation decision and its publish
+    leaves the records in the outbox: the next projection publishes them, and keeps them
+    while publishing fails."""
+    import projections.runner as runner_module
+    from projections.escalation import Escalations
+    from projections.runner import ProjectionRunner
+
+    monkeypatch.setattr(runner_module, "PUBLISH_RETRY_S", 0.2)
+    codec = AvroCodec(LocalSchemaRegistry())
+    published: list[tuple[str, bytes | None, bytes]] = []
+    failures = [RuntimeError("broker away")]
+
+    async def publish(items: list[tuple[str, bytes | None, bytes]]) -> None:
+        if failures:
+            raise failures.pop()
+        published.extend(items)
+
+    with fresh_database(stack_env["DATABASE_URL"], "outbox") as db:
+        migrate(db)
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+            left = [("dispatch.commands", b"inc-1", b"one"), ("delivery.events", b"inc-1", b"two")]
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO escalation_outbox (topic, key, value) VALUES (%s, %s, %s)", left
+                )
+            runner = ProjectionRunner(
+                scratch, codec, db, escalations=Escalations(scratch, codec), publish=publish
+            )
+            await runner.start()
+            try:
+
+                async def outbox() -> int:
+                    cursor = await conn.execute("SELECT count(*) FROM escalation_outbox")
+                    found = await cursor.fetchone()
+                    return int(found[0]) if found else -1
+
+                await eventually(outbox, lambda n: n == 0)
+                assert not failures  # the first try failed, and the rows stayed for the next
+                assert published == left
+            finally:
+                await runner.stop()
+
+
+async def test_a_rebuild_keeps_the_tier_states_and_folds_in_only_what_the_projection_had_not(
+    scratch: Settings, stack_env: dict[str, str]
+) -> None:
+    """A user's only primary channel failed finally: the tier escalates. Folded by the
+    projection already (its offsets stored), a rebuild decides nothing again; stopped before
+    the projection got there, the rebuild takes the decision and leaves it in the outbox."""
+    from projections.rebuild import rebuild
+    from tests.samples import sample
+
+    codec = AvroCodec(LocalSchemaRegistry())
+    publisher = Publisher(scratch, codec)
+    n = Notification("dora")
+    failed = sample(
+        DeliveryFailed,
+        event_id=f"{n.id}-f1",
+        notification_id=n.id,
+        incident_id=n.incident_id,
+        user_id=n.user,
+        channel=Channel.SMS,
+        attempt=1,
+        final=True,
+        occurred_at=at(3),
+    )
+    for record in (n.queued(), n.attempted(), failed):
+        publisher.publish("delivery.events", n.incident_id, record)
+    publisher.flush()
+    topic = full_name(scratch, "delivery.events")
+    with fresh_database(stack_env["DATABASE_URL"], "tiers") as db:
+        migrate(db)
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+
+            async def outbox() -> list[str]:
+                cursor = await conn.execute("SELECT topic FROM escalation_outbox ORDER BY id")
+                return [t for (t,) in await cursor.fetchall()]
+
+            # as if a live projection had folded all three (its tier state is not needed here)
+            for partition in range(3):
+                await conn.execute(
+                    "INSERT INTO projection_offset (projection, topic, partition, next_offset) "
+                    "VALUES ('notification_log', %s, %s, 3)",
+                    (topic, partition),
+                )
+            await rebuild(scratch, codec, db)
+            assert await outbox() == []
+
+            await conn.execute("DELETE FROM projection_offset")
+            await rebuild(scratch, codec, db)
+            assert await outbox() == ["delivery.events", "dispatch.commands"]
+            cursor = await conn.execute("SELECT key FROM tier_state")
+            assert await cursor.fetchall() == [(f"{n.incident_id}|dora",)]

@@ -26,6 +26,11 @@ SNAPSHOT = [
     "last_attempt_at FROM notification_log ORDER BY notification_id",
     "SELECT * FROM notification_attempt ORDER BY notification_id, attempt",
     "SELECT * FROM user_event ORDER BY event_id",
+    # kept by a rebuild, which folds in only what the projection had not: each level's
+    # outcomes and decisions (the ids of the notifications in it grow with the repeats of
+    # earlier tests' open incidents)
+    "SELECT key, (SELECT jsonb_object_agg(level, s - 'notification_tiers') "
+    "FROM jsonb_each(state -> 'levels') AS l(level, s)) FROM tier_state ORDER BY key",
 ]
 
 

@@ -1,14 +1,21 @@
-"""The escalation agent: follows delivery events per (incident, user, level) and, when a
-tier has failed, asks the dispatcher for the next one; pages the operations team when email
-and SMS both failed."""
+"""Tier escalation in the projection: folds the delivery events of each (incident, user,
+level) into its tier state and, when a tier has failed, asks the dispatcher for the next one;
+pages the operations team when email and SMS both failed. The state lives in `tier_state` and
+what a decision emits in `escalation_outbox`, both written in the projection's transaction,
+so a decision is taken once and emitted at least once (its ids are deterministic)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, MutableMapping
-from datetime import UTC, datetime
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from notifier.contracts.codec import AvroCodec
 from notifier.contracts.records import (
     CallbackStatus,
     CriticalDeliveryFailure,
@@ -44,17 +51,6 @@ def ops_incident_id(incident_id: str, user_id: str, level: int) -> str:
     return SELF_ALERT_PREFIX + ids.event_id(incident_id, user_id, level, "critical")
 
 
-DECIDING_RECORDS = frozenset(
-    cls.AVRO_NAME for cls in (NotificationQueued, DeliveryFailed, ProviderCallback, ReceiptDue)
-)
-
-
-def may_change_decisions(record_name: str) -> bool:
-    """Whether a record of this name can change a decision (`changes_decisions` then looks
-    at its fields); the rest are passed by undecoded."""
-    return record_name in DECIDING_RECORDS
-
-
 def changes_decisions(event: Record) -> bool:
     """Only alerts being queued, final failures, receipts and their deadlines can change a
     decision: everything else (attempts, sends, notices) passes without touching the table."""
@@ -76,8 +72,10 @@ def escalate(
     table: MutableMapping[str, Any],
     incident_status: Callable[[str], str],
     settings: Settings,
+    now: datetime,
 ) -> Outgoing:
-    """Fold `event` into the tier state kept in `table`; what to emit because of it."""
+    """Fold `event` into the tier state kept in `table` (by "incident|user"); what to emit
+    because of it, stamped `now`."""
     if not changes_decisions(event):
         return []
     fact: Any = event  # one of the record types changes_decisions lets through
@@ -100,13 +98,16 @@ def escalate(
     state = record(state, decisions)
     levels[level] = state.to_json()
     table[key] = {"levels": levels, "notifications": by_notification}
-    return _emit(event, int(level), decisions, settings)
+    return _emit(event, int(level), decisions, settings, now)
 
 
 def _emit(
-    event: Any, level: int, decisions: list[Escalate | Critical], settings: Settings
+    event: Any,
+    level: int,
+    decisions: list[Escalate | Critical],
+    settings: Settings,
+    now: datetime,
 ) -> Outgoing:
-    now = datetime.now(UTC)
     out: Outgoing = []
     for decision in decisions:
         if isinstance(decision, Escalate):
@@ -194,3 +195,60 @@ def _emit(
                 )
             )
     return out
+
+
+@dataclass
+class Escalations:
+    """What the projection needs to take escalation decisions: the settings (the operations
+    team) and the codec that encodes what a decision emits. `queued` counts the records put
+    in the outbox since the last publish (a transaction rolled back may have put none)."""
+
+    settings: Settings
+    codec: AvroCodec
+    queued: int = 0
+
+
+SELECT_STATES = "SELECT key, state FROM tier_state WHERE key = ANY(%s) ORDER BY key FOR UPDATE"
+UPSERT_STATES = (
+    "INSERT INTO tier_state (key, state) SELECT * FROM unnest(%s::text[], %s::jsonb[]) "
+    "ON CONFLICT (key) DO UPDATE SET state = EXCLUDED.state"
+)
+INSERT_OUTBOX = "INSERT INTO escalation_outbox (topic, key, value) VALUES (%s, %s, %s)"
+
+
+async def fold_escalations(
+    conn: AsyncConnection[Any],
+    records: Sequence[Record],
+    escalations: Escalations,
+    now: datetime,
+) -> int:
+    """Fold the batch's deciding events into `tier_state` and put what the decisions emit in
+    `escalation_outbox`, in the caller's transaction (after the batch's incidents were
+    folded: a decision needs its incident open). Returns the records put in the outbox."""
+    deciding = [r for r in records if changes_decisions(r)]
+    if not deciding:
+        return 0
+    facts: list[Any] = deciding  # each has incident_id and user_id (changes_decisions)
+    keys = sorted({f"{r.incident_id}|{r.user_id}" for r in facts})
+    cursor = await conn.execute(SELECT_STATES, (keys,))
+    table: dict[str, Any] = dict(await cursor.fetchall())
+    before = dict(table)
+    cursor = await conn.execute(
+        "SELECT incident_id, status FROM incident WHERE incident_id = ANY(%s)",
+        (sorted({r.incident_id for r in facts}),),
+    )
+    statuses: dict[str, str] = dict(await cursor.fetchall())
+    out: Outgoing = []
+    for event in deciding:
+        out += escalate(event, table, lambda i: statuses.get(i, "open"), escalations.settings, now)
+    changed = [k for k, v in table.items() if before.get(k) is not v]
+    if changed:
+        await conn.execute(UPSERT_STATES, (changed, [Jsonb(table[k]) for k in changed]))
+    if out:
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                INSERT_OUTBOX,
+                [(t, k.encode(), escalations.codec.encode(r)) for t, k, r in out],
+            )
+    escalations.queued += len(out)
+    return len(out)
