@@ -244,7 +244,7 @@ def test_a_transactional_topic_is_read_committed_to_its_end(
         assert set(wanted) < set(probe.seen())
         return
     probe.wait_for("committed to the end", lambda: committed(bootstrap, group, topic) == end)
-    assert probe.seen() == wanted
+    assert probe.seen() == wanted, probe.log.read_text()[-4000:]  # why it read again
     assert "read again" not in probe.log.read_text()
 
 
