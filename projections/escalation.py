@@ -221,10 +221,13 @@ async def fold_escalations(
     records: Sequence[Record],
     escalations: Escalations,
     now: datetime,
+    *,
+    bulk: bool = False,
 ) -> int:
     """Fold the batch's deciding events into `tier_state` and put what the decisions emit in
     `escalation_outbox`, in the caller's transaction (after the batch's incidents were
-    folded: a decision needs its incident open). Returns the records put in the outbox."""
+    folded: a decision needs its incident open). Returns the records put in the outbox.
+    `bulk` (a rebuild's many events): new states go in with COPY."""
     deciding = [r for r in records if changes_decisions(r)]
     if not deciding:
         return 0
@@ -242,6 +245,15 @@ async def fold_escalations(
     for event in deciding:
         out += escalate(event, table, lambda i: statuses.get(i, "open"), escalations.settings, now)
     changed = [k for k, v in table.items() if before.get(k) is not v]
+    if bulk:
+        fresh = [k for k in changed if k not in before]
+        changed = [k for k in changed if k in before]
+        async with (
+            conn.cursor() as cur,
+            cur.copy("COPY tier_state (key, state) FROM STDIN") as copy,
+        ):
+            for key in fresh:
+                await copy.write_row((key, Jsonb(table[key])))
     if changed:
         await conn.execute(UPSERT_STATES, (changed, [Jsonb(table[k]) for k in changed]))
     if out:

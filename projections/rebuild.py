@@ -274,7 +274,9 @@ async def _rebuild(
         )
         # what the workers had not folded when they stopped: its decisions are taken now, and
         # sent by the next projection (after the incidents: a decision needs its incident open)
-        await fold_escalations(conn, unfolded, Escalations(settings, codec), datetime.now(UTC))
+        await fold_escalations(
+            conn, unfolded, Escalations(settings, codec), datetime.now(UTC), bulk=True
+        )
         await store_offsets(conn, offsets)
     return RebuildResult(events, skipped, time.monotonic() - started)
 
