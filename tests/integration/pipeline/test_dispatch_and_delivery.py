@@ -246,5 +246,9 @@ async def test_concurrency_and_rate_limit_bounds_hold(clean_sandbox: Pipeline) -
     # teams is limited to 600/min = 10/s: 30 sends need at least ~2 s
     assert starts[-1] - starts[0] >= 1.8, starts[-1] - starts[0]
     per_second = max(sum(1 for s in starts if t <= s < t + 1.0) for t in starts)
-    # a bucket of one second's allowance: a burst of 10, then 10/s
-    assert per_second <= 20, per_second
+    # A bucket of one second's allowance lets through a burst of 10, then 10/s: at most 20 in
+    # any second as the worker sends. The sandbox stamps arrival, which shifts each request by
+    # scheduling jitter, so a second measured here may hold what the worker sent in ~1.1 s.
+    # Without the limiter all 30 land within a fraction of a second.
+    jitter_s = 0.1
+    assert per_second <= 10 + 10 * (1.0 + jitter_s), per_second
