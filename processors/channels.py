@@ -270,12 +270,14 @@ class ChannelSender:
         async with self.slots:
             outcome, after = await self._attempt(command, route)
         if isinstance(outcome, DeliveryFailed) and after is not None and not after.final:
-            # the retry is queued before the failure is recorded: never a non-final failure
-            # without its next attempt
-            await self.emitter.send(*self.next_attempt(command, outcome, after))
+            # the retry is in Kafka before the failure is queued: a copy of this command
+            # whose outcome is recorded is not sent again (recorded_results.py), so a failure
+            # recorded without its retry would stop the notification there. Queued first is
+            # not written first: the two go to different partitions, maybe brokers.
+            await self.emitter.send_and_wait(*self.next_attempt(command, outcome, after))
         if isinstance(outcome, DeliverySent) and self.needs_receipt(command, route.provider):
-            # the deadline is queued before the send is recorded, as retries are
-            await self.emitter.send(
+            # the deadline is in Kafka before the send is recorded, as retries are
+            await self.emitter.send_and_wait(
                 "receipt.deadlines", command.incident_id, self.receipt_due(command, outcome)
             )
         await self.emitter.send_many(

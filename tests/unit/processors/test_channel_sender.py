@@ -45,6 +45,9 @@ class RecordingEmitter:
         self.sent: list[Record] = []
         self.topics: list[tuple[str, Record]] = []
         self.dead: list[str] = []
+        self.acknowledged = asyncio.Event()  # the broker answers sends that wait for it
+        self.acknowledged.set()
+        self.waiting = asyncio.Event()  # a send waits for the broker
 
     async def send(self, topic: str, key: str, record: Record) -> None:
         self.sent.append(record)
@@ -53,6 +56,11 @@ class RecordingEmitter:
     async def send_many(self, items: Any) -> None:
         for topic, key, record in items:
             await self.send(topic, key, record)
+
+    async def send_and_wait(self, topic: str, key: str, record: Record) -> None:
+        self.waiting.set()
+        await self.acknowledged.wait()
+        await self.send(topic, key, record)
 
     async def dead_letter(self, event: Any, stage: str, error: BaseException) -> None:
         self.dead.append(str(error))
@@ -318,6 +326,21 @@ async def test_an_open_circuit_fails_over_at_once_and_new_sends_skip_it() -> Non
         ("DeliverySent", "sendgrid", 1, None),
     ]
     assert len(smtp.calls) == 2 and sendgrid.calls == ["i2"]
+
+
+async def test_a_failure_is_recorded_only_once_its_retry_is_in_kafka() -> None:
+    # a recorded failure makes a copy of the command a finished one: recorded without its
+    # retry, the notification would stop there
+    channel, emitter = sender(FakeProvider([down(503)]), retry_delays_s=(1, 2))
+    emitter.acknowledged.clear()
+    handling = asyncio.create_task(run(channel, emitter, command("inc")))
+    await asyncio.wait_for(emitter.waiting.wait(), timeout=5)
+    assert any(isinstance(e, DeliveryAttempted) for e in emitter.sent)
+    assert not any(isinstance(e, DeliveryFailed | SendCommand) for e in emitter.sent)
+    emitter.acknowledged.set()
+    await handling
+    kinds = [type(e) for e in emitter.sent if isinstance(e, DeliveryFailed | SendCommand)]
+    assert kinds == [SendCommand, DeliveryFailed]
 
 
 async def test_when_every_provider_failed_the_schedule_decides() -> None:
