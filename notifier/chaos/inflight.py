@@ -23,10 +23,13 @@ queued <= ended and began < done. (notification_log.updated_at is not used: it i
 projection's write time, which a PostgreSQL outage pushes back.)
 
 Which requests are extra: each request the sandbox received for a notification goes to the
-latest attempt that had started (notification_attempt.started_at, the first time the
-attempt was made) no later than the request arrived, allowing SKEW_S; requests before the
-first attempt's start go to the first attempt. The first request of each attempt is the
-attempt; the others are extra. When an attempt has no start time the order is all there is:
+latest attempt that could have been made by the time it arrived: once the attempt before it
+had its outcome (notification_attempt.finished_at), or else once it had started (started_at,
+allowing SKEW_S); requests before that go to the first attempt. An attempt's recorded start
+is that of the copy whose outcome was recorded: when a kill loses the first copy's outcome,
+the copy made again after the restart is the one recorded, and the first copy's request,
+made earlier, is still the attempt's. The first request of each attempt is the attempt; the
+others are extra. When an attempt has no start time the order is all there is:
 the last `requests - attempt_count` requests are the extra ones.
 
 Which disruption explains an extra request: at most one extra request of a notification per
@@ -173,12 +176,17 @@ def extra_requests(
     starts = sorted((a.started, a.attempt) for a in attempts if a.started is not None)
     if len(starts) < len(attempts) or not starts:
         return arrived[attempt_count:] if len(arrived) > attempt_count else []
+    finished = {a.attempt: a.finished for a in attempts}
+    opens = [
+        (min(started - SKEW_S, finished.get(attempt - 1) or started), attempt)
+        for started, attempt in starts
+    ]
     seen: set[int] = set()
     extra: list[float] = []
     for t in arrived:
-        owner = starts[0][1]
-        for started, attempt in starts:
-            if started - SKEW_S <= t:
+        owner = opens[0][1]
+        for opened, attempt in opens:
+            if opened <= t:
                 owner = attempt
         if owner in seen:
             extra.append(t)

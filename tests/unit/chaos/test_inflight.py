@@ -105,8 +105,12 @@ A2 = AttemptTimes(2, T0 + 3.0, T0 + 3.1)
     [
         ([A1], 1, [T0 + 1.05], []),
         ([A1], 1, [T0 + 1.05, T0 + 12.0], [T0 + 12.0]),  # taken again after a kill
-        # a copy of attempt 1 between attempts 1 and 2 is extra, attempt 2 is not
-        ([A1, A2], 2, [T0 + 1.05, T0 + 2.0, T0 + 3.05], [T0 + 2.0]),
+        # a copy of attempt 1 before its outcome is extra, attempt 2 is not
+        ([A1, A2], 2, [T0 + 1.05, T0 + 1.08, T0 + 3.05], [T0 + 1.08]),
+        # a request after attempt 1's outcome is attempt 2, made before a kill lost its
+        # outcome: the copy made again (whose start is recorded) is the extra
+        ([A1, A2], 2, [T0 + 1.05, T0 + 2.0, T0 + 3.05], [T0 + 3.05]),
+        ([A1, AttemptTimes(2, T0 + 12.0)], 2, [T0 + 1.05, T0 + 2.1, T0 + 12.1], [T0 + 12.1]),
         ([A1, A2], 2, [T0 + 1.05, T0 + 3.05, T0 + 9.0], [T0 + 9.0]),
         # the arrival a little before the attempt's recorded start still belongs to it
         ([A1, A2], 2, [T0 + 0.8, T0 + 2.9], []),
