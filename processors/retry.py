@@ -128,6 +128,7 @@ class RetryScheduler(Service):
         self._wake = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._committed_at = 0.0
+        self._revocations = 0  # rebalances seen, so a fetch handled across one stops
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -154,6 +155,7 @@ class RetryScheduler(Service):
     def forget(self, revoked: set[TopicPartition]) -> None:
         """Drop what waits from partitions this worker no longer owns (their new owner
         reads them again from the committed offset)."""
+        self._revocations += 1
         self._heap = [w for w in self._heap if w.tp not in revoked]
         heapq.heapify(self._heap)
         for tp in revoked:
@@ -175,22 +177,33 @@ class RetryScheduler(Service):
                 await asyncio.sleep(0.05)
                 continue
             fetched = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            waiting_before = len(self._heap)
-            only_incidents = True
-            for tp, messages in fetched.items():
-                only_incidents = only_incidents and tp.topic == self.incidents_topic
-                for msg in messages:
-                    await self._hold(tp, msg)
-                    self._read_up_to[tp] = msg.offset + 1
             if not fetched:
                 continue
+            waiting_before = len(self._heap)
+            await self.take(fetched)
             self._wake.set()
             # incidents that cancelled nothing change nothing if read again, so their offsets
             # are committed at most once a second, not on every fetch (a producer flush and a
             # commit per fetch under load: most of what this consumer cost)
+            only_incidents = all(tp.topic == self.incidents_topic for tp in fetched)
             if only_incidents and len(self._heap) == waiting_before and not self._commit_due():
                 continue
             await self._commit()
+
+    async def take(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        """Hold what one fetch brought. A rebalance during it (while a dead letter or a
+        cancellation is written) ends it: what is left was fetched for partitions this
+        worker may no longer own, and their offsets must not be committed from here
+        (the broker takes a commit from any member, whoever owns the partition now)."""
+        revocations = self._revocations
+        for tp, messages in fetched.items():
+            for msg in messages:
+                if self._revocations != revocations:
+                    return
+                await self._hold(tp, msg)
+                if self._revocations != revocations:
+                    return
+                self._read_up_to[tp] = msg.offset + 1
 
     def _commit_due(self) -> bool:
         return time.monotonic() - self._committed_at >= INCIDENTS_COMMIT_EVERY_S
@@ -315,6 +328,14 @@ class RetryScheduler(Service):
             with contextlib.suppress(TimeoutError):  # woken by new commands or the next due
                 await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 1.0))
 
+    def committable(self) -> dict[TopicPartition, int]:
+        """Per partition read here, the offset to commit: its oldest command still waiting,
+        else the end of what was read."""
+        return {
+            tp: min(self._pending[tp]) if self._pending.get(tp) else read
+            for tp, read in self._read_up_to.items()
+        }
+
     async def _commit(self) -> None:
         """Commit, per partition, up to the oldest command still waiting."""
         if self._consumer is None:
@@ -322,10 +343,7 @@ class RetryScheduler(Service):
         # what was forwarded must be in Kafka before the offsets move past it: outside an
         # agent's event Faust only queues a send
         await self.emitter.app.producer.flush()
-        offsets = {}
-        for tp, read in self._read_up_to.items():
-            waiting = self._pending.get(tp)
-            offsets[tp] = OffsetAndMetadata(min(waiting) if waiting else read, "")
+        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self.committable().items()}
         self._committed_at = time.monotonic()
         if offsets:
             try:
