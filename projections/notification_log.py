@@ -47,6 +47,9 @@ PROJECTION = "notification_log"
 # every batch holds this advisory lock shared; a rebuild holds it alone from the drop to the
 # last COPY, so a worker still running waits instead of writing into the half-built tables
 REBUILD_LOCK = 0x6E6C6F67  # "nlog"
+# plus a partition number: one batch of that partition (of every topic folded, all keyed
+# alike) at a time, whichever worker writes it
+PARTITION_LOCK = 0x6E6C0000
 # what it folds, by logical name: the deliveries, and the incidents and people they are about
 TOPICS = ("delivery.events", "provider.callbacks", "incidents", "users")
 LOG_COLUMNS = [f.name for f in dataclasses.fields(LogRow)]
@@ -289,16 +292,43 @@ async def apply_batch(
     """Fold `batch` into the read model and store `offsets`, in the caller's transaction;
     with `escalations`, also into the tier state, putting what it decides in the outbox.
 
-    Rows are locked and read once, folded in Python by the pure transition rules, and written
-    back once each: a replayed event changes nothing. A provider callback is stored once
-    (by event_id) and folded when its notification's row exists: at once, or, when it came
-    first, after the delivery events of the batch that creates the row, in the provider's time
-    order. Returns the notification rows written.
+    One batch of a partition at a time, and only what is past its stored offset (see
+    not_applied). Rows are locked and read once, folded in Python by the pure transition
+    rules, and written back once each: a replayed event changes nothing. A provider callback
+    is stored once (by event_id) and folded when its notification's row exists: at once, or,
+    when it came first, after the delivery events of the batch that creates the row, in the
+    provider's time order. Returns the notification rows written.
     """
-    # one pipeline: the lock and the three reads go in one round trip, the writes in another
-    # (a round trip costs the worker more than the statements' parameters)
+    # one pipeline: the locks and the stored offsets go in one round trip, the three reads in
+    # another, the writes in a third (a round trip costs the worker more than the statements'
+    # parameters)
     async with conn.pipeline():
         return await _apply_batch(conn, batch, offsets, escalations)
+
+
+async def not_applied(
+    conn: AsyncConnection[Any], batch: Sequence[Consumed], offsets: dict[tuple[str, int], int]
+) -> list[Consumed]:
+    """Take the batch's partitions for this transaction and return what of `batch` no
+    transaction has applied yet (at or past the stored offset of its partition).
+
+    In a rebalance the old owner of a partition may still write a batch it fetched while the
+    new owner starts from the stored offset: each would fold on rows the other had not
+    committed (an event of a row not yet visible is dropped, a stale fold overwrites a newer
+    row). With the lock the later one waits, then reads the earlier one's rows and offsets."""
+    partitions = sorted({c.partition for c in batch} | {p for _, p in offsets})
+    for partition in partitions:  # in order: two batches never wait on each other
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK + partition,))
+    topics = sorted({c.topic for c in batch})
+    if not topics:
+        return []
+    cursor = await conn.execute(
+        "SELECT topic, partition, next_offset FROM projection_offset "
+        "WHERE projection = %s AND topic = ANY(%s)",
+        (PROJECTION, topics),
+    )
+    stored = {(t, p): o for t, p, o in await cursor.fetchall()}
+    return [c for c in batch if c.offset >= stored.get((c.topic, c.partition), 0)]
 
 
 async def _apply_batch(
@@ -308,6 +338,7 @@ async def _apply_batch(
     escalations: Escalations | None,
 ) -> int:
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
+    batch = await not_applied(conn, batch, offsets)
     records = [c.record for c in batch if isinstance(c.record, (*ROW_EVENTS, ProviderCallback))]
     ids = sorted({r.notification_id for r in records})
     rows: dict[str, LogRow] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -126,3 +127,59 @@ async def test_replaying_a_batch_changes_nothing_and_delivered_beats_a_late_sent
     assert first == second
     status = [c for c in first[0] if c in ("DELIVERED", "SENT")]
     assert status[0] == "DELIVERED"  # the row's status, not the attempt's outcome
+
+
+# (offsets of the batch held open, offsets of the batch written meanwhile), of the events
+# queued (0), attempted (2) and sent (3) of _events: two owners of one partition in a
+# rebalance, the old one still writing what it fetched as the new one starts
+OVERLAPS = {
+    "the later batch folds onto the row the earlier one creates": ([0], [2, 3]),
+    "an earlier batch does not fold over the row a later one wrote": ([0, 2, 3], [0]),
+}
+
+
+@pytest.mark.parametrize("held, meanwhile", OVERLAPS.values(), ids=list(OVERLAPS))
+async def test_two_owners_of_a_partition_lose_no_event(
+    pipeline: Pipeline, held: list[int], meanwhile: list[int]
+) -> None:
+    incident = f"inc-overlap-{held[-1]}-{meanwhile[-1]}"
+    topic = f"overlap-{len(held)}"
+    events = _events(incident)
+
+    def batch(offsets: list[int]) -> tuple[list[Consumed], dict[tuple[str, int], int]]:
+        return [Consumed(topic, 0, n, events[n]) for n in offsets], {(topic, 0): offsets[-1] + 1}
+
+    async def waiting_for_a_lock(conn: psycopg.AsyncConnection[Any], pid: int) -> bool:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid = %s", (pid,)
+        )
+        row = await cursor.fetchone()
+        return row is not None and row[0] > 0
+
+    async def write_meanwhile(conn: psycopg.AsyncConnection[Any]) -> None:
+        async with conn.transaction():
+            await apply_batch(conn, *batch(meanwhile))
+
+    db = _db(pipeline)
+    async with (
+        await psycopg.AsyncConnection.connect(db) as first,
+        await psycopg.AsyncConnection.connect(db) as second,
+        await psycopg.AsyncConnection.connect(db, autocommit=True) as watch,
+    ):
+        await apply_batch(first, *batch(held))  # its transaction stays open
+        other = asyncio.create_task(write_meanwhile(second))
+        # it either waits for the first transaction or has finished without waiting
+        pid = second.info.backend_pid
+        await eventually(lambda: waiting_for_a_lock(watch, pid), lambda w: w or other.done())
+        await first.commit()
+        await other
+        row = await (
+            await watch.execute(
+                "SELECT status, attempt_count FROM notification_log WHERE incident_id = %s",
+                (incident,),
+            )
+        ).fetchall()
+        # these rows never went through Kafka: leave no trace for the rebuild comparison
+        await watch.execute("DELETE FROM notification_log WHERE incident_id = %s", (incident,))
+        await watch.execute("DELETE FROM projection_offset WHERE topic = %s", (topic,))
+    assert row == [("SENT", 1)]
