@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -27,20 +26,11 @@ from processors.dispatch_transactions import (
     transactional_id,
 )
 from processors.incident_memories import IncidentMemories, decode_memory, encode_memory
+from tests.messages import Message
 from tests.samples import sample
 
 CODEC = AvroCodec(LocalSchemaRegistry())
 SETTINGS = Settings(topic_prefix="t.")
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    key: bytes | None = None
-    headers: Any = None
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -13,17 +12,8 @@ from notifier.contracts.records import Channel, NotificationKind, SendCommand
 from notifier.contracts.registry import LocalSchemaRegistry
 from notifier.settings import Settings
 from processors.retry import RetryScheduler
+from tests.messages import Message
 from tests.samples import sample
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes
-    key: bytes | None = None
-    headers: Any = None
 
 
 class DeadLetters:
