@@ -211,3 +211,19 @@ async def test_a_failed_rewind_keeps_the_partitions_to_read_again() -> None:
     assert await read_skipped_again(app) is False
     assert calls == ["stop", "resume"]
     assert TOPIC in skipped(consumer)
+
+
+async def test_one_commit_passes_every_transaction_handled() -> None:
+    # the dispatcher writes commands in transactions: three commands, then a marker
+    markers = [(4 * t + 3, 4 * t + 4) for t in range(10)]
+    commands = [o for t in range(10) for o in range(4 * t, 4 * t + 3)]
+    consumer = faust_consumer(markers)
+    read = None
+    for offset in commands:  # as the drain loop reads them
+        if read is not None and offset - read > 1:
+            await SafeCommitConsumer._add_gap(consumer, TOPIC, read + 1, offset)
+        read = offset
+    for offset in commands:  # each handled and acknowledged
+        consumer._acked[TOPIC].append(offset)
+        consumer._acked_index[TOPIC].add(offset)
+    assert consumer._new_offset(TOPIC) == 40  # past the last command and its marker
