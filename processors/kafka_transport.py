@@ -219,6 +219,11 @@ class SafeCommitConsumer(driver.Consumer):
         messages were dropped (around a rebalance), and committing past them loses them:
         the partition is marked to be read again from its committed offset
         (`processors.offsets.read_skipped_again`) instead."""
+        committed = self._committed_offset.get(tp)
+        if committed is not None and offset_to <= committed:
+            # committed past already, over skips known then (pruned since): the commit ran
+            # ahead of this check, which is not the loss this looks for
+            return
         known = self._known_skips()
         if known is not None and known.covers(tp, offset_from, offset_to):
             # Faust's gap runs through `offset_to` itself, the message being read: once

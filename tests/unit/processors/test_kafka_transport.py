@@ -227,3 +227,14 @@ async def test_one_commit_passes_every_transaction_handled() -> None:
         consumer._acked[TOPIC].append(offset)
         consumer._acked_index[TOPIC].add(offset)
     assert consumer._new_offset(TOPIC) == 40  # past the last command and its marker
+
+
+async def test_a_jump_the_commit_already_passed_is_not_read_again() -> None:
+    # the commit moved past the markers 8..10 (and forgot them) before the drain loop
+    # met the jump from 7 to 11
+    consumer = faust_consumer([], committed=11)
+    await SafeCommitConsumer._add_gap(consumer, TOPIC, 8, 11)
+    assert TOPIC not in skipped(consumer)
+    partly = faust_consumer([], committed=9)  # 9 and 10 not known as skipped: read again
+    await SafeCommitConsumer._add_gap(partly, TOPIC, 8, 11)
+    assert TOPIC in skipped(partly)
