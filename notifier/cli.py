@@ -505,6 +505,30 @@ def worker(
 
 
 @app.command()
+def projector(
+    loglevel: Annotated[str, typer.Option(help="Log level: debug, info, warn.")] = "info",
+) -> None:
+    """Run the NotificationLog projection and tier escalation in a process of their own
+    (set NOTIFIER_PROJECTION_ENABLED=false on the workers)."""
+    from notifier.contracts.factory import RegistryNotConfiguredError
+    from notifier.contracts.registry import RegistryUnavailableError
+    from processors.loop import use_event_loop
+    from processors.projector import run_projector
+    from projections.database import DatabaseNotConfiguredError
+
+    settings = _settings()
+    use_event_loop(settings)
+    try:
+        run_projector(settings, loglevel)
+    except (
+        RegistryNotConfiguredError,
+        RegistryUnavailableError,
+        DatabaseNotConfiguredError,
+    ) as exc:
+        raise fail(str(exc)) from exc
+
+
+@app.command()
 def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every notification.")] = 120.0,
 ) -> None:
@@ -537,6 +561,12 @@ def bench(
     profile: Annotated[
         bool, typer.Option(help="Profile the worker with py-spy in a phase of its own.")
     ] = True,
+    projector: Annotated[
+        bool,
+        typer.Option(
+            help="The projection in a process of its own (`notifier projector`), or in the worker."
+        ),
+    ] = True,
 ) -> None:
     """Measure the pipeline against the sandbox: throughput, latency, projection lag, RSS,
     the raw Kafka ceiling; saves JSON, a PNG plot and a worker profile in bench-results/,
@@ -553,13 +583,14 @@ def bench(
         users=users,
         rebuild_events=rebuild_events,
         results_dir=results_dir,
-        shape=Shape(users_per_incident, workers, provider_latency_ms, profile),
+        shape=Shape(users_per_incident, workers, provider_latency_ms, profile, projector),
     )
     table = Table("figure", "value", title="notifier bench")
     table.add_row(
         "shape",
         f"{incidents} incidents x {users_per_incident} user(s) x 3 channels, "
-        f"{workers} worker(s), provider answers after {provider_latency_ms} ms",
+        f"{workers} worker(s){' and a projector process' if projector else ''}, "
+        f"provider answers after {provider_latency_ms} ms",
     )
     thr, lat = results["throughput"], results["latency_ms"]
     table.add_row("notifications/s (incident -> provider request)", str(thr["notifications_per_s"]))

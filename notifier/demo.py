@@ -139,7 +139,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], timeout_s: float = 
         "NOTIFIER_LOG_LEVEL": "WARNING",
         "NOTIFIER_SESSION_TIMEOUT_S": "10",
     }
-    with sandbox_and_worker(logs, extra, bridge=True) as (sandbox_url, worker, bridge_url, _):
+    with sandbox_and_worker(logs, extra, bridge=True) as (sandbox_url, worker, bridge_url, _, _):
         say(
             f"provider sandbox on {sandbox_url}, webhook bridge on {bridge_url}, "
             f"worker pid {worker.pid} (logs in {logs})"

@@ -58,20 +58,26 @@ def wait_http(url: str, timeout_s: float = 30) -> None:
 
 
 class Services(NamedTuple):
-    """The started processes: where the sandbox and the bridge answer, and the workers (the
-    first of them as `worker`)."""
+    """The started processes: where the sandbox and the bridge answer, the workers (the
+    first of them as `worker`) and the projector, when it runs apart."""
 
     sandbox_url: str
     worker: subprocess.Popen[bytes]
     bridge_url: str | None
     workers: tuple[subprocess.Popen[bytes], ...] = ()
+    projector: subprocess.Popen[bytes] | None = None
 
 
 @contextmanager
 def sandbox_and_worker(
-    logs: Path, extra_env: dict[str, str] | None = None, bridge: bool = False, workers: int = 1
+    logs: Path,
+    extra_env: dict[str, str] | None = None,
+    bridge: bool = False,
+    workers: int = 1,
+    projector: bool = False,
 ) -> Iterator[Services]:
-    """A sandbox and `workers` workers pointed at it, and the webhook bridge if asked for."""
+    """A sandbox and `workers` workers pointed at it, the webhook bridge if asked for, and
+    with `projector` the projection in a process of its own rather than in each worker."""
     from adapters.sandbox.server import sandbox_env
 
     logs.mkdir(parents=True, exist_ok=True)
@@ -95,6 +101,16 @@ def sandbox_and_worker(
         if bridge_url:
             started.enter_context(child(notifier_command("bridge"), env, logs / "bridge.log"))
             wait_http(f"{bridge_url}/readyz")
+        projector_proc = None
+        if projector:
+            env |= {"NOTIFIER_PROJECTION_ENABLED": "false"}
+            projector_proc = started.enter_context(
+                child(
+                    notifier_command("projector", "--loglevel", "warn"),
+                    {**env, "NOTIFIER_METRICS_PORT": str(free_port())},
+                    logs / "projector.log",
+                )
+            )
         procs = tuple(
             started.enter_context(
                 child(
@@ -106,4 +122,4 @@ def sandbox_and_worker(
             )
             for n in range(workers)
         )
-        yield Services(url, procs[0], bridge_url, procs)
+        yield Services(url, procs[0], bridge_url, procs, projector_proc)

@@ -31,11 +31,15 @@ def _group(cmdline: list[str]) -> str | None:
 class CpuMeter:
     """CPU seconds of every process of the run, grouped by what it is."""
 
-    def __init__(self, worker_pids: list[int], state_dir: Path) -> None:
+    def __init__(
+        self, worker_pids: list[int], state_dir: Path, projector_pids: list[int] | None = None
+    ) -> None:
         self.groups: dict[str, list[psutil.Process]] = {
             "worker": [psutil.Process(pid) for pid in worker_pids],
             "bench publisher": [psutil.Process(os.getpid())],
         }
+        if projector_pids:
+            self.groups["projector"] = [psutil.Process(pid) for pid in projector_pids]
         me = psutil.Process(os.getpid())
         for child in me.children():
             if child.pid not in worker_pids and "sandbox" in " ".join(child.cmdline()):

@@ -233,12 +233,14 @@ def drop_scratch_topics(settings: Settings, say: Say) -> None:
 @dataclass(frozen=True)
 class Shape:
     """How the bench's load looks beyond its sizes: people per incident, worker processes,
-    how long the sandbox waits before it answers, and whether the worker is profiled."""
+    how long the sandbox waits before it answers, whether the worker is profiled, and
+    whether the projection runs in a process of its own (`notifier projector`)."""
 
     users_per_incident: int = 1
     workers: int = 1
     provider_latency_ms: int = 0
     profile: bool = True
+    projector: bool = True
 
 
 def _run(
@@ -267,6 +269,7 @@ def _run(
         "users_per_incident": shape.users_per_incident,
         "channels_per_incident": len(CHANNELS),
         "workers": shape.workers,
+        "projector": shape.projector,
         "provider_latency_ms": shape.provider_latency_ms,
         "paced_rate": rate,
         "paced_seconds": paced_s,
@@ -298,10 +301,17 @@ def _run(
         "NOTIFIER_LOG_LEVEL": "WARNING",
     }
     latency_points: list[tuple[float, float]] = []
-    started_services = sandbox_and_worker(logs, extra, workers=shape.workers)
-    with started_services as (sandbox, worker, _, workers), LagSampler(settings) as lag:
+    started_services = sandbox_and_worker(
+        logs, extra, workers=shape.workers, projector=shape.projector
+    )
+    with started_services as (sandbox, worker, _, workers, projector), LagSampler(settings) as lag:
         pids = [w.pid for w in workers]
-        say(f"sandbox {sandbox}, worker pid(s) {', '.join(map(str, pids))}; warming up")
+        apart = [projector.pid] if projector is not None else []
+        say(
+            f"sandbox {sandbox}, worker pid(s) {', '.join(map(str, pids))}"
+            + (f", projector pid {apart[0]}" if apart else "")
+            + "; warming up"
+        )
         if shape.provider_latency_ms:
             _slow_providers(sandbox, shape.provider_latency_ms)
             say(f"    the sandbox answers each request after {shape.provider_latency_ms} ms")
@@ -316,7 +326,7 @@ def _run(
         events_before = sum(end_offsets(settings, "delivery.events").values())
         say(f"phase 1: {incidents} incidents as fast as possible")
         _clear(sandbox)
-        meter = CpuMeter(pids, settings.stack_dir)
+        meter = CpuMeter(pids, settings.stack_dir, projector_pids=apart)
         cpu_before = meter.snapshot()
         started = time.time()
         for n in range(incidents):
