@@ -296,11 +296,8 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     """GET /_sandbox/stats: how many requests were received and answered, per provider."""
-    state = request.app[STATE]
-    by_provider: dict[str, int] = {}
-    for rec in state.requests:
-        by_provider[rec.provider] = by_provider.get(rec.provider, 0) + 1
-    return web.json_response({"count": len(state.requests), "by_provider": by_provider})
+    count, by_provider = request.app[STATE].counts()
+    return web.json_response({"count": count, "by_provider": by_provider})
 
 
 async def reset(request: web.Request) -> web.Response:

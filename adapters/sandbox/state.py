@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
 import threading
@@ -57,6 +58,8 @@ class SandboxState:
         self._lock = threading.Lock()
         self._seq = 0
         self.requests: list[Recorded] = []
+        # kept as requests arrive: the bench polls the counts while thousands are recorded
+        self.by_provider: collections.Counter[str] = collections.Counter()
         self.faults: dict[str, Fault] = {}
         self.rng = random.Random(seed)
         self.released = asyncio.Event()  # set to let hung requests go (reset, shutdown)
@@ -67,7 +70,13 @@ class SandboxState:
             self._seq += 1
             rec = Recorded(self._seq, provider, path, time.time())
             self.requests.append(rec)
+            self.by_provider[provider] += 1
             return rec
+
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """How many requests were recorded, in all and per provider."""
+        with self._lock:
+            return len(self.requests), dict(self.by_provider)
 
     def fault(self, provider: str) -> Fault:
         """The fault plan of `provider` (an empty one if none was set)."""
@@ -89,6 +98,7 @@ class SandboxState:
         """Forget every request and fault."""
         with self._lock:
             self.requests.clear()
+            self.by_provider.clear()
             self.faults.clear()
         self.release_hangs()
 
