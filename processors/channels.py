@@ -47,6 +47,7 @@ from processors.metrics import (
     RATE_LIMIT_WAIT,
     RETRIES_SCHEDULED,
     SENDS,
+    labelled,
     request_starting,
 )
 
@@ -353,7 +354,7 @@ class ChannelSender:
         circuit_open = False
         try:
             await route.limiter.acquire()
-            RATE_LIMIT_WAIT.labels(self.channel.value, name).observe(time.monotonic() - started)
+            labelled(RATE_LIMIT_WAIT, self.channel.value, name).observe(time.monotonic() - started)
             message_id = await route.send(route, command)
         except CircuitBreakerError:
             circuit_open = True
@@ -367,7 +368,7 @@ class ChannelSender:
             error = ProviderError(Failure(FailureKind.CONNECTION), f"{type(exc).__name__}: {exc}")
         else:
             self._log_breaker(route, before)
-            SENDS.labels(self.channel.value, name, "sent").inc()
+            labelled(SENDS, self.channel.value, name, "sent").inc()
             latency = int((time.monotonic() - started) * 1000)
             log.info("sent", extra={**extra, "latency_ms": latency})
             sent = DeliverySent(
@@ -379,7 +380,7 @@ class ChannelSender:
             return sent, None
         self._log_breaker(route, before)
         category = error.category
-        SENDS.labels(self.channel.value, name, category.value.lower()).inc()
+        labelled(SENDS, self.channel.value, name, category.value.lower()).inc()
         delays = self.settings.retry_delays(command.priority.value)
         attempts_left = retry_step(command.attempt, delays) is not None
         after = after_failure(self.order, name, category, circuit_open, attempts_left)
@@ -412,7 +413,9 @@ class ChannelSender:
         request_starting(self.channel.value, command.incident_at)
         timeout = self.settings.send_timeout(self.channel.value)
         try:
-            return await asyncio.wait_for(provider.send(command), timeout)
+            # a timeout scope on this task: wait_for made a task per request (Python 3.11)
+            async with asyncio.timeout(timeout):
+                return await provider.send(command)
         except TimeoutError as exc:
             raise ProviderError(
                 Failure(FailureKind.TIMEOUT), f"{provider.name}: no answer in {timeout:g} s"
@@ -421,7 +424,7 @@ class ChannelSender:
     def _log_breaker(self, route: Route, before: str) -> None:
         breaker = route.breaker
         after = breaker.state
-        CIRCUIT_OPEN.labels(breaker.name).set(1 if after == STATE_OPEN else 0)
+        labelled(CIRCUIT_OPEN, breaker.name).set(1 if after == STATE_OPEN else 0)
         if after != before:
             CIRCUIT_TRANSITIONS.labels(breaker.name, after).inc()
             level = logging.INFO if after == STATE_CLOSED else logging.WARNING

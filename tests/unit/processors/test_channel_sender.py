@@ -141,6 +141,37 @@ async def test_failures_carry_category_and_final() -> None:
     assert retries[0].not_before is not None
 
 
+class SilentProvider(FakeProvider):
+    """Takes the request and never answers; records whether its wait was cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = asyncio.Event()
+
+    async def send(self, command: SendCommand) -> str:
+        self.calls.append(command.incident_id)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_a_provider_that_never_answers_times_out_and_is_retried() -> None:
+    provider = SilentProvider()
+    channel, emitter = sender(provider, send_timeout_s=0.05, retry_delays_s=(1, 2))
+    await channel.handle([FakeEvent(emitter.codec.encode(command("quiet")))])
+    failed = [e for e in emitter.sent if isinstance(e, DeliveryFailed)]
+    assert len(failed) == 1
+    assert failed[0].category is FailureCategory.TRANSIENT and not failed[0].final
+    assert "no answer in 0.05 s" in failed[0].error
+    assert provider.cancelled.is_set()  # the request itself was given up, not left running
+    assert [(r.incident_id, r.attempt) for r in emitter.sent if isinstance(r, SendCommand)] == [
+        ("quiet", 2)
+    ]
+
+
 async def test_alerts_of_acknowledged_incidents_are_cancelled_not_sent() -> None:
     provider = FakeProvider()
     emitter = RecordingEmitter()
