@@ -238,3 +238,24 @@ async def test_a_jump_the_commit_already_passed_is_not_read_again() -> None:
     partly = faust_consumer([], committed=9)  # 9 and 10 not known as skipped: read again
     await SafeCommitConsumer._add_gap(partly, TOPIC, 8, 11)
     assert TOPIC in skipped(partly)
+
+
+@pytest.mark.parametrize(
+    ("committed", "ranges"),
+    [
+        (None, [(3, 3), (7, 7), (11, 11)]),  # a marker per transaction: never overlapping
+        (None, [(3, 4), (5, 6), (9, 9)]),  # touching ranges stay apart, as Faust keeps them
+        (None, [(3, 3), (7, 7), (2, 8), (7, 7)]),  # read again after a seek back: overlaps
+        (5, [(3, 4), (4, 8), (12, 12)]),  # before the committed offset: clipped or dropped
+    ],
+)
+async def test_skipped_offsets_make_the_tree_faust_would_make(
+    committed: int | None, ranges: list[tuple[int, int]]
+) -> None:
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    ours, faust = faust_consumer([], committed), faust_consumer([], committed)
+    for first, last in ranges:
+        ours._add_skipped(TOPIC, first, last)
+        await FaustConsumer._add_gap(faust, TOPIC, first, last)
+    assert sorted(ours._gap[TOPIC]) == sorted(faust._gap[TOPIC])
