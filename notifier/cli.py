@@ -92,6 +92,16 @@ def _codec(settings: Settings) -> Any:
         raise fail(str(exc)) from exc
 
 
+def _setup_errors() -> tuple[type[Exception], ...]:
+    """What a long-running process raises at start when the stack is not set up or not
+    there (imported on use: the CLI starts without them)."""
+    from notifier.contracts.factory import RegistryNotConfiguredError
+    from notifier.contracts.registry import RegistryUnavailableError
+    from projections.database import DatabaseNotConfiguredError
+
+    return (RegistryNotConfiguredError, RegistryUnavailableError, DatabaseNotConfiguredError)
+
+
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -483,24 +493,17 @@ def worker(
 ) -> None:
     """Run the pipeline: the dispatcher and one agent per channel (Faust worker)."""
     from adapters.base import ProviderError
-    from notifier.contracts.factory import RegistryNotConfiguredError
-    from notifier.contracts.registry import RegistryUnavailableError
     from processors.app import run_worker
     from processors.loop import use_event_loop
     from processors.versions import UntestedVersionError
-    from projections.database import DatabaseNotConfiguredError
 
+    # a provider set up wrong at start (an unusable FCM key file) stops it too
+    refused: tuple[type[Exception], ...] = (*_setup_errors(), UntestedVersionError, ProviderError)
     settings = _settings()
     use_event_loop(settings)
     try:
         run_worker(settings, loglevel)
-    except (
-        RegistryNotConfiguredError,
-        RegistryUnavailableError,
-        DatabaseNotConfiguredError,
-        UntestedVersionError,
-        ProviderError,  # a provider set up wrong at start: an unusable FCM key file
-    ) as exc:
+    except refused as exc:
         raise fail(str(exc)) from exc
 
 
@@ -510,21 +513,14 @@ def projector(
 ) -> None:
     """Run the NotificationLog projection and tier escalation in a process of their own
     (set NOTIFIER_PROJECTION_ENABLED=false on the workers)."""
-    from notifier.contracts.factory import RegistryNotConfiguredError
-    from notifier.contracts.registry import RegistryUnavailableError
     from processors.loop import use_event_loop
     from processors.projector import run_projector
-    from projections.database import DatabaseNotConfiguredError
 
     settings = _settings()
     use_event_loop(settings)
     try:
         run_projector(settings, loglevel)
-    except (
-        RegistryNotConfiguredError,
-        RegistryUnavailableError,
-        DatabaseNotConfiguredError,
-    ) as exc:
+    except _setup_errors() as exc:
         raise fail(str(exc)) from exc
 
 
@@ -787,9 +783,6 @@ def bridge(
     import asyncio
 
     from adapters.bridge.server import serve
-    from notifier.contracts.factory import RegistryNotConfiguredError
-    from notifier.contracts.registry import RegistryUnavailableError
-    from projections.database import DatabaseNotConfiguredError
 
     settings = _settings()
     if port is not None:
@@ -797,11 +790,7 @@ def bridge(
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(settings))
-    except (
-        RegistryNotConfiguredError,
-        RegistryUnavailableError,
-        DatabaseNotConfiguredError,
-    ) as exc:
+    except _setup_errors() as exc:
         raise fail(str(exc)) from exc
     except OSError as exc:
         where = f"{settings.bridge_host}:{settings.bridge_port}"
