@@ -32,6 +32,15 @@ made earlier, is still the attempt's. The first request of each attempt is the a
 others are extra. When an attempt has no start time the order is all there is:
 the last `requests - attempt_count` requests are the extra ones.
 
+The counts bound what the times say. Every attempt that reached the provider made at least
+one request and one recorded attempt made at most one that is not extra, so a notification
+has between `requests - attempt_count` and `requests - reached` extra requests (`reached`:
+its attempts less those that failed before connecting). The times are the worker's and the
+sandbox's, each taken when its process got to it: on a loaded host a request can be recorded
+after the worker had its outcome, and fall to the next attempt. So when the times find more
+extras than the counts allow, the latest ones are kept, and when fewer, the latest requests
+not yet counted are added.
+
 Which disruption explains an extra request: at most one extra request of a notification per
 disruption at which it was in flight. The extras are taken in time order and each goes to
 the latest disruption that began before it (began <= the request's arrival), at which the
@@ -44,6 +53,7 @@ disruption before it, and those sets only grow with time.)
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -169,10 +179,29 @@ def in_flight(span: tuple[float, float] | None, d: Disruption) -> bool:
 
 
 def extra_requests(
-    attempts: Sequence[AttemptTimes], attempt_count: int, requests: Iterable[float]
+    attempts: Sequence[AttemptTimes],
+    attempt_count: int,
+    requests: Iterable[float],
+    reached: int | None = None,
 ) -> list[float]:
-    """The arrival times of a notification's extra requests (see the module docstring)."""
+    """The arrival times of a notification's extra requests (see the module docstring);
+    `reached`: its attempts that connected to the provider (all of them when None)."""
     arrived = sorted(requests)
+    fewest = max(0, len(arrived) - attempt_count)
+    most = max(0, len(arrived) - (attempt_count if reached is None else reached))
+    by_times = _extra_by_times(attempts, attempt_count, arrived)
+    if len(by_times) > most:
+        return by_times[len(by_times) - most :]
+    if len(by_times) < fewest:
+        rest = sorted((Counter(arrived) - Counter(by_times)).elements())
+        return sorted(by_times + rest[len(rest) - (fewest - len(by_times)) :])
+    return by_times
+
+
+def _extra_by_times(
+    attempts: Sequence[AttemptTimes], attempt_count: int, arrived: list[float]
+) -> list[float]:
+    """The extra requests as the times place them (`arrived` sorted)."""
     starts = sorted((a.started, a.attempt) for a in attempts if a.started is not None)
     if len(starts) < len(attempts) or not starts:
         return arrived[attempt_count:] if len(arrived) > attempt_count else []

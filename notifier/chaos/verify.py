@@ -229,6 +229,7 @@ def verify(
                 timings.get(r.notification_id, ()),
                 r.attempt_count,
                 arrivals.get(r.notification_id, ()),
+                r.attempt_count - unreached.get(r.notification_id, 0),
             )
         )
     }

@@ -129,6 +129,27 @@ def test_extra_requests(
     assert extra_requests(attempts, count, arrived) == extra
 
 
+@pytest.mark.parametrize(
+    ("attempts", "count", "reached", "arrived", "extra"),
+    [
+        # attempt 1's request recorded by a loaded sandbox after the worker had its outcome:
+        # the times give both requests to attempt 2, the counts say one each
+        ([A1, A2], 2, 2, [T0 + 1.2, T0 + 3.05], []),
+        # three requests for two attempts: one extra whatever the times say
+        ([A1, A2], 2, 2, [T0 + 1.2, T0 + 3.05, T0 + 3.06], [T0 + 3.06]),
+        # attempt 2 never connected: its request was not made, so a second request before
+        # attempt 1's outcome is a copy of attempt 1, as the times say
+        ([A1, A2], 2, 1, [T0 + 1.05, T0 + 1.08], [T0 + 1.08]),
+        # the times place no extra, the counts need one: the latest request
+        ([A1, A2], 1, 1, [T0 + 1.05, T0 + 3.05], [T0 + 3.05]),
+    ],
+)
+def test_the_counts_bound_the_extra_requests_the_times_find(
+    attempts: list[AttemptTimes], count: int, reached: int, arrived: list[float], extra: list[float]
+) -> None:
+    assert extra_requests(attempts, count, arrived, reached) == extra
+
+
 KILL5, BROKER, KILL20 = kill(5), outage(8, 14), kill(20)
 DISRUPTIONS = [KILL5, BROKER, KILL20]
 WHOLE = (T0 + 0, T0 + 30)  # in flight at all three
