@@ -12,7 +12,6 @@ until the broker has it, as the projection stores its offsets in PostgreSQL righ
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -28,8 +27,6 @@ from processors.partitioner import CachedMurmur2Partitioner
 from projections.database import database_url
 from projections.escalation import Escalations
 from projections.runner import ProjectionRunner
-
-log = logging.getLogger("notifier.projector")
 
 
 class RecordWriter(Service):
@@ -75,7 +72,6 @@ class Projector(Service):
     """The writer, then the projection that uses it (started in that order)."""
 
     def __init__(self, settings: Settings, codec: AvroCodec | None = None, **kwargs: Any) -> None:
-        self.settings = settings
         self.codec = codec or build_codec(settings)
         self.writer = RecordWriter(settings, self.codec)
         self.runner = ProjectionRunner(
