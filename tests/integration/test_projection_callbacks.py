@@ -11,7 +11,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,9 +21,7 @@ from notifier.contracts.codec import AvroCodec
 from notifier.contracts.records import (
     CallbackStatus,
     Channel,
-    DeliveryAttempted,
     DeliveryFailed,
-    DeliverySent,
     NotificationKind,
     NotificationQueued,
     Priority,
@@ -33,21 +30,16 @@ from notifier.contracts.records import (
     Tier,
 )
 from notifier.contracts.registry import LocalSchemaRegistry
-from notifier.domain.ids import notification_id
 from notifier.kafka_io import Publisher
 from notifier.settings import Settings
 from notifier.topics import full_name
 from projections.migrate import migrate
 from projections.notification_log import TOPICS, Consumed, apply_batch
+from tests.samples import SmsNotification, at
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
-T0 = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 OFFSETS = itertools.count()
-
-
-def at(seconds: int) -> datetime:
-    return T0 + timedelta(seconds=seconds)
 
 
 @contextlib.contextmanager
@@ -75,71 +67,6 @@ def db(stack_env: dict[str, str]) -> Iterator[str]:
 async def conn(db: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     async with await psycopg.AsyncConnection.connect(db) as connection:
         yield connection
-
-
-class Notification:
-    """The delivery events and provider callbacks of one SMS notification."""
-
-    def __init__(self, user: str = "carol") -> None:
-        self.incident_id = f"inc-{uuid.uuid4().hex[:12]}"
-        self.id = notification_id(self.incident_id, 1, user, Channel.SMS)
-        self.user = user
-
-    def _base(self, s: int) -> dict[str, Any]:
-        return {
-            "notification_id": self.id,
-            "incident_id": self.incident_id,
-            "user_id": self.user,
-            "channel": Channel.SMS,
-            "occurred_at": at(s),
-        }
-
-    def queued(self, s: int = 0) -> NotificationQueued:
-        return NotificationQueued(
-            event_id=f"{self.id}-q",
-            tier=Tier.PRIMARY,
-            escalation_level=1,
-            priority=Priority.HIGH,
-            kind=NotificationKind.ALERT,
-            **self._base(s),
-        )
-
-    def attempted(self, s: int = 1) -> DeliveryAttempted:
-        return DeliveryAttempted(
-            event_id=f"{self.id}-a1", attempt=1, provider="twilio", **self._base(s)
-        )
-
-    def sent(self, s: int = 2) -> DeliverySent:
-        return DeliverySent(
-            event_id=f"{self.id}-s1",
-            attempt=1,
-            provider="twilio",
-            provider_message_id=f"SM{self.id[:8]}",
-            latency_ms=40,
-            **self._base(s),
-        )
-
-    def events(self) -> list[Record]:
-        """Queued, attempted, sent: what the worker publishes for a sent SMS."""
-        return [self.queued(), self.attempted(), self.sent()]
-
-    def callback(
-        self, status: CallbackStatus, s: int, raw: str = "", error: str | None = None
-    ) -> ProviderCallback:
-        return ProviderCallback(
-            event_id=f"{self.id}-cb-{raw or status.value.lower()}-{s}",
-            occurred_at=at(s),
-            received_at=at(s) + timedelta(milliseconds=300),
-            incident_id=self.incident_id,
-            notification_id=self.id,
-            channel=Channel.SMS,
-            provider="twilio",
-            status=status,
-            raw_status=raw or status.value.lower(),
-            provider_message_id=f"SM{self.id[:8]}",
-            error=error,
-            user_id=self.user,
-        )
 
 
 def consumed(*records: Record) -> tuple[list[Consumed], dict[tuple[str, int], int]]:
@@ -191,7 +118,7 @@ async def callbacks(conn: psycopg.AsyncConnection[Any], nid: str) -> list[tuple[
 async def test_a_delivered_callback_before_its_notification_is_folded_when_the_row_comes(
     conn: psycopg.AsyncConnection[Any], later: bool
 ) -> None:
-    n = Notification()
+    n = SmsNotification()
     delivered = n.callback(CallbackStatus.DELIVERED, 9)
     if later:
         assert await fold(conn, delivered) == 0
@@ -211,7 +138,7 @@ async def test_a_delivered_callback_before_its_notification_is_folded_when_the_r
 async def test_the_first_event_of_a_notification_folds_what_waited_for_it(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
-    n = Notification()
+    n = SmsNotification()
     await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
     await fold(conn, n.queued())  # the row exists from here on
     found = await row(conn, n.id)
@@ -229,7 +156,7 @@ async def test_the_first_event_of_a_notification_folds_what_waited_for_it(
 async def test_waiting_callbacks_are_folded_in_the_providers_order(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
-    n = Notification()
+    n = SmsNotification()
     # consumed out of order: the message was delivered (t=9), then bounced (t=12)
     await fold(conn, n.callback(CallbackStatus.FAILED, 12, raw="bounce"))
     await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
@@ -245,7 +172,7 @@ async def test_waiting_callbacks_are_folded_in_the_providers_order(
 async def test_a_callback_behind_a_waiting_one_waits_for_it(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
-    n = Notification()
+    n = SmsNotification()
     await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
     # the bounce is read after the row exists, but the delivery it follows is still waiting:
     # folded at once it would come first and end the row FAILED
@@ -258,7 +185,7 @@ async def test_a_callback_behind_a_waiting_one_waits_for_it(
 async def test_a_late_sent_callback_after_delivered_changes_nothing(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
-    n = Notification()
+    n = SmsNotification()
     await fold(conn, *n.events(), n.callback(CallbackStatus.DELIVERED, 9))
     before = await row(conn, n.id)
     assert before is not None and before["status"] == "DELIVERED"
@@ -270,7 +197,7 @@ async def test_a_late_sent_callback_after_delivered_changes_nothing(
 async def test_a_bounce_after_sent_fails_the_notification_with_the_providers_error(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
-    n = Notification()
+    n = SmsNotification()
     await fold(conn, *n.events())
     bounce = n.callback(
         CallbackStatus.FAILED, 12, raw="undelivered", error="30005 unknown destination"
@@ -298,7 +225,7 @@ async def _snapshot(conn: psycopg.AsyncConnection[Any], incident_ids: Sequence[s
 
 
 async def test_replaying_a_batch_changes_nothing(conn: psycopg.AsyncConnection[Any]) -> None:
-    first, second, orphan = Notification(), Notification("dave"), Notification("erin")
+    first, second, orphan = SmsNotification(), SmsNotification("dave"), SmsNotification("erin")
     delivered = first.callback(CallbackStatus.DELIVERED, 9)
     records: list[Record] = [
         delivered,
@@ -340,7 +267,7 @@ async def test_replaying_a_batch_changes_nothing(conn: psycopg.AsyncConnection[A
 async def test_a_batch_that_did_not_commit_replays_as_if_new(
     conn: psycopg.AsyncConnection[Any],
 ) -> None:
-    n = Notification()
+    n = SmsNotification()
     await fold(conn, n.callback(CallbackStatus.DELIVERED, 9))
     batch, offsets = consumed(*n.events(), n.callback(CallbackStatus.SENT, 11))
 
@@ -414,7 +341,7 @@ async def test_the_runner_and_a_rebuild_fold_both_topics(
 
     codec = AvroCodec(LocalSchemaRegistry())
     publisher = Publisher(scratch, codec)
-    first, bounced, orphan = Notification(), Notification("dave"), Notification("erin")
+    first, bounced, orphan = SmsNotification(), SmsNotification("dave"), SmsNotification("erin")
     base = stack_env["DATABASE_URL"]
     with fresh_database(base, "live") as live, fresh_database(base, "rebuilt") as rebuilt:
         migrate(live)
@@ -497,7 +424,7 @@ async def test_an_event_the_database_refuses_is_dead_lettered_and_the_rest_proje
     async def dead_letter(msg: Any, stage: str, error: BaseException) -> None:
         dead.append((msg.topic, msg.offset, stage, str(error)))
 
-    before, poisoned, after = Notification("ann"), Notification("ben"), Notification("cat")
+    before, poisoned, after = SmsNotification("ann"), SmsNotification("ben"), SmsNotification("cat")
     poison = dataclasses.replace(poisoned.sent(), provider_message_id="SM\x00broken")
     with fresh_database(stack_env["DATABASE_URL"], "poison") as live:
         migrate(live)
@@ -567,10 +494,6 @@ async def test_an_incidents_details_and_info_priority_reach_its_row(
         Channel,
         IncidentEscalated,
         IncidentOpened,
-        NotificationKind,
-        NotificationQueued,
-        Priority,
-        Tier,
     )
 
     incident = f"inc-{uuid.uuid4().hex[:8]}"
@@ -631,7 +554,7 @@ async def test_an_incidents_details_and_info_priority_reach_its_row(
 
 async def test_an_attempt_made_twice_says_so(conn: psycopg.AsyncConnection[Any]) -> None:
     """A copy of a command sent again after a crash: one attempt row, two requests."""
-    twice, once = Notification(), Notification("dave")
+    twice, once = SmsNotification(), SmsNotification("dave")
     await fold(conn, once.queued(), twice.queued(), twice.attempted(), once.attempted())
     # the copy, made a few seconds later and folded a batch later; then that batch read again
     copy = (twice.attempted(s=5), twice.sent(s=6), once.sent())
@@ -656,7 +579,7 @@ async def test_the_runner_and_a_rebuild_skip_an_aborted_transaction(
     from tests.integration.transactions import write_transactions
 
     codec = AvroCodec(LocalSchemaRegistry())
-    n = Notification()
+    n = SmsNotification()
     encoded = [codec.encode(r) for r in n.events()]  # queued, attempted, sent
     wanted, end = await asyncio.to_thread(
         write_transactions,
@@ -711,7 +634,9 @@ async def test_the_runner_counts_a_partition_ending_with_a_commit_marker_as_caug
     await producer.start()
     try:
         async with producer.transaction():
-            await producer.send_and_wait(topic, codec.encode(Notification().queued()), partition=0)
+            await producer.send_and_wait(
+                topic, codec.encode(SmsNotification().queued()), partition=0
+            )
     finally:
         await producer.stop()
     probe = Consumer({"bootstrap.servers": scratch.kafka_bootstrap, "group.id": "unused"})
@@ -798,7 +723,7 @@ async def test_a_rebuild_keeps_the_tier_states_and_folds_in_only_what_the_projec
 
     codec = AvroCodec(LocalSchemaRegistry())
     publisher = Publisher(scratch, codec)
-    n = Notification("dora")
+    n = SmsNotification("dora")
     failed = sample(
         DeliveryFailed,
         event_id=f"{n.id}-f1",

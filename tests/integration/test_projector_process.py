@@ -10,7 +10,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,22 +20,13 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from notifier.contracts.factory import build_codec
-from notifier.contracts.records import (
-    Channel,
-    DeadLetter,
-    DeliveryAttempted,
-    DeliverySent,
-    NotificationKind,
-    NotificationQueued,
-    Priority,
-    Tier,
-)
+from notifier.contracts.records import DeadLetter
 from notifier.contracts.registry import register_subjects
-from notifier.domain.ids import notification_id
 from notifier.kafka_io import Publisher
 from notifier.settings import Settings
 from notifier.topics import ensure_topics, full_name, subjects
 from projections.migrate import migrate
+from tests.samples import SmsNotification
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -70,37 +60,6 @@ async def eventually(read: Callable[[], Awaitable[T]], done: Callable[[T], bool]
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {WITHIN_S} s; last {value!r}")
         await asyncio.sleep(0.2)
-
-
-def sent_sms(incident_id: str, user: str) -> list[Any]:
-    """The three delivery events of an SMS sent at the first attempt."""
-    nid = notification_id(incident_id, 1, user, Channel.SMS)
-    base: dict[str, Any] = {
-        "notification_id": nid,
-        "incident_id": incident_id,
-        "user_id": user,
-        "channel": Channel.SMS,
-        "occurred_at": datetime.now(UTC),
-    }
-    return [
-        NotificationQueued(
-            event_id=f"{nid}-q",
-            tier=Tier.PRIMARY,
-            escalation_level=1,
-            priority=Priority.HIGH,
-            kind=NotificationKind.ALERT,
-            **base,
-        ),
-        DeliveryAttempted(event_id=f"{nid}-a1", attempt=1, provider="twilio", **base),
-        DeliverySent(
-            event_id=f"{nid}-s1",
-            attempt=1,
-            provider="twilio",
-            provider_message_id="SM1",
-            latency_ms=40,
-            **base,
-        ),
-    ]
 
 
 async def dead_letters(settings: Settings) -> list[DeadLetter]:
@@ -158,8 +117,8 @@ def test_the_projector_process_folds_events_and_dead_letters_garbage(
             stderr=subprocess.STDOUT,
         )
     try:
-        incident_id = f"inc-{uuid.uuid4().hex[:12]}"
-        events = sent_sms(incident_id, "pat")
+        sms = SmsNotification("pat")
+        incident_id, events = sms.incident_id, sms.events()
         codec = build_codec(settings)
         publisher = Publisher(settings, codec)
         for record in events:
@@ -170,7 +129,7 @@ def test_the_projector_process_folds_events_and_dead_letters_garbage(
         garbage.produce(full_name(settings, "delivery.events"), key=b"junk", value=b"not avro")
         assert garbage.flush(30) == 0
         try:
-            row, kept = asyncio.run(row_and_dead_letter(settings, events[0].notification_id))
+            row, kept = asyncio.run(row_and_dead_letter(settings, sms.id))
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{log.read_text()}") from exc
         assert row == ("SENT", 1)
