@@ -231,7 +231,7 @@ class SafeCommitConsumer(driver.Consumer):
             # list, and Faust's run of consecutive offsets stops there. Each commit then
             # moved past one transaction of the command topics, and commits fell hundreds
             # of commands behind (make bench). The gap is the skipped offsets only.
-            self._add_skipped(tp, offset_from, offset_to - 1)
+            self._add_skipped(tp, offset_from, offset_to - 1, committed)
             return
         log.warning(
             "%s: offsets %d..%d were not read; not counted as done, to be read again",
@@ -241,13 +241,13 @@ class SafeCommitConsumer(driver.Consumer):
         )
         skipped(self).setdefault(tp, time.monotonic())
 
-    def _add_skipped(self, tp: TP, first: int, last: int) -> None:
+    def _add_skipped(self, tp: TP, first: int, last: int, committed: int | None) -> None:
         """Faust's `_add_gap` for offsets `first..last`, without rebuilding the tree each time:
         Faust merges overlaps after every insert (`merge_overlaps` rebuilds the whole tree,
         3% of the worker's CPU under make bench with a gap per transaction). The tree holds
         no overlaps before, so it needs merging only when the new range overlaps one (read
-        again after a seek back); otherwise the insert alone leaves the same tree."""
-        committed = self._committed_offset[tp]
+        again after a seek back); otherwise the insert alone leaves the same tree. Nothing
+        at or before `committed` (the partition's committed offset) is added."""
         if committed is not None:
             first = max(first, committed + 1)
         if first > last:

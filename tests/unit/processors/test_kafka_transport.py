@@ -256,6 +256,6 @@ async def test_skipped_offsets_make_the_tree_faust_would_make(
 
     ours, faust = faust_consumer([], committed), faust_consumer([], committed)
     for first, last in ranges:
-        ours._add_skipped(TOPIC, first, last)
+        ours._add_skipped(TOPIC, first, last, committed)
         await FaustConsumer._add_gap(faust, TOPIC, first, last)
     assert sorted(ours._gap[TOPIC]) == sorted(faust._gap[TOPIC])
