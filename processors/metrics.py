@@ -74,12 +74,13 @@ RATE_LIMIT_WAIT = Histogram(
 # (metric, label values) -> its child: prometheus_client's labels() takes a lock and checks
 # its arguments on every call, ~1.5% of the worker's CPU under make bench for the few
 # label sets the hot path uses. Only for metrics whose children are never removed.
-_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+# keyed by the metric itself, not its id(): an id can be reused once an object is gone
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
 
 def labelled(metric: Any, *values: str) -> Any:
     """The child of `metric` for `values`, looked up once."""
-    key = (id(metric), values)
+    key = (metric, values)
     child = _CHILDREN.get(key)
     if child is None:
         child = _CHILDREN[key] = metric.labels(*values)
