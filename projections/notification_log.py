@@ -275,6 +275,13 @@ async def load_offsets(
     """Stored next offsets of this projection, by (topic, partition); waits for a rebuild
     in progress (whose offsets are not stored yet)."""
     await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (REBUILD_LOCK,))
+    return await stored_offsets(conn, topics)
+
+
+async def stored_offsets(
+    conn: AsyncConnection[Any], topics: Iterable[str]
+) -> dict[tuple[str, int], int]:
+    """The next offsets this projection stored for `topics`, by (topic, partition)."""
     cursor = await conn.execute(
         "SELECT topic, partition, next_offset FROM projection_offset "
         "WHERE projection = %s AND topic = ANY(%s)",
@@ -322,12 +329,7 @@ async def not_applied(
     topics = sorted({c.topic for c in batch})
     if not topics:
         return []
-    cursor = await conn.execute(
-        "SELECT topic, partition, next_offset FROM projection_offset "
-        "WHERE projection = %s AND topic = ANY(%s)",
-        (PROJECTION, topics),
-    )
-    stored = {(t, p): o for t, p, o in await cursor.fetchall()}
+    stored = await stored_offsets(conn, topics)
     return [c for c in batch if c.offset >= stored.get((c.topic, c.partition), 0)]
 
 
