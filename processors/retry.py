@@ -198,8 +198,7 @@ class RetryScheduler(Service):
         revocations = self._revocations
         for tp, messages in fetched.items():
             for msg in messages:
-                if self._revocations != revocations:
-                    return
+                # only `_hold` awaits (a dead letter, a cancellation): a rebalance comes there
                 await self._hold(tp, msg)
                 if self._revocations != revocations:
                     return
