@@ -91,6 +91,19 @@ def bundled_outcomes(command: SendCommand, outcome: Any) -> list[tuple[str, str,
     return out
 
 
+def _once(action: Callable[[], None]) -> Callable[..., None]:
+    """`action`, done on the first call only (whatever it is called with)."""
+    done = False
+
+    def call(*_: object) -> None:
+        nonlocal done
+        if not done:
+            done = True
+            action()
+
+    return call
+
+
 def per_second_limiter(per_minute: int) -> AsyncLimiter:
     """A limiter of `per_minute` that refills every second, so a minute's allowance is not
     spent in one burst (below 60/min: one send every 60/rate seconds)."""
@@ -200,7 +213,27 @@ class ChannelSender:
             )
             for c, route in routed
         )
-        await asyncio.gather(*(self._deliver(c, route) for c, route in routed))
+        await self._deliver_all(routed)
+
+    async def _deliver_all(self, routed: list[tuple[SendCommand, Route]]) -> None:
+        """Deliver each command, at most `channel_concurrency` requests in flight, in order.
+        A command's task is made once a slot is free: a batch of 200 all waiting on the
+        semaphore cost 2.5% of the worker's CPU under make bench (each acquire scans every
+        waiter, Python 3.11)."""
+        tasks: list[asyncio.Future[None]] = []
+        try:
+            for command, route in routed:
+                await self.slots.acquire()
+                release = _once(self.slots.release)
+                delivery = asyncio.ensure_future(self._deliver(command, route, release))
+                # a task cancelled before it ran never reaches its own release
+                delivery.add_done_callback(release)
+                tasks.append(delivery)
+        except BaseException:
+            for pending in tasks:
+                pending.cancel()
+            raise
+        await asyncio.gather(*tasks)
 
     def _not_finished(self, commands: list[SendCommand]) -> list[SendCommand]:
         """`commands` less copies: of one whose outcome is recorded, or earlier in the batch."""
@@ -267,9 +300,13 @@ class ChannelSender:
             await self.emitter.send_many(dropped)
         return keep
 
-    async def _deliver(self, command: SendCommand, route: Route) -> None:
-        async with self.slots:
+    async def _deliver(
+        self, command: SendCommand, route: Route, release: Callable[..., None]
+    ) -> None:
+        try:
             outcome, after = await self._attempt(command, route)
+        finally:
+            release()  # the slot is the request's: what follows is Kafka's
         if isinstance(outcome, DeliveryFailed) and after is not None and not after.final:
             # the retry is in Kafka before the failure is queued: a copy of this command
             # whose outcome is recorded is not sent again (recorded_results.py), so a failure

@@ -172,6 +172,69 @@ async def test_a_provider_that_never_answers_times_out_and_is_retried() -> None:
     ]
 
 
+class GatedProvider(FakeProvider):
+    """Holds each request until let go; records how many were in flight at most."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most = 0
+        self.gate = asyncio.Event()
+        self.arrived = asyncio.Event()
+
+    async def send(self, command: SendCommand) -> str:
+        self.calls.append(command.incident_id)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.arrived.set()
+        try:
+            await self.gate.wait()
+        finally:
+            self.in_flight -= 1
+        return f"msg-{command.incident_id}"
+
+
+async def test_a_batch_keeps_to_the_channels_concurrency_without_queueing_on_it() -> None:
+    provider = GatedProvider()
+    channel, emitter = sender(provider, channel_concurrency=3)
+    batch = [command(f"i{n:02}") for n in range(20)]
+    handled = asyncio.ensure_future(
+        channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
+    )
+    await provider.arrived.wait()
+    for _ in range(5):
+        await asyncio.sleep(0)  # let every request that could start, start
+    assert provider.in_flight == 3
+    # the rest of the batch waits in the batch, not as tasks on the semaphore
+    assert len(channel.slots._waiters or ()) <= 1
+    provider.gate.set()
+    await handled
+    assert provider.most == 3
+    assert provider.calls == [c.incident_id for c in batch]
+    assert sum(isinstance(e, DeliverySent) for e in emitter.sent) == 20
+
+
+async def test_a_cancelled_batch_gives_its_slots_back() -> None:
+    provider = GatedProvider()
+    channel, emitter = sender(provider, channel_concurrency=2)
+    batch = [command(f"c{n}") for n in range(5)]
+    handled = asyncio.ensure_future(
+        channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
+    )
+    await provider.arrived.wait()
+    handled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handled
+    for _ in range(5):
+        await asyncio.sleep(0)  # the cancelled requests end
+    assert provider.in_flight == 0
+    # both slots are free again: the next batch is not held back
+    provider.gate.set()
+    next_batch = channel.handle([FakeEvent(emitter.codec.encode(command("next")))])
+    await asyncio.wait_for(next_batch, 5)  # a slot kept by a cancelled request: no answer
+    assert provider.calls[-1] == "next"
+
+
 async def test_alerts_of_acknowledged_incidents_are_cancelled_not_sent() -> None:
     provider = FakeProvider()
     emitter = RecordingEmitter()
