@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import psycopg
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -23,10 +24,12 @@ from notifier.contracts.factory import build_codec
 from notifier.contracts.records import DeadLetter
 from notifier.contracts.registry import register_subjects
 from notifier.kafka_io import Publisher
+from notifier.localprocs import free_port
 from notifier.settings import Settings
 from notifier.topics import ensure_topics, full_name, subjects
 from projections.migrate import migrate
 from tests.samples import SmsNotification
+from tests.unit.deploy.surfaces import PROJECTOR_PROBE_PATH
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -107,7 +110,12 @@ def test_the_projector_process_folds_events_and_dead_letters_garbage(
     scratch: Settings, cli_env: dict[str, str], notifier_bin: Path, tmp_path: Path
 ) -> None:
     settings = scratch
-    env = {**cli_env, "NOTIFIER_TOPIC_PREFIX": settings.topic_prefix, "NOTIFIER_METRICS_PORT": "0"}
+    port = free_port()
+    env = {
+        **cli_env,
+        "NOTIFIER_TOPIC_PREFIX": settings.topic_prefix,
+        "NOTIFIER_METRICS_PORT": str(port),
+    }
     log = tmp_path / "projector.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -137,6 +145,10 @@ def test_the_projector_process_folds_events_and_dead_letters_garbage(
         assert kept[0].stage == "decode"
         assert kept[0].source_topic == full_name(settings, "delivery.events")
         assert proc.poll() is None, log.read_text()
+        # the path the deployments probe: the projection's metrics, with the batch folded
+        metrics = httpx.get(f"http://127.0.0.1:{port}{PROJECTOR_PROBE_PATH}", timeout=5)
+        assert metrics.status_code == 200
+        assert "notifier_projection_event_to_row_seconds_count" in metrics.text
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

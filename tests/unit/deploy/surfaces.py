@@ -90,3 +90,9 @@ def defined_metrics() -> set[str]:
 def relative(path: Path) -> str:
     """`path` as the repository names it, for messages."""
     return str(path.relative_to(REPO_ROOT))
+
+
+# `notifier projector` serves its metrics (prometheus_client's server) and nothing else:
+# the path its probes request, asked of the running process in
+# tests/integration/test_projector_process.py
+PROJECTOR_PROBE_PATH = "/metrics"

@@ -11,11 +11,17 @@ import pytest
 import yaml
 
 from notifier.settings import REPO_ROOT, Settings
-from tests.unit.deploy.surfaces import DEPLOY, bridge_routes, is_setting, worker_routes
+from tests.unit.deploy.surfaces import (
+    DEPLOY,
+    PROJECTOR_PROBE_PATH,
+    bridge_routes,
+    is_setting,
+    worker_routes,
+)
 
 COMPOSE = DEPLOY / "compose.yaml"
 DOCKERFILE = DEPLOY / "Dockerfile"
-SERVICES = {"kafka", "postgres", "registry", "sandbox", "setup", "worker", "bridge"}
+SERVICES = {"kafka", "postgres", "registry", "sandbox", "setup", "worker", "projector", "bridge"}
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -83,7 +89,7 @@ def test_setup_creates_topics_registers_schemas_and_migrates_once() -> None:
     positions = [script.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), script
     assert setup["restart"] == "no"
-    for name in ("worker", "bridge"):
+    for name in ("worker", "projector", "bridge"):
         needs = services()[name]["depends_on"]["setup"]
         assert needs["condition"] == "service_completed_successfully", name
 
@@ -96,6 +102,17 @@ def test_workers_and_bridge_run_the_cli_and_workers_scale() -> None:
     replicas = worker["deploy"]["replicas"]
     assert 1 <= replicas <= int(env(worker)["NOTIFIER_TOPIC_PARTITIONS"])
     assert worker["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+def test_the_projection_runs_in_the_projector_not_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, projector = services()["worker"], services()["projector"]
+    assert projector["command"][0] == "projector"
+    assert env(worker)["NOTIFIER_PROJECTION_ENABLED"] == "false"
+    for key, value in env(worker).items():
+        monkeypatch.setenv(key, value)
+    assert not Settings().projection_enabled  # the value reads as the worker reads it
 
 
 def test_healthchecks_request_the_endpoints_the_code_serves() -> None:
@@ -112,6 +129,9 @@ def test_healthchecks_request_the_endpoints_the_code_serves() -> None:
     bridge = all_services["bridge"]
     assert probe_url(bridge) == f"http://127.0.0.1:{env(bridge)['NOTIFIER_BRIDGE_PORT']}/readyz"
     assert "/readyz" in bridge_routes()
+    projector = all_services["projector"]
+    port = env(projector)["NOTIFIER_METRICS_PORT"]
+    assert probe_url(projector) == f"http://127.0.0.1:{port}{PROJECTOR_PROBE_PATH}"
     sandbox = all_services["sandbox"]
     port = sandbox["command"][sandbox["command"].index("--port") + 1]
     assert probe_url(sandbox) == f"http://127.0.0.1:{port}/_sandbox/stats"

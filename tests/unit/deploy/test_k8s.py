@@ -14,6 +14,7 @@ import yaml
 from notifier.settings import Settings
 from tests.unit.deploy.surfaces import (
     DEPLOY,
+    PROJECTOR_PROBE_PATH,
     bridge_routes,
     is_secret,
     is_setting,
@@ -74,7 +75,8 @@ def test_the_objects_are_all_there_in_one_namespace() -> None:
     kinds = sorted(r["kind"] for r in resources())
     for kind in ("Namespace", "ConfigMap", "Secret", "Service", "PodDisruptionBudget"):
         assert kind in kinds
-    assert kinds.count("Deployment") == 2
+    deployments = {r["metadata"]["name"] for r in resources() if r["kind"] == "Deployment"}
+    assert deployments == {"notifier-worker", "notifier-projector", "notifier-bridge"}
     namespace = one("Namespace", "notifier")["metadata"]["name"]
     for resource in resources():
         if resource["kind"] != "Namespace":
@@ -107,7 +109,7 @@ def test_config_is_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.metrics_port and settings.metrics_host == "0.0.0.0"
 
 
-@pytest.mark.parametrize("deployment", ["notifier-worker", "notifier-bridge"])
+@pytest.mark.parametrize("deployment", ["notifier-worker", "notifier-projector", "notifier-bridge"])
 def test_pods_read_the_config_map_and_secret(deployment: str) -> None:
     refs = container(deployment)["envFrom"]
     assert {"configMapRef": {"name": "notifier-config"}} in refs
@@ -126,6 +128,23 @@ def test_worker_probes_the_metrics_endpoint() -> None:
     assert worker["startupProbe"]["httpGet"]["path"] in routes
     resources = worker["resources"]
     assert resources["requests"]["cpu"] and resources["limits"]["memory"]
+
+
+def test_the_projection_runs_in_the_projector_pods_not_the_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    worker, projector = container("notifier-worker"), container("notifier-projector")
+    assert projector["args"][0] == "projector"
+    overrides = {e["name"]: e["value"] for e in worker.get("env", [])}
+    assert overrides == {"NOTIFIER_PROJECTION_ENABLED": "false"}
+    assert "NOTIFIER_PROJECTION_ENABLED" not in config()  # the projector keeps the default
+    for key, value in {**config(), **overrides}.items():
+        monkeypatch.setenv(key, value)
+    assert not Settings().projection_enabled
+    get = projector["livenessProbe"]["httpGet"]
+    assert get["path"] == PROJECTOR_PROBE_PATH
+    assert port_number(projector, get["port"]) == int(config()["NOTIFIER_METRICS_PORT"])
+    assert one("Deployment", "notifier-projector")["spec"]["replicas"] >= 1
 
 
 def test_worker_replicas_fit_the_partitions_and_leave_the_group_cleanly() -> None:
@@ -151,7 +170,7 @@ def test_bridge_probes_and_service_use_its_port() -> None:
     assert port_number(bridge, service["ports"][0]["targetPort"]) == port
 
 
-@pytest.mark.parametrize("name", ["notifier-worker", "notifier-bridge"])
+@pytest.mark.parametrize("name", ["notifier-worker", "notifier-projector", "notifier-bridge"])
 def test_disruption_budgets_select_their_pods(name: str) -> None:
     budget = one("PodDisruptionBudget", name)["spec"]["selector"]["matchLabels"]
     deployment = one("Deployment", name)["spec"]
