@@ -71,6 +71,8 @@ class HttpClient:
                 connector=aiohttp.TCPConnector(limit=self.max_connections, ttl_dns_cache=300),
                 timeout=self.timeout,
                 headers=self.headers,
+                # providers' APIs take tokens, not cookies: no jar to match on each request
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -78,10 +80,14 @@ class HttpClient:
         """Make `call` and read the whole answer."""
         body: Any = call.data if call.data is not None else call.content
         headers = call.headers
+        if call.json is not None:
+            # encoded here rather than by aiohttp's JsonPayload (less work per request)
+            body = json.dumps(call.json, separators=(",", ":")).encode()
+            headers = {**(headers or {}), "Content-Type": "application/json"}
         if call.auth:
             headers = {**(headers or {}), "Authorization": aiohttp.encode_basic_auth(*call.auth)}
         async with self._open().request(
-            call.method, call.url, json=call.json, data=body, headers=headers
+            call.method, call.url, data=body, headers=headers
         ) as response:
             return HttpResponse(response.status, response.headers, await response.read())
 
