@@ -194,19 +194,29 @@ class GatedProvider(FakeProvider):
         return f"msg-{command.incident_id}"
 
 
-async def test_a_batch_keeps_to_the_channels_concurrency_without_queueing_on_it() -> None:
+async def gated_batch(
+    concurrency: int, size: int
+) -> tuple[GatedProvider, ChannelSender, RecordingEmitter, list[SendCommand], asyncio.Future[None]]:
+    """A channel handling `size` commands through a provider that holds every request, once
+    every request that can start has started."""
     provider = GatedProvider()
-    channel, emitter = sender(provider, channel_concurrency=3)
-    batch = [command(f"i{n:02}") for n in range(20)]
+    channel, emitter = sender(provider, channel_concurrency=concurrency)
+    batch = [command(f"i{n:02}") for n in range(size)]
     handled = asyncio.ensure_future(
         channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
     )
     await provider.arrived.wait()
     for _ in range(5):
-        await asyncio.sleep(0)  # let every request that could start, start
+        await asyncio.sleep(0)
+    return provider, channel, emitter, batch, handled
+
+
+async def test_a_batch_keeps_to_the_channels_concurrency_without_queueing_on_it() -> None:
+    before = len(asyncio.all_tasks())
+    provider, _, emitter, batch, handled = await gated_batch(concurrency=3, size=20)
     assert provider.in_flight == 3
-    # the rest of the batch waits in the batch, not as tasks on the semaphore
-    assert len(channel.slots._waiters or ()) <= 1
+    # the rest of the batch waits in the batch, not as 17 more tasks on the semaphore
+    assert len(asyncio.all_tasks()) - before == 1 + 3  # the batch and its requests
     provider.gate.set()
     await handled
     assert provider.most == 3
@@ -215,13 +225,7 @@ async def test_a_batch_keeps_to_the_channels_concurrency_without_queueing_on_it(
 
 
 async def test_a_cancelled_batch_gives_its_slots_back() -> None:
-    provider = GatedProvider()
-    channel, emitter = sender(provider, channel_concurrency=2)
-    batch = [command(f"c{n}") for n in range(5)]
-    handled = asyncio.ensure_future(
-        channel.handle([FakeEvent(emitter.codec.encode(c)) for c in batch])
-    )
-    await provider.arrived.wait()
+    provider, channel, emitter, _, handled = await gated_batch(concurrency=2, size=5)
     handled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await handled
