@@ -129,6 +129,7 @@ class RetryScheduler(Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._committed_at = 0.0
         self._revocations = 0  # rebalances seen, so a fetch handled across one stops
+        self._committing = asyncio.Lock()
 
     async def on_start(self) -> None:
         self._consumer = AIOKafkaConsumer(
@@ -300,27 +301,33 @@ class RetryScheduler(Service):
                 },
             )
 
+    async def forward_due(self, now: float) -> bool:
+        """Forward what is due at `now`, then commit past it; whether anything was due."""
+        due = []
+        while self._heap and self._heap[0].due <= now:
+            due.append(heapq.heappop(self._heap))
+        if not due:
+            return False
+        await self.emitter.send_many(target(w.command) for w in due)
+        for waiting in due:
+            RETRY_LATENESS.observe(max(0.0, now - waiting.due))
+            self._pending.get(waiting.tp, set()).discard(waiting.offset)
+            log.info(
+                "%s due",
+                type(waiting.command).__name__,
+                extra={
+                    "incident_id": getattr(waiting.command, "incident_id", None),
+                    "notification_id": getattr(waiting.command, "notification_id", None),
+                },
+            )
+        await self._commit()
+        return True
+
     @Service.task
     async def _forward(self) -> None:
         while not self.should_stop:
             now = time.time()
-            due = []
-            while self._heap and self._heap[0].due <= now:
-                due.append(heapq.heappop(self._heap))
-            if due:
-                await self.emitter.send_many(target(w.command) for w in due)
-                for waiting in due:
-                    RETRY_LATENESS.observe(max(0.0, now - waiting.due))
-                    self._pending.get(waiting.tp, set()).discard(waiting.offset)
-                    log.info(
-                        "%s due",
-                        type(waiting.command).__name__,
-                        extra={
-                            "incident_id": getattr(waiting.command, "incident_id", None),
-                            "notification_id": getattr(waiting.command, "notification_id", None),
-                        },
-                    )
-                await self._commit()
+            if await self.forward_due(now):
                 continue
             wait = self._heap[0].due - now if self._heap else 1.0
             self._wake.clear()
@@ -336,15 +343,22 @@ class RetryScheduler(Service):
         }
 
     async def _commit(self) -> None:
-        """Commit, per partition, up to the oldest command still waiting."""
+        """Commit, per partition, up to the oldest command still waiting, once what was
+        forwarded before it is in Kafka."""
         if self._consumer is None:
             return
-        # what was forwarded must be in Kafka before the offsets move past it: outside an
-        # agent's event Faust only queues a send
-        await self.emitter.app.producer.flush()
-        offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in self.committable().items()}
-        self._committed_at = time.monotonic()
-        if offsets:
+        async with self._committing:  # one at a time, so the offsets never go back
+            # The offsets are taken before the flush, which waits only for what was queued
+            # when it began: a command forwarded while it runs is not covered by it, and
+            # offsets taken after it would move past that command all the same (the drill
+            # lost five retries so: forwarded during a slow flush, committed by a commit
+            # that had started before, the worker killed before the broker had them).
+            offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self.committable().items()}
+            revocations = self._revocations
+            await self.emitter.app.producer.flush()
+            self._committed_at = time.monotonic()
+            if not offsets or self._revocations != revocations:
+                return  # after a rebalance some may be another worker's: the next commit
             try:
                 await self._consumer.commit(offsets)
             except Exception as exc:  # a rebalance in progress: the next commit catches up
