@@ -639,9 +639,22 @@ async def test_the_runner_counts_a_partition_ending_with_a_commit_marker_as_caug
             )
     finally:
         await producer.stop()
-    probe = Consumer({"bootstrap.servers": scratch.kafka_bootstrap, "group.id": "unused"})
+    probe = Consumer(
+        {
+            "bootstrap.servers": scratch.kafka_bootstrap,
+            "group.id": "unused",
+            "isolation.level": "read_committed",
+        }
+    )
     try:
-        _, end = probe.get_watermark_offsets(Partition(topic, 0), timeout=10)
+        # the coordinator writes the marker after the commit has returned: until then the
+        # partition's stable end, what a read_committed reader sees, is still 0
+        deadline = time.monotonic() + 30
+        while True:
+            _, end = probe.get_watermark_offsets(Partition(topic, 0), timeout=10)
+            if end == 2 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
     finally:
         probe.close()
     assert end == 2  # the event, then its transaction's marker
