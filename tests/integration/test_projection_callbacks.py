@@ -621,10 +621,9 @@ async def test_the_runner_counts_a_partition_ending_with_a_commit_marker_as_caug
     commit marker after its last event. The stored offset must reach the partition's end,
     or the projection reads as behind for good (the bench waited on it until it gave up)."""
     from aiokafka import AIOKafkaProducer
-    from confluent_kafka import Consumer
-    from confluent_kafka import TopicPartition as Partition
 
     from projections.runner import ProjectionRunner
+    from tests.integration.transactions import settled_end
 
     codec = AvroCodec(LocalSchemaRegistry())
     topic = full_name(scratch, "delivery.events")
@@ -639,24 +638,7 @@ async def test_the_runner_counts_a_partition_ending_with_a_commit_marker_as_caug
             )
     finally:
         await producer.stop()
-    probe = Consumer(
-        {
-            "bootstrap.servers": scratch.kafka_bootstrap,
-            "group.id": "unused",
-            "isolation.level": "read_committed",
-        }
-    )
-    try:
-        # the coordinator writes the marker after the commit has returned: until then the
-        # partition's stable end, what a read_committed reader sees, is still 0
-        deadline = time.monotonic() + 30
-        while True:
-            _, end = probe.get_watermark_offsets(Partition(topic, 0), timeout=10)
-            if end == 2 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        probe.close()
+    end = await asyncio.to_thread(settled_end, scratch.kafka_bootstrap, topic)
     assert end == 2  # the event, then its transaction's marker
 
     with fresh_database(stack_env["DATABASE_URL"], "marker") as db:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from aiokafka import AIOKafkaProducer
@@ -45,7 +46,7 @@ def write_transactions(
         }
     )
     try:
-        _, end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        end = settled_end(bootstrap, topic)
         consumer.assign([TopicPartition(topic, 0, 0)])
         offsets: list[int] = []
         while True:
@@ -57,3 +58,32 @@ def write_transactions(
         return offsets, end
     finally:
         consumer.close()
+
+
+def settled_end(bootstrap: str, topic: str, within_s: float = 30.0) -> int:
+    """The end of partition 0 of `topic` once the markers of the transactions written to it
+    are there: the coordinator writes them after the commit or abort has returned, and until
+    then the last stable offset (the end a read_committed reader sees) lags the log's end."""
+    stable = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "unused", "isolation.level": "read_committed"}
+    )
+    whole = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "isolation.level": "read_uncommitted",
+        }
+    )
+    deadline = time.monotonic() + within_s
+    try:
+        while True:
+            _, end = stable.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            _, log_end = whole.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            if end == log_end:
+                return int(end)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: stable end {end}, log end {log_end}, still")
+            time.sleep(0.05)  # a poll for the broker's state: nothing here to wait on
+    finally:
+        stable.close()
+        whole.close()
