@@ -8,8 +8,12 @@ partition of `incidents` and `dispatch.commands`, which Faust assigns together, 
 memory topic) has one transactional producer whose id is the partition's: the next owner's
 producer fences the old one and aborts its open transaction, and consumers read
 read_committed, so an aborted batch's records are never acted on. The input offsets go into
-the transaction (`send_offsets_to_transaction`); Faust's own commits of the acknowledged
-events only ever repeat them, as an event is acknowledged once its transaction committed.
+the transaction (`send_offsets_to_transaction`), where the group resumes. They do not decide
+what was dispatched: a plain commit of Faust's (of events acknowledged before) appended
+between a transaction's offsets and its commit marker wins over them, and moves the group's
+offset back. What decides is the partition's progress record, written in the same
+transaction (processors/incident_memories.py): an event below it is acknowledged, not
+dispatched again.
 
 Not covered (docs/ARCHITECTURE.md): provider requests and PostgreSQL are outside Kafka,
 so the channel agents and the projection stay at-least-once with idempotent effects. A
@@ -36,7 +40,13 @@ from notifier.settings import Settings
 from notifier.topics import full_name
 from processors.dispatcher import log_dispatch, outgoing
 from processors.emitter import dead_letter_record
-from processors.incident_memories import IncidentMemories, Memory, encode_memory
+from processors.incident_memories import (
+    IncidentMemories,
+    Memory,
+    Progress,
+    encode_memory,
+    encode_progress,
+)
 from processors.partitioner import CachedMurmur2Partitioner
 
 log = logging.getLogger("notifier.dispatch")
@@ -62,6 +72,7 @@ class Staged:
     records: list[tuple[str, int | None, bytes | None, bytes | None]] = field(default_factory=list)
     memories: dict[str, Memory] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    progress: Progress = field(default_factory=dict)
     dispatched: list[tuple[Record, Dispatch]] = field(default_factory=list)
 
 
@@ -216,13 +227,18 @@ class TransactionalDispatcher:
                 producer, unchecked = await self.producers.get(partition)
                 if unchecked:
                     # a new producer ended what an earlier one left (aborted, or finished
-                    # its commit): the memories and committed offsets now say what happened
+                    # its commit): the memories and progress now say what happened
                     self.memories.forget([partition])
-                    events = await self._not_committed(events)
-                    self.producers.checked(partition)
-                    if not events:
-                        return
                 await self.memories.load([partition])
+                if unchecked:
+                    if self.memories.progress(partition) is None:
+                        # written by a release without progress records: the group's
+                        # committed offsets are the best record there is
+                        events = await self._not_committed(events)
+                    self.producers.checked(partition)
+                events = self._not_dispatched(partition, events)
+                if not events:
+                    return
                 staged = self.stage(partition, events)
                 async with producer.transaction():
                     for topic, to, key, value in staged.records:
@@ -247,7 +263,7 @@ class TransactionalDispatcher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MOST_S)
                 continue
-            self.memories.update(partition, staged.memories)
+            self.memories.update(partition, staged.memories, staged.progress)
             for event in events:
                 event.ack()
             for record, dispatched in staged.dispatched:
@@ -287,7 +303,33 @@ class TransactionalDispatcher:
             key, value = encode_memory(incident_id, changed)
             staged.records.append((self.memories.topic, partition, key, value))
         staged.memories = memories
+        staged.progress = dict(self.memories.progress(partition) or {})
+        staged.progress.update({tp.topic: offset for tp, offset in staged.offsets.items()})
+        key, value = encode_progress(staged.progress)
+        staged.records.append((self.memories.topic, partition, key, value))
         return staged
+
+    def _not_dispatched(self, partition: int, events: list[Any]) -> list[Any]:
+        """`events` less those a committed transaction dispatched (by the partition's
+        progress record), which are acknowledged: read again after the group's offset
+        moved back (see processors/incident_memories.py), they are not dispatched twice."""
+        progress = self.memories.progress(partition)
+        if not progress:
+            return events
+        left = []
+        for event in events:
+            message = event.message
+            if message.offset < progress.get(message.topic, -1):
+                event.ack()
+            else:
+                left.append(event)
+        if len(left) < len(events):
+            log.info(
+                "dispatcher partition %d: %d events already dispatched, not again",
+                partition,
+                len(events) - len(left),
+            )
+        return left
 
     def _dead_letter(self, staged: Staged, message: Any, stage: str, error: Exception) -> None:
         record = dead_letter_record(message, stage, error)

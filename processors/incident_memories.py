@@ -11,6 +11,14 @@ carry over, and every worker's ClosedIncidents follows it as before.
 A worker holds the memories of the partitions whose dispatcher input it owns: a partition is
 read whole (read_committed: an aborted transaction's memories are never seen) the first time
 an event of it arrives after an assignment, and forgotten when it is revoked.
+
+Each transaction also writes the partition's progress: the input offsets it committed, under
+a key no incident has (`PROGRESS_KEY`). The group's committed offsets cannot say what was
+dispatched: Kafka keeps the commit appended last to `__consumer_offsets`, and a plain commit
+of Faust's that lands between a transaction's offsets and its commit marker wins over them,
+so the group's offset can move back behind what a committed transaction dispatched (a
+worker killed then dispatched a burst's notifications twice). The progress record is
+committed with the outputs, so it cannot disagree with them.
 """
 
 from __future__ import annotations
@@ -29,6 +37,10 @@ from processors.reader import LazyReader, short_of
 log = logging.getLogger("notifier.memories")
 
 Memory = dict[str, Any]
+Progress = dict[str, int]  # input topic -> the next offset to dispatch, of one partition
+
+# raw bytes, not JSON text like every incident's key, and not text an incident id holds
+PROGRESS_KEY = b"\x00dispatcher-progress"
 
 
 def memory_topic(settings: Settings) -> str:
@@ -59,6 +71,23 @@ def decode_memory(key: bytes | None, value: bytes | None) -> tuple[str, Memory |
     return incident_id, memory if isinstance(memory, dict) else None
 
 
+def encode_progress(progress: Mapping[str, int]) -> tuple[bytes, bytes]:
+    """The topic's key and value of one partition's progress record."""
+    return PROGRESS_KEY, json.dumps({"progress": dict(progress)}, separators=(",", ":")).encode()
+
+
+def decode_progress(value: bytes | None) -> Progress:
+    """The input offsets a progress record holds (none for a value that holds none)."""
+    try:
+        data = json.loads(value or b"")
+    except ValueError:
+        return {}
+    found = data.get("progress") if isinstance(data, dict) else None
+    if not isinstance(found, dict):
+        return {}
+    return {str(t): o for t, o in found.items() if isinstance(o, int) and not isinstance(o, bool)}
+
+
 class IncidentMemories:
     """The memories of the dispatcher partitions this worker owns, read from the topic."""
 
@@ -66,6 +95,7 @@ class IncidentMemories:
         self.settings = settings
         self.topic = memory_topic(settings)
         self._by_partition: dict[int, dict[str, Memory]] = {}
+        self._progress: dict[int, Progress] = {}
         self._reader = LazyReader(settings)
         self._loading = asyncio.Lock()
 
@@ -83,8 +113,20 @@ class IncidentMemories:
         """Whether `partition` has been read since it was assigned."""
         return partition in self._by_partition
 
-    def update(self, partition: int, memories: Mapping[str, Memory | None]) -> None:
+    def progress(self, partition: int) -> Progress | None:
+        """The input offsets `partition`'s committed transactions dispatched up to; None
+        when none recorded one (the partition's memories written by an earlier release)."""
+        return self._progress.get(partition)
+
+    def update(
+        self,
+        partition: int,
+        memories: Mapping[str, Memory | None],
+        progress: Mapping[str, int] | None = None,
+    ) -> None:
         """Take in what a committed transaction wrote for `partition`."""
+        if progress:
+            self._progress.setdefault(partition, {}).update(progress)
         held = self._by_partition.setdefault(partition, {})
         for incident_id, memory in memories.items():
             if memory is None:
@@ -96,6 +138,7 @@ class IncidentMemories:
         """Drop what is held of `partitions` (revoked: their next owner writes them)."""
         for partition in partitions:
             self._by_partition.pop(partition, None)
+            self._progress.pop(partition, None)
 
     async def load(self, partitions: Iterable[int]) -> None:
         """Read `partitions` whole, those not held yet (their previous owner's last commit
@@ -110,24 +153,30 @@ class IncidentMemories:
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             read: dict[int, dict[str, Memory]] = {p: {} for p in wanted}
+            progress: dict[int, Progress] = {}
             records = 0
             while await short_of(consumer, ends):
                 batches = await consumer.getmany(*tps, timeout_ms=500, max_records=10_000)
                 for tp, messages in batches.items():
                     held = read[tp.partition]
                     for msg in messages:
+                        records += 1
+                        if msg.key == PROGRESS_KEY:
+                            progress[tp.partition] = decode_progress(msg.value)
+                            continue
                         incident_id, memory = decode_memory(msg.key, msg.value)
                         if memory is None:
                             held.pop(incident_id, None)
                         else:
                             held[incident_id] = memory
-                        records += 1
             self._by_partition.update(read)
+            self._progress.update(progress)
             log.info(
-                "incident memories read: partitions %s, %d records, %d incidents",
+                "incident memories read: partitions %s, %d records, %d incidents, progress %s",
                 wanted,
                 records,
                 sum(len(m) for m in read.values()),
+                progress,
             )
 
     async def stop(self) -> None:

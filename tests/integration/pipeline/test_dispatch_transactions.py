@@ -1,10 +1,13 @@
 """A worker killed while dispatching a burst writes each notification once: the dispatcher's
 outputs, its incident memories and its input offsets are committed together (Kafka
-transactions), so what the next owner dispatches again was never visible."""
+transactions), so what the next owner dispatches again was never visible. And what is read
+again after the group's offset moved back is not dispatched again."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
@@ -19,6 +22,8 @@ from notifier.contracts.records import (
     Priority,
     SendCommand,
 )
+from notifier.kafka_io import end_offsets
+from notifier.topics import full_name
 from tests.integration.pipeline.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -92,3 +97,73 @@ async def test_a_dispatcher_killed_mid_burst_writes_each_notification_once(
         lambda found: len({e.notification_id for e in found if sent_of(e, ids)}) == BURST,
         180,
     )
+
+
+async def test_events_read_again_after_the_group_offset_moved_back_are_not_dispatched_again(
+    clean_sandbox: Pipeline,
+) -> None:
+    """Kafka keeps whichever offset commit was appended last: a plain commit of Faust's
+    between a transaction's offsets and its commit marker moves the group's offset back
+    behind what the transaction dispatched. Here the offset is moved back by hand."""
+    p = clean_sandbox
+    before = end_offsets(p.settings, "incidents")
+    incidents = [opened(f"again-{n}") for n in range(20)]
+    for event in incidents:
+        p.publisher.publish("incidents", event.incident_id, event)
+    p.publisher.flush()
+    ids = {e.incident_id for e in incidents}
+    await p.events("delivery.events", None, lambda found: len(queued_of(found, ids)) == 20, 60)
+    ends = end_offsets(p.settings, "incidents")
+    await asyncio.to_thread(_committed_to, p, ends, 60)  # the dispatcher's last commits
+
+    p.worker.terminate()  # a clean stop leaves the group empty, so its offsets can be set
+    p.worker.wait(60)
+    await asyncio.to_thread(_move_back, p, before, 60)
+    p.start_worker()
+    await asyncio.to_thread(_committed_to, p, ends, 120)  # read again, all of it
+
+    queued = queued_of(await p.everything_on("delivery.events"), ids)
+    assert len(queued) == 20
+    assert [n for n, times in queued.items() if times > 1] == []
+
+
+def _group(p: Pipeline) -> str:
+    return f"{p.settings.topic_prefix}notifier"
+
+
+def _committed_to(p: Pipeline, ends: dict[int, int], timeout_s: float) -> None:
+    """Poll until the worker's group has committed `incidents` up to `ends`."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    topic = full_name(p.settings, "incidents")
+    admin = AdminClient({"bootstrap.servers": p.settings.kafka_bootstrap})
+    request = ConsumerGroupTopicPartitions(_group(p), [TopicPartition(topic, n) for n in ends])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = admin.list_consumer_group_offsets([request])[_group(p)].result()
+        committed = {tp.partition: tp.offset for tp in found.topic_partitions}
+        if all(committed.get(n, -1) >= end for n, end in ends.items()):
+            return
+        assert time.monotonic() < deadline, f"committed {committed}, wanted {ends}"
+        time.sleep(0.2)
+
+
+def _move_back(p: Pipeline, offsets: dict[int, int], timeout_s: float) -> None:
+    """Set the worker's group's `incidents` offsets to `offsets`, once the group is empty."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    topic = full_name(p.settings, "incidents")
+    admin = AdminClient({"bootstrap.servers": p.settings.kafka_bootstrap})
+    request = ConsumerGroupTopicPartitions(
+        _group(p), [TopicPartition(topic, n, offset) for n, offset in offsets.items()]
+    )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin.alter_consumer_group_offsets([request])[_group(p)].result()
+            return
+        except KafkaException as exc:  # members not gone yet
+            assert time.monotonic() < deadline, f"offsets not moved back: {exc}"
+            time.sleep(0.5)

@@ -20,12 +20,20 @@ from notifier.contracts.records import (
 from notifier.contracts.registry import LocalSchemaRegistry
 from notifier.domain.dispatch import Dispatch, IncidentMemory
 from notifier.settings import Settings
+from processors.closed_incidents import status_in_changelog
 from processors.dispatch_transactions import (
     PartitionProducers,
     TransactionalDispatcher,
     transactional_id,
 )
-from processors.incident_memories import IncidentMemories, decode_memory, encode_memory
+from processors.incident_memories import (
+    PROGRESS_KEY,
+    IncidentMemories,
+    decode_memory,
+    decode_progress,
+    encode_memory,
+    encode_progress,
+)
 from tests.messages import Message
 from tests.samples import sample
 
@@ -36,6 +44,10 @@ SETTINGS = Settings(topic_prefix="t.")
 @dataclass
 class Event:
     message: Message
+    acked: bool = False
+
+    def ack(self) -> None:
+        self.acked = True
 
 
 def event(offset: int, record: Record | bytes, topic: str = "t.incidents") -> Event:
@@ -88,9 +100,12 @@ def test_a_batch_stages_its_outputs_then_each_incidents_last_memory_and_its_offs
         "t.notify.email",
         "t.notifier-incident-memory-changelog",
         "t.notifier-incident-memory-changelog",
+        "t.notifier-incident-memory-changelog",
     ]
-    # memories go to the input's partition; outputs to the partitioner's
-    assert [to for _, to, _, _ in staged.records] == [None, None, None, None, 2, 2]
+    # memories and progress go to the input's partition; outputs to the partitioner's
+    assert [to for _, to, _, _ in staged.records] == [None, None, None, None, 2, 2, 2]
+    assert staged.records[-1][2] == PROGRESS_KEY
+    assert decode_progress(staged.records[-1][3]) == {"t.incidents": 13, "t.dispatch.commands": 41}
     assert staged.memories["a"]["escalations"] == ["IncidentOpened", "IncidentAcknowledged"]
     assert staged.offsets == {
         TopicPartition("t.incidents", 2): 13,
@@ -170,3 +185,73 @@ def test_revoked_partitions_are_forgotten() -> None:
     memories.forget([1])
     assert (memories.get("a"), memories.get("b")) == (None, {"status": "resolved"})
     assert (memories.loaded(1), memories.loaded(2)) == (False, True)
+
+
+def test_the_progress_written_keeps_the_inputs_this_batch_did_not_read() -> None:
+    memories = IncidentMemories(SETTINGS)
+    memories.update(2, {}, {"t.incidents": 7, "t.dispatch.commands": 30})
+    staged = dispatcher(memories).stage(2, [event(7, sample(IncidentOpened))])
+    assert staged.progress == {"t.incidents": 8, "t.dispatch.commands": 30}
+    assert decode_progress(staged.records[-1][3]) == staged.progress
+    # held progress moves only when the transaction committed
+    assert memories.progress(2) == {"t.incidents": 7, "t.dispatch.commands": 30}
+
+
+@pytest.mark.parametrize(
+    ("progress", "offsets", "left"),
+    [
+        # nothing recorded (a partition new, or written by an earlier release): all go
+        (None, [("t.incidents", 3), ("t.incidents", 4)], [3, 4]),
+        # below the progress: dispatched by a committed transaction, read again
+        ({"t.incidents": 5}, [("t.incidents", 3), ("t.incidents", 4)], []),
+        ({"t.incidents": 4}, [("t.incidents", 3), ("t.incidents", 4), ("t.incidents", 5)], [4, 5]),
+        # each input topic by its own progress
+        (
+            {"t.incidents": 10, "t.dispatch.commands": 2},
+            [("t.incidents", 9), ("t.dispatch.commands", 2), ("t.dispatch.commands", 1)],
+            [2],
+        ),
+        # a topic the progress does not name yet
+        ({"t.incidents": 10}, [("t.dispatch.commands", 0)], [0]),
+    ],
+)
+def test_events_a_committed_transaction_dispatched_are_acknowledged_not_dispatched(
+    progress: dict[str, int] | None, offsets: list[tuple[str, int]], left: list[int]
+) -> None:
+    memories = IncidentMemories(SETTINGS)
+    if progress is not None:
+        memories.update(2, {}, progress)
+    events = [event(offset, sample(IncidentOpened), topic) for topic, offset in offsets]
+    kept = dispatcher(memories)._not_dispatched(2, events)
+    assert [e.message.offset for e in kept] == left
+    assert all(e.acked != (e in kept) for e in events)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (encode_progress({"t.incidents": 12})[1], {"t.incidents": 12}),
+        (b'{"progress":{"t.incidents":12,"t.x":"12","t.y":true}}', {"t.incidents": 12}),
+        (b'{"status":"open"}', {}),
+        (b"not json", {}),
+        (None, {}),
+    ],
+)
+def test_progress_records_read_back(value: bytes | None, expected: dict[str, int]) -> None:
+    assert decode_progress(value) == expected
+
+
+def test_progress_is_taken_in_with_commits_and_forgotten_with_the_partition() -> None:
+    memories = IncidentMemories(SETTINGS)
+    assert memories.progress(2) is None
+    memories.update(2, {}, {"t.incidents": 4})
+    memories.update(2, {}, {"t.dispatch.commands": 9})
+    assert memories.progress(2) == {"t.incidents": 4, "t.dispatch.commands": 9}
+    memories.forget([2])
+    assert memories.progress(2) is None
+
+
+def test_a_progress_record_is_no_incident_and_closes_none() -> None:
+    key, value = encode_progress({"t.incidents": 12})
+    assert not key.startswith(b'"')  # every incident's key is JSON text
+    assert status_in_changelog(value) == "open"
