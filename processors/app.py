@@ -32,7 +32,7 @@ from processors.emitter import Emitter
 from processors.endpoint import WorkerEndpoint
 from processors.incident_memories import IncidentMemories, memory_topic
 from processors.kafka_transport import BROKER_SCHEME, require_fixed_transport
-from processors.offsets import read_skipped_again
+from processors.offsets import committed_offset, read_skipped_again, skipped_by_log
 from processors.partitioner import CachedMurmur2Partitioner
 from processors.quiet_monitor import QuietMonitor
 from processors.recorded_results import RecordedResults
@@ -217,6 +217,8 @@ def create_app(
         decide,
         windows.keys(),
         owns=lambda tp: tp in app.consumer.assignment(),
+        skipped_by_log=lambda tp, first, end: skipped_by_log(app.consumer, tp, first, end),
+        committed=lambda tp: committed_offset(app.consumer, tp),
     )
     app.add_dependency(StopsWith(transactional.stop))
 

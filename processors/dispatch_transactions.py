@@ -174,6 +174,8 @@ class TransactionalDispatcher:
         decide: Decide,
         throttled: Collection[Channel],
         owns: Callable[[Any], bool],
+        skipped_by_log: Callable[[TopicPartition, int, int], bool] = lambda tp, first, end: False,
+        committed: Callable[[TopicPartition], int | None] = lambda tp: None,
     ) -> None:
         self.settings = settings
         self.codec = codec
@@ -182,6 +184,10 @@ class TransactionalDispatcher:
         self.decide = decide
         self.throttled = throttled
         self.owns = owns  # whether this worker still owns a Faust TP
+        # whether the log has no record at any offset in [first, end) of a partition
+        self.skipped_by_log = skipped_by_log
+        # the offset Faust's consumer committed for a partition (what it counted as done)
+        self.committed = committed
         self._names: dict[str, str] = {}
         self._admin: AIOKafkaAdminClient | None = None
         self._background: set[asyncio.Future[None]] = set()
@@ -231,10 +237,9 @@ class TransactionalDispatcher:
                     self.memories.forget([partition])
                 await self.memories.load([partition])
                 if unchecked:
-                    if self.memories.progress(partition) is None:
-                        # written by a release without progress records: the group's
-                        # committed offsets are the best record there is
-                        events = await self._not_committed(events)
+                    # also for a partition with a progress record: one written by an
+                    # earlier release (without progress records) may have owned it since
+                    events = await self._not_committed(events)
                     self.producers.checked(partition)
                 events = self._not_dispatched(partition, events)
                 if not events:
@@ -275,9 +280,13 @@ class TransactionalDispatcher:
         memories changed (each incident's last), the input offsets to commit."""
         staged = Staged()
         memories: dict[str, Memory] = {}
+        progress = dict(self.memories.progress(partition) or {})
+        read: set[TopicPartition] = set()
         for event in events:
             message = event.message
-            staged.offsets[TopicPartition(message.topic, message.partition)] = message.offset + 1
+            tp = TopicPartition(message.topic, message.partition)
+            read.add(tp)
+            self._advance(progress, tp, message.offset)
             try:
                 record = self.codec.decode(message.value)
             except ContractError as exc:
@@ -303,23 +312,44 @@ class TransactionalDispatcher:
             key, value = encode_memory(incident_id, changed)
             staged.records.append((self.memories.topic, partition, key, value))
         staged.memories = memories
-        staged.progress = dict(self.memories.progress(partition) or {})
-        staged.progress.update({tp.topic: offset for tp, offset in staged.offsets.items()})
-        key, value = encode_progress(staged.progress)
+        staged.progress = progress
+        staged.offsets = {tp: progress[tp.topic] for tp in read if tp.topic in progress}
+        key, value = encode_progress(progress)
         staged.records.append((self.memories.topic, partition, key, value))
         return staged
 
+    def _advance(self, progress: Progress, tp: TopicPartition, offset: int) -> None:
+        """Move `tp`'s progress past the event at `offset` when nothing before it is left
+        undone: it follows the progress (or what Faust's consumer committed), or the log has
+        no record in between. An event after records Faust dropped (faust-streaming #606)
+        is dispatched but the progress stays before them: read again, they are dispatched
+        then, and the events after them a second time (never lost)."""
+        known = [o for o in (progress.get(tp.topic), self.committed(tp)) if o is not None]
+        if not known:  # nothing recorded or committed yet: reading starts here
+            progress[tp.topic] = offset + 1
+            return
+        expected = max(known)
+        if offset == expected or (offset > expected and self.skipped_by_log(tp, expected, offset)):
+            progress[tp.topic] = offset + 1
+        elif expected > progress.get(tp.topic, -1):
+            progress[tp.topic] = expected  # Faust committed past the progress (log skips)
+
     def _not_dispatched(self, partition: int, events: list[Any]) -> list[Any]:
-        """`events` less those a committed transaction dispatched (by the partition's
-        progress record), which are acknowledged: read again after the group's offset
-        moved back (see processors/incident_memories.py), they are not dispatched twice."""
-        progress = self.memories.progress(partition)
-        if not progress:
-            return events
+        """`events` less those done, which are acknowledged: below the partition's progress
+        record (dispatched by a committed transaction) or below what Faust's consumer
+        committed. Read again after the group's offset moved back (see
+        processors/incident_memories.py), they are not dispatched twice."""
+        progress = self.memories.progress(partition) or {}
+        done: dict[TopicPartition, int] = {}
         left = []
         for event in events:
             message = event.message
-            if message.offset < progress.get(message.topic, -1):
+            tp = TopicPartition(message.topic, message.partition)
+            below = done.get(tp)
+            if below is None:
+                known = [o for o in (progress.get(tp.topic), self.committed(tp)) if o is not None]
+                below = done[tp] = max(known, default=-1)
+            if message.offset < below:
                 event.ack()
             else:
                 left.append(event)

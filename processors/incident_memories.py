@@ -12,8 +12,8 @@ A worker holds the memories of the partitions whose dispatcher input it owns: a 
 read whole (read_committed: an aborted transaction's memories are never seen) the first time
 an event of it arrives after an assignment, and forgotten when it is revoked.
 
-Each transaction also writes the partition's progress: the input offsets it committed, under
-a key no incident has (`PROGRESS_KEY`). The group's committed offsets cannot say what was
+Each transaction also writes the partition's progress: per input topic, the offset before
+which every event is dispatched, under a key no incident has (`PROGRESS_KEY`). The group's committed offsets cannot say what was
 dispatched: Kafka keeps the commit appended last to `__consumer_offsets`, and a plain commit
 of Faust's that lands between a transaction's offsets and its commit marker wins over them,
 so the group's offset can move back behind what a committed transaction dispatched (a
@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from notifier.settings import Settings
 from processors.reader import LazyReader, short_of
@@ -86,6 +87,26 @@ def decode_progress(value: bytes | None) -> Progress:
     if not isinstance(found, dict):
         return {}
     return {str(t): o for t, o in found.items() if isinstance(o, int) and not isinstance(o, bool)}
+
+
+async def _drop_past_the_end(consumer: Any, partition: int, progress: Progress) -> None:
+    """Forget progress past its input partition's end: the topic was deleted and made
+    again, and its new events (from offset 0) would all read as dispatched."""
+    tps = [TopicPartition(topic, partition) for topic in progress]
+    try:
+        ends = await consumer.end_offsets(tps)
+    except KafkaError as exc:  # kept: a topic made again is rare, a broker away is not
+        log.warning("dispatcher progress not checked against the inputs' ends: %r", exc)
+        return
+    for tp, end in ends.items():
+        if progress[tp.topic] > end:
+            log.warning(
+                "dispatcher progress of %s is %d, past its end %d (the topic made again?): ignored",
+                tp,
+                progress[tp.topic],
+                end,
+            )
+            del progress[tp.topic]
 
 
 class IncidentMemories:
@@ -162,13 +183,17 @@ class IncidentMemories:
                     for msg in messages:
                         records += 1
                         if msg.key == PROGRESS_KEY:
-                            progress[tp.partition] = decode_progress(msg.value)
+                            found = decode_progress(msg.value)
+                            if found:  # one that holds nothing counts as none
+                                progress[tp.partition] = found
                             continue
                         incident_id, memory = decode_memory(msg.key, msg.value)
                         if memory is None:
                             held.pop(incident_id, None)
                         else:
                             held[incident_id] = memory
+            for partition, found in progress.items():
+                await _drop_past_the_end(consumer, partition, found)
             self._by_partition.update(read)
             self._progress.update(progress)
             log.info(

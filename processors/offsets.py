@@ -125,10 +125,24 @@ class LogSkips:
                     del known[low]
 
 
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The offset Faust's consumer last committed for `tp` (all before it handled or
+    skipped by the log: see `SafeCommitConsumer`); None when it committed none."""
+    offset: int | None = consumer._committed_offset.get(tp)
+    return offset
+
+
+def skipped_by_log(consumer: Any, tp: Any, first: int, end: int) -> bool:
+    """Whether the consumer's fetches passed over every offset in [first, end) of `tp`
+    without a record to hand (False for a consumer that does not record it)."""
+    check = getattr(consumer, "skipped_by_log", None)
+    return bool(check(tp, first, end)) if check is not None else False
+
+
 def resume_offset(consumer: Any, tp: Any) -> int | None:
     """Where Faust's consumer resumes `tp`: its committed offset, else the one after the
     last it read (nothing committed by this worker yet); None when it knows neither."""
-    offset: int | None = consumer._committed_offset.get(tp)
+    offset = committed_offset(consumer, tp)
     if offset is None:
         last: int | None = consumer._read_offset.get(tp)
         offset = None if last is None else last + 1

@@ -119,6 +119,7 @@ async def test_events_read_again_after_the_group_offset_moved_back_are_not_dispa
     p.worker.terminate()  # a clean stop leaves the group empty, so its offsets can be set
     p.worker.wait(60)
     await asyncio.to_thread(_move_back, p, before, 60)
+    assert await asyncio.to_thread(_committed, p, before) == before  # or this proves nothing
     p.start_worker()
     await asyncio.to_thread(_committed_to, p, ends, 120)  # read again, all of it
 
@@ -131,18 +132,25 @@ def _group(p: Pipeline) -> str:
     return f"{p.settings.topic_prefix}notifier"
 
 
-def _committed_to(p: Pipeline, ends: dict[int, int], timeout_s: float) -> None:
-    """Poll until the worker's group has committed `incidents` up to `ends`."""
+def _committed(p: Pipeline, partitions: dict[int, int]) -> dict[int, int]:
+    """The worker's group's committed offsets of `incidents` `partitions`."""
     from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
     from confluent_kafka.admin import AdminClient
 
     topic = full_name(p.settings, "incidents")
     admin = AdminClient({"bootstrap.servers": p.settings.kafka_bootstrap})
-    request = ConsumerGroupTopicPartitions(_group(p), [TopicPartition(topic, n) for n in ends])
+    request = ConsumerGroupTopicPartitions(
+        _group(p), [TopicPartition(topic, n) for n in partitions]
+    )
+    found = admin.list_consumer_group_offsets([request])[_group(p)].result()
+    return {tp.partition: tp.offset for tp in found.topic_partitions}
+
+
+def _committed_to(p: Pipeline, ends: dict[int, int], timeout_s: float) -> None:
+    """Poll until the worker's group has committed `incidents` up to `ends`."""
     deadline = time.monotonic() + timeout_s
     while True:
-        found = admin.list_consumer_group_offsets([request])[_group(p)].result()
-        committed = {tp.partition: tp.offset for tp in found.topic_partitions}
+        committed = _committed(p, ends)
         if all(committed.get(n, -1) >= end for n, end in ends.items()):
             return
         assert time.monotonic() < deadline, f"committed {committed}, wanted {ends}"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
@@ -69,7 +71,13 @@ def decide(record: Record, memory: IncidentMemory) -> tuple[Dispatch, IncidentMe
     return Dispatch(), memory
 
 
-def dispatcher(memories: IncidentMemories | None = None) -> TransactionalDispatcher:
+def dispatcher(
+    memories: IncidentMemories | None = None,
+    committed: int | None = None,
+    log_skipped: Sequence[tuple[int, int]] = (),
+) -> TransactionalDispatcher:
+    """A dispatcher whose consumer committed `committed` of every partition, and whose
+    fetches passed over the offset ranges `log_skipped` (markers) with no record."""
     return TransactionalDispatcher(
         SETTINGS,
         CODEC,
@@ -78,6 +86,8 @@ def dispatcher(memories: IncidentMemories | None = None) -> TransactionalDispatc
         decide,
         throttled=(),
         owns=lambda tp: True,
+        skipped_by_log=lambda tp, first, end: any(a <= first and end <= b for a, b in log_skipped),
+        committed=lambda tp: committed,
     )
 
 
@@ -255,3 +265,144 @@ def test_a_progress_record_is_no_incident_and_closes_none() -> None:
     key, value = encode_progress({"t.incidents": 12})
     assert not key.startswith(b'"')  # every incident's key is JSON text
     assert status_in_changelog(value) == "open"
+
+
+@pytest.mark.parametrize(
+    ("held", "committed", "log_skipped", "offsets", "progress"),
+    [
+        ({"t.incidents": 5}, None, [], [5, 6], 7),
+        # records Faust dropped (6..8) before 9: the progress stays before them
+        ({"t.incidents": 5}, None, [], [5, 9], 6),
+        # offsets the log has no record at (transaction markers) are passed over
+        ({"t.incidents": 5}, None, [(6, 9)], [5, 9], 10),
+        # nothing recorded or committed: reading starts at the first event
+        (None, None, [], [12, 13], 14),
+        # Faust committed past the progress (over log skips it saw)
+        ({"t.incidents": 5}, 8, [], [8], 9),
+        ({"t.incidents": 5}, 8, [], [10], 8),
+        # the dropped records read again after the event that followed them
+        ({"t.incidents": 5}, None, [], [9, 5, 6, 7, 8], 9),
+    ],
+)
+def test_the_progress_never_passes_an_event_not_handled(
+    held: dict[str, int] | None,
+    committed: int | None,
+    log_skipped: list[tuple[int, int]],
+    offsets: list[int],
+    progress: int,
+) -> None:
+    memories = IncidentMemories(SETTINGS)
+    if held is not None:
+        memories.update(2, {}, held)
+    staged = dispatcher(memories, committed, log_skipped).stage(
+        2, [event(offset, sample(IncidentOpened)) for offset in offsets]
+    )
+    assert staged.progress["t.incidents"] == progress
+    # the group resumes where the progress is
+    assert staged.offsets == {TopicPartition("t.incidents", 2): progress}
+
+
+def test_records_faust_dropped_are_dispatched_when_read_again() -> None:
+    memories = IncidentMemories(SETTINGS)
+    memories.update(2, {}, {"t.incidents": 5})
+    d = dispatcher(memories)
+    staged = d.stage(2, [event(5, sample(IncidentOpened)), event(9, sample(IncidentOpened))])
+    memories.update(2, staged.memories, staged.progress)  # its transaction committed
+    again = [event(offset, sample(IncidentOpened)) for offset in (5, 6, 7, 8)]
+    assert [e.message.offset for e in d._not_dispatched(2, again)] == [6, 7, 8]
+
+
+@pytest.mark.parametrize(
+    ("held", "committed", "left"),
+    [
+        (None, 8, [8, 9]),  # below what Faust's consumer committed: handled
+        ({"t.incidents": 9}, 8, [9]),
+        ({"t.incidents": 7}, None, [7, 8, 9]),
+    ],
+)
+def test_what_faust_committed_is_not_dispatched_again(
+    held: dict[str, int] | None, committed: int | None, left: list[int]
+) -> None:
+    memories = IncidentMemories(SETTINGS)
+    if held is not None:
+        memories.update(2, {}, held)
+    events = [event(offset, sample(IncidentOpened)) for offset in (6, 7, 8, 9)]
+    kept = dispatcher(memories, committed)._not_dispatched(2, events)
+    assert [e.message.offset for e in kept] == left
+
+
+@dataclass
+class Stored:
+    key: bytes | None
+    value: bytes | None
+
+
+class MemoryTopic:
+    """Stands in for the reader's consumer: one partition of the memory topic, and the ends
+    of the dispatcher's input partitions."""
+
+    def __init__(self, records: list[Stored], input_ends: dict[str, int]) -> None:
+        self.records = records
+        self.input_ends = input_ends
+        self.read = False
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.tps = tps
+
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        self.read = False
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {
+            tp: len(self.records) if tp in self.tps else self.input_ends[tp.topic] for tp in tps
+        }
+
+    async def position(self, tp: TopicPartition) -> int:
+        return len(self.records) if self.read else 0
+
+    async def getmany(self, *tps: TopicPartition, **kw: Any) -> dict[TopicPartition, Any]:
+        self.read = True
+        return {tps[0]: self.records}
+
+
+class Reader:
+    def __init__(self, consumer: MemoryTopic) -> None:
+        self.consumer = consumer
+
+    async def get(self) -> MemoryTopic:
+        return self.consumer
+
+
+@pytest.mark.parametrize(
+    ("records", "input_ends", "progress"),
+    [
+        # the last progress record counts, and it is no incident
+        (
+            [
+                Stored(*encode_progress({"t.incidents": 3})),
+                Stored(*encode_memory("a", {"status": "open"})),
+                Stored(*encode_progress({"t.incidents": 4, "t.dispatch.commands": 1})),
+            ],
+            {"t.incidents": 10, "t.dispatch.commands": 5},
+            {"t.incidents": 4, "t.dispatch.commands": 1},
+        ),
+        # none recorded (an earlier release wrote the partition), or one holding nothing
+        ([Stored(*encode_memory("a", {"status": "open"}))], {}, None),
+        ([Stored(PROGRESS_KEY, b"not json")], {}, None),
+        # past its input's end: the topic was made again, and its new events are not done
+        (
+            [Stored(*encode_progress({"t.incidents": 40, "t.dispatch.commands": 1}))],
+            {"t.incidents": 2, "t.dispatch.commands": 5},
+            {"t.dispatch.commands": 1},
+        ),
+    ],
+)
+async def test_a_partition_is_read_with_its_progress(
+    records: list[Stored], input_ends: dict[str, int], progress: dict[str, int] | None
+) -> None:
+    memories = IncidentMemories(SETTINGS)
+    memories._reader = Reader(MemoryTopic(records, input_ends))  # type: ignore[assignment]
+    await memories.load([2])
+    assert memories.progress(2) == progress
+    assert memories.get("a", 2) in (None, {"status": "open"})
+    assert memories.get("\x00dispatcher-progress", 2) is None
