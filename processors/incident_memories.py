@@ -13,12 +13,13 @@ read whole (read_committed: an aborted transaction's memories are never seen) th
 an event of it arrives after an assignment, and forgotten when it is revoked.
 
 Each transaction also writes the partition's progress: per input topic, the offset before
-which every event is dispatched, under a key no incident has (`PROGRESS_KEY`). The group's committed offsets cannot say what was
-dispatched: Kafka keeps the commit appended last to `__consumer_offsets`, and a plain commit
-of Faust's that lands between a transaction's offsets and its commit marker wins over them,
-so the group's offset can move back behind what a committed transaction dispatched (a
-worker killed then dispatched a burst's notifications twice). The progress record is
-committed with the outputs, so it cannot disagree with them.
+which every event is dispatched, under a key no incident has (`PROGRESS_KEY`). The group's
+committed offsets cannot say what was dispatched: Kafka keeps the commit appended last to
+`__consumer_offsets`, and a plain commit of Faust's that lands between a transaction's
+offsets and its commit marker wins over them, so the group's offset can move back behind
+what a committed transaction dispatched (a worker killed then dispatched a burst's
+notifications twice). The progress record is committed with the outputs, so it cannot
+disagree with them.
 """
 
 from __future__ import annotations
