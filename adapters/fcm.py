@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 from adapters.base import HttpProvider, ProviderError, missing
 from adapters.fcm_auth import ServiceAccountTokens
@@ -47,9 +48,14 @@ class FcmPush(HttpProvider):
                 "fcm: every device token of this person is unregistered",
             )
         bearer = await self.tokens.token() if self.tokens is not None else None
-        outcomes = await asyncio.gather(
-            *(self._push(command, bearer, device) for device in devices), return_exceptions=True
-        )
+        outcomes: list[str | BaseException]
+        if len(devices) == 1:  # most people: no task and gathering future per push
+            outcomes = [await _outcome(self._push(command, bearer, devices[0]))]
+        else:
+            outcomes = await asyncio.gather(
+                *(self._push(command, bearer, device) for device in devices),
+                return_exceptions=True,
+            )
         sent = [o for o in outcomes if isinstance(o, str)]
         failed = [o for o in outcomes if not isinstance(o, str)]
         for device, outcome in zip(devices, outcomes, strict=True):
@@ -121,3 +127,11 @@ class FcmPush(HttpProvider):
         except (ValueError, KeyError, TypeError):
             pass
         raise self.http_error(response, code, detail)
+
+
+async def _outcome(push: Awaitable[str]) -> str | BaseException:
+    """What one push gave, its error included, as `asyncio.gather` returns it."""
+    try:
+        return await push
+    except Exception as exc:
+        return exc

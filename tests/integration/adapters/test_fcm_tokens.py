@@ -153,6 +153,26 @@ async def test_every_device_gets_the_push_and_unregistered_ones_are_dropped(
     assert len(await requests_of(control, "fcm")) == len(asked)  # nobody was asked again
 
 
+async def test_a_person_with_one_device_is_pushed_and_an_unregistered_one_dropped(
+    sandbox: dict[str, str], control: httpx.AsyncClient
+) -> None:
+    """One device (most people): the same outcomes as with several."""
+    fcm = build_provider(Channel.PUSH, "fcm", settings_for(sandbox))
+    try:
+        sent = await fcm.send(command(Channel.PUSH, sandbox, address="phone-9"))
+        with pytest.raises(ProviderError) as gone:
+            await fcm.send(command(Channel.PUSH, sandbox, address="stale-9"))
+        with pytest.raises(ProviderError) as known:  # not asked again
+            await fcm.send(command(Channel.PUSH, sandbox, address="stale-9"))
+    finally:
+        await fcm.close()
+    assert sent.startswith("projects/")
+    assert gone.value.failure.code == "UNREGISTERED"
+    assert gone.value.category is known.value.category is FailureCategory.PERMANENT
+    asked = await requests_of(control, "fcm")
+    assert [r["status"] for r in asked] == [200, 404]
+
+
 async def test_a_token_endpoint_outage_is_transient(
     sandbox: dict[str, str], control: httpx.AsyncClient, tmp_path: Path
 ) -> None:
