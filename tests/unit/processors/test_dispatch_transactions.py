@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.records import (
@@ -26,6 +27,7 @@ from processors.closed_incidents import status_in_changelog
 from processors.dispatch_transactions import (
     PartitionProducers,
     TransactionalDispatcher,
+    send_batched,
     transactional_id,
 )
 from processors.incident_memories import (
@@ -406,3 +408,69 @@ async def test_a_partition_is_read_with_its_progress(
     assert memories.progress(2) == progress
     assert memories.get("a", 2) in (None, {"status": "open"})
     assert memories.get("\x00dispatcher-progress", 2) is None
+
+
+class Batches:
+    """Stands in for a transactional producer: the batches it was given, and how full."""
+
+    def __init__(self, fits: int) -> None:
+        self.fits = fits  # records a batch takes
+        self.sent: list[tuple[str, int, list[tuple[bytes | None, bytes | None]]]] = []
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1, 2}
+
+    def create_batch(self) -> Any:
+        producer = self
+
+        class Batch:
+            records: list[tuple[bytes | None, bytes | None]] = []
+
+            def append(self, *, key: bytes | None, value: bytes | None, timestamp: None) -> Any:
+                if len(self.records) >= producer.fits:
+                    return None
+                self.records = [*self.records, (key, value)]
+                return object()
+
+        return Batch()
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> None:
+        self.sent.append((topic, partition, batch.records))
+
+
+async def test_records_go_as_one_batch_per_partition_in_their_order() -> None:
+    producer = Batches(fits=2)
+    records = [
+        ("t.delivery.events", None, b"k1", b"a"),
+        ("t.notify.email", None, b"k1", b"b"),
+        ("t.delivery.events", None, b"k2", b"c"),
+        ("t.delivery.events", None, b"k1", b"d"),
+        ("t.memory", 2, b"k1", b"e"),
+        ("t.delivery.events", None, b"k1", b"f"),
+    ]
+    # the partitioner's choice for keyless partitions: k1 -> 1, k2 -> 0
+    partitioner = Partitioner({b"k1": 1, b"k2": 0})
+    await send_batched(producer, partitioner, records)
+    assert producer.sent == [
+        ("t.delivery.events", 1, [(b"k1", b"a"), (b"k1", b"d")]),  # full at two
+        ("t.delivery.events", 1, [(b"k1", b"f")]),
+        ("t.notify.email", 1, [(b"k1", b"b")]),
+        ("t.delivery.events", 0, [(b"k2", b"c")]),
+        ("t.memory", 2, [(b"k1", b"e")]),  # a partition given is kept
+    ]
+    assert partitioner.asked == [[0, 1, 2]] * 5
+
+
+class Partitioner:
+    def __init__(self, chosen: dict[bytes, int]) -> None:
+        self.chosen = chosen
+        self.asked: list[list[int]] = []
+
+    def __call__(self, key: bytes | None, every: Sequence[int], available: Sequence[int]) -> int:
+        self.asked.append(list(every))
+        return self.chosen[key or b""]
+
+
+async def test_a_record_no_batch_takes_fails_the_transaction() -> None:
+    with pytest.raises(MessageSizeTooLargeError):
+        await send_batched(Batches(fits=0), Partitioner({}), [("t.m", 0, b"k", b"v")])
