@@ -62,6 +62,13 @@ RETRY_MOST_S = 5.0
 STOP_TIMEOUT_S = 10.0
 TRANSACTION_TIMEOUT_MS = 10_000
 START_TIMEOUT_S = 15.0
+# A transaction begun right after its producer's last commit finds the coordinator still
+# writing that commit's markers (a millisecond or two) and is told to retry. aiokafka
+# waits a fixed 20 ms when that answer comes to the transaction's first AddPartitionsToTxn
+# and `retry_backoff_ms` when it comes to AddOffsetsToTxn: so each transaction adds its
+# offsets first, with a short backoff. Measured back to back on the dev broker, per
+# transaction: 22 ms records first; offsets first 12 ms at 10 ms backoff, 7 ms at 5 ms.
+TXN_RETRY_BACKOFF_MS = 5
 BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
 
 Outgoing = tuple[str, int | None, bytes | None, bytes | None]  # topic, partition, key, value
@@ -110,6 +117,8 @@ class PartitionProducers:
                     # no linger: every record of a transaction is sent before its commit,
                     # which then waits for them; a linger would only hold the commit back
                     linger_ms=0,
+                    # see `TXN_RETRY_BACKOFF_MS`
+                    retry_backoff_ms=TXN_RETRY_BACKOFF_MS,
                     # a killed worker's open transaction holds back every read_committed
                     # reader of the partitions it wrote until it is aborted: by the next
                     # owner's producer, or by the coordinator after this long (a batch's
@@ -286,10 +295,11 @@ class TransactionalDispatcher:
                     return
                 staged = self.stage(partition, events)
                 async with producer.transaction():
-                    await send_batched(producer, self.producers.partitioner, staged.records)
+                    # offsets first: see `TXN_RETRY_BACKOFF_MS`
                     await producer.send_offsets_to_transaction(
                         staged.offsets, self.producers.group_id
                     )
+                    await send_batched(producer, self.producers.partitioner, staged.records)
             except ProducerFenced:
                 log.warning("dispatcher partition %d fenced: another worker owns it", partition)
                 await self.revoked([partition])
