@@ -202,6 +202,24 @@ async def send_batched(
         await producer.send_batch(batch, topic, partition=to)
 
 
+def ack_done(events: Sequence[Any], done_below: Callable[[TopicPartition], int]) -> list[Any]:
+    """`events` less those at offsets below `done_below` of their partition, which are
+    acknowledged (asked once per partition)."""
+    below: dict[TopicPartition, int] = {}
+    left = []
+    for event in events:
+        message = event.message
+        tp = TopicPartition(message.topic, message.partition)
+        end = below.get(tp)
+        if end is None:
+            end = below[tp] = done_below(tp)
+        if message.offset < end:
+            event.ack()
+        else:
+            left.append(event)
+    return left
+
+
 async def _stop_quietly(producer: AIOKafkaProducer) -> None:
     # a producer stopped while its broker is away would wait for it: bounded, as the
     # transaction it leaves open is ended by the partition's next producer anyway
@@ -389,19 +407,12 @@ class TransactionalDispatcher:
         committed. Read again after the group's offset moved back (see
         processors/incident_memories.py), they are not dispatched twice."""
         progress = self.memories.progress(partition) or {}
-        done: dict[TopicPartition, int] = {}
-        left = []
-        for event in events:
-            message = event.message
-            tp = TopicPartition(message.topic, message.partition)
-            below = done.get(tp)
-            if below is None:
-                known = [o for o in (progress.get(tp.topic), self.committed(tp)) if o is not None]
-                below = done[tp] = max(known, default=-1)
-            if message.offset < below:
-                event.ack()
-            else:
-                left.append(event)
+
+        def done_below(tp: TopicPartition) -> int:
+            known = [o for o in (progress.get(tp.topic), self.committed(tp)) if o is not None]
+            return max(known, default=-1)
+
+        left = ack_done(events, done_below)
         if len(left) < len(events):
             log.info(
                 "dispatcher partition %d: %d events already dispatched, not again",
@@ -434,13 +445,7 @@ class TransactionalDispatcher:
             self.producers.group_id, partitions=tps
         )
         done = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
-        left = []
-        for event in events:
-            message = event.message
-            if message.offset < done.get(TopicPartition(message.topic, message.partition), -1):
-                event.ack()
-            else:
-                left.append(event)
+        left = ack_done(events, lambda tp: done.get(tp, -1))
         if len(left) < len(events):
             log.info(
                 "dispatcher: %d events already committed by an earlier transaction",
