@@ -30,12 +30,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import (
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    ProducerFenced,
-)
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 
 from notifier.contracts.codec import AvroCodec
 from notifier.contracts.errors import ContractError
@@ -197,8 +192,9 @@ async def send_batched(
             if batch.append(key=key, value=value, timestamp=None) is None:  # full
                 await producer.send_batch(batch, topic, partition=to)
                 batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise MessageSizeTooLargeError(f"a record for {topic} fits no batch")
+                # a batch takes its first record whatever its size (one too large for the
+                # broker is refused by it, where `send` refused it before sending)
+                batch.append(key=key, value=value, timestamp=None)
         await producer.send_batch(batch, topic, partition=to)
 
 
