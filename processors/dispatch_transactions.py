@@ -66,7 +66,8 @@ START_TIMEOUT_S = 15.0
 TXN_RETRY_BACKOFF_MS = 5
 BATCH_BYTES = 512 * 1024  # under the broker's default message.max.bytes (1 MiB)
 
-Outgoing = tuple[str, int | None, bytes | None, bytes | None]  # topic, partition, key, value
+# topic (full name), partition (None: by key), key, value: ready for the producer
+EncodedRecord = tuple[str, int | None, bytes | None, bytes | None]
 
 
 def transactional_id(group_id: str, partition: int) -> str:
@@ -79,7 +80,7 @@ def transactional_id(group_id: str, partition: int) -> str:
 class Staged:
     """What one partition's batch writes in its transaction, and what follows its commit."""
 
-    records: list[Outgoing] = field(default_factory=list)
+    records: list[EncodedRecord] = field(default_factory=list)
     memories: dict[str, Memory] = field(default_factory=dict)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     progress: Progress = field(default_factory=dict)
@@ -170,13 +171,13 @@ class PartitionProducers:
 async def send_batched(
     producer: AIOKafkaProducer,
     partitioner: Callable[[bytes | None, Sequence[int], Sequence[int]], int],
-    records: Sequence[Outgoing],
+    records: Sequence[EncodedRecord],
 ) -> None:
     """Queue `records` in the producer's open transaction, one record batch per partition,
     in order within each partition. aiokafka's `send` makes a future and a partition lookup
     per record; a batch built by hand appends a record for about a microsecond. Delivery
     is awaited by the transaction's commit, as for `send`."""
-    by_partition: dict[tuple[str, int], list[Outgoing]] = {}
+    by_partition: dict[tuple[str, int], list[EncodedRecord]] = {}
     partitions: dict[str, list[int]] = {}
     for record in records:
         topic, to, key, _ = record
